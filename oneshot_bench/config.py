@@ -43,6 +43,7 @@ class BudgetConfig:
     max_train_images: Optional[int] = None  # cap on the search-train split (None = all)
     max_val_images: Optional[int] = None  # cap on the search-val split
     net: NetConfig = field(default_factory=NetConfig)  # supernet / hypernet target size during search
+    net_by_space: dict[str, NetConfig] = field(default_factory=dict)  # per-space override of `net`
     search_epochs: int = 1
     batch_size: int = 64
     lr: float = 0.05
@@ -58,6 +59,7 @@ class BudgetConfig:
     standalone: TrainConfig = field(default_factory=TrainConfig)  # random baseline + darts_cell ground truth
     final: TrainConfig = field(default_factory=TrainConfig)  # retraining of the found arch (no tabular truth)
     final_net: NetConfig = field(default_factory=NetConfig)
+    final_net_by_space: dict[str, NetConfig] = field(default_factory=dict)  # per-space override of `final_net`
     bootstrap_resamples: int = 1000
 
 
@@ -89,11 +91,19 @@ class RunConfig:
     space: SpaceConfig = field(default_factory=SpaceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    truth: str = "auto"  # auto | tabular | trained (standalone training under the budget, cached)
+    truth_dataset: str = "cifar10"  # which NB201 column is ground truth: cifar10 | cifar100 | imagenet16-120
     seed: int = 0
     device: str = "auto"
+    objective: str = "kendall_tau"  # value run.py returns to sweepers: any key of the record's "summary"
     results_dir: str = "results"
     resume: bool = True  # continue from the run's last checkpoint when one exists
     force: bool = False  # recompute even when a finished record exists
+
+
+def nets_for(budget: BudgetConfig, space: str) -> tuple[NetConfig, NetConfig]:
+    """(search net, final net) of a budget for one space (papers size each space differently)."""
+    return budget.net_by_space.get(space, budget.net), budget.final_net_by_space.get(space, budget.final_net)
 
 
 def from_dictconfig(cfg: Any) -> RunConfig:

@@ -1,0 +1,53 @@
+"""Random search baseline: sample architectures, train each standalone from scratch under the budget, keep the best
+by validation accuracy (Li & Talwalkar 2019 use it as the reference every NAS method must beat)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+from tqdm.auto import tqdm
+
+from oneshot_bench.training import train_standalone
+from search_spaces.base import ENCODE, SAMPLE, STANDALONE, Arch
+
+from .base import Method, register_method
+
+
+@dataclass
+class RandomHparams:
+    epochs_per_arch: Optional[int] = None  # standalone epochs per candidate (None: the budget's standalone epochs)
+
+
+@register_method("random")
+class RandomSearch(Method):
+    Hparams = RandomHparams
+    required_capabilities = frozenset({SAMPLE, ENCODE, STANDALONE})
+
+    def build(self) -> None:
+        train = self.ctx.budget.standalone
+        self.train_cfg = replace(train, epochs=self.hp.epochs_per_arch or train.epochs)
+        self.val_acc: dict[Arch, float] = {}  # archs scored twice (ranking sample and own search) train once
+
+    def _val_accuracy(self, arch: Arch) -> float:
+        if arch not in self.val_acc:
+            ctx = self.ctx
+            net = ctx.space.build_standalone(arch, ctx.net)
+            seed = self.rng.randrange(2**31)
+            self.val_acc[arch] = train_standalone(net, ctx.data, self.train_cfg, ctx.device, seed,
+                                                  desc="random: train", eval_splits=("val",))["val_acc"]
+        return self.val_acc[arch]
+
+    def score(self, archs: list[Arch]) -> list[float]:
+        return [self._val_accuracy(a) for a in tqdm(archs, desc="random scoring", leave=False)]
+
+    def derive(self) -> Arch:
+        candidates = [self.ctx.space.sample(self.rng) for _ in range(self.ctx.budget.candidates)]
+        scores = self.score(candidates)
+        return max(zip(scores, candidates))[1]
+
+    def state_dict(self):
+        return {**super().state_dict(), "val_acc": dict(self.val_acc)}
+
+    def load_state_dict(self, state) -> None:
+        super().load_state_dict(state)
+        self.val_acc = dict(state["val_acc"])

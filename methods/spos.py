@@ -1,0 +1,53 @@
+"""SPOS: Single Path One-Shot NAS with uniform sampling (Guo et al., ECCV 2020).
+
+Supernet training samples one path uniformly per step; ranking uses supernet accuracy after BN recalibration;
+the final search is an evolutionary algorithm under an optional params/FLOPs constraint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .base import register_method
+from .constraints import ResourceConstraint
+from .evolution import evolutionary_search
+from .supernet import SupernetMethod
+
+
+@dataclass
+class SPOSHparams:
+    topk: int = 10  # parents kept per generation (the paper: 10 of 50)
+    mutation_prob: float = 0.1  # per-decision resampling probability (the paper: 0.1)
+    max_params: Optional[float] = None  # constraint on the final network's parameter count
+    max_flops: Optional[float] = None  # constraint on its FLOPs (multiply-add = 2), at the budget's resolution
+
+
+@register_method("spos")
+class SPOS(SupernetMethod):
+    Hparams = SPOSHparams
+
+    def build(self) -> None:
+        super().build()
+        ctx = self.ctx
+        self.constraint = ResourceConstraint(ctx.space, ctx.final_net, ctx.data.resolution,
+                                             max_params=self.hp.max_params, max_flops=self.hp.max_flops)
+
+    def sample_arch(self):
+        """Uniform path sampling; under a constraint the paper samples uniformly among archs that satisfy it."""
+        for _ in range(1000):
+            arch = self.ctx.space.sample(self.rng)
+            if self.constraint(arch):
+                return arch
+        raise ValueError("no sampled architecture satisfies max_params/max_flops; relax the constraint")
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        losses = [self.weight_step(self.path_of(self.sample_arch()), x, y) for x, y in self.train_batches()]
+        return {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0]}
+
+    def derive(self):
+        b = self.ctx.budget
+        self.evolution = evolutionary_search(
+            self.ctx.space, self.supernet_accuracy, self.rng, population=b.evolution_population,
+            generations=b.evolution_generations, topk=min(self.hp.topk, b.evolution_population),
+            mutation_prob=self.hp.mutation_prob, constraint=self.constraint if self.constraint.active else None)
+        return self.evolution.best

@@ -1,0 +1,78 @@
+"""Shared machinery of weight-sharing methods: one supernet, an SGD weight optimizer with cosine decay, single-path
+weight steps, and scoring a subnet by its supernet accuracy after BN recalibration."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from oneshot_bench.training import accuracy, check_finite, cosine, recalibrate_bn, sgd, steps_per_epoch
+from search_spaces.base import ENCODE, SAMPLE, SUPERNET, Arch, Path
+
+from .base import Method
+
+
+class SupernetMethod(Method):
+    required_capabilities = frozenset({SAMPLE, ENCODE, SUPERNET})
+    recalibrate_bn_before_scoring = True
+
+    def build(self) -> None:
+        ctx = self.ctx
+        self.supernet = ctx.space.build_supernet(ctx.net).to(ctx.device).to(memory_format=torch.channels_last)
+        self.steps_per_epoch = steps_per_epoch(len(ctx.data.train), ctx.budget.batch_size)
+        self.w_optimizer = sgd(self.weight_parameters(), ctx.budget.lr, ctx.budget.momentum, ctx.budget.weight_decay)
+        self.w_scheduler = cosine(self.w_optimizer, ctx.budget.search_epochs * self.steps_per_epoch)
+
+    def weight_parameters(self) -> Iterator[nn.Parameter]:
+        return self.supernet.parameters()
+
+    def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        b = self.ctx.budget
+        return self.ctx.data.batches("train", b.batch_size, self.generator, max_batches=self.steps_per_epoch)
+
+    def weight_step(self, path: Path, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One SGD step (and cosine LR step) of the supernet weights on the sub-network `path`."""
+        self.supernet.train()
+        loss = F.cross_entropy(self.supernet(x, path), y)
+        check_finite(loss, f"{self.name} supernet training")
+        self.w_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.supernet.parameters(), self.ctx.budget.grad_clip)
+        self.w_optimizer.step()
+        self.w_scheduler.step()
+        return loss.item()
+
+    def path_of(self, arch: Arch) -> list[int]:
+        return self.ctx.space.arch_to_path(arch)
+
+    def supernet_accuracy(self, arch: Arch, max_batches: int | None = None) -> float:
+        """Validation accuracy of `arch` with inherited supernet weights, on the same fixed val batches for every
+        arch; BN statistics are re-estimated for this arch first (same fixed train batches for every arch)."""
+        b = self.ctx.budget
+        path = self.path_of(arch)
+        forward = lambda x: self.supernet(x, path)  # noqa: E731
+        if self.recalibrate_bn_before_scoring and b.bn_recalibration_batches > 0:
+            calib = torch.Generator().manual_seed(self.ctx.seed)
+            recalibrate_bn(self.supernet, forward, self.ctx.data.batches(
+                "train", b.batch_size, calib, max_batches=b.bn_recalibration_batches))
+        self.supernet.eval()
+        acc = accuracy(forward, self.ctx.data.batches("val", b.batch_size, self.generator, shuffle=False,
+                                                      augment=False, max_batches=max_batches or b.score_batches))
+        self.supernet.train()
+        return acc
+
+    def score(self, archs: list[Arch]) -> list[float]:
+        return [self.supernet_accuracy(a) for a in tqdm(archs, desc=f"{self.name} scoring", leave=False)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "supernet": self.supernet.state_dict(),
+                "w_optimizer": self.w_optimizer.state_dict(), "w_scheduler": self.w_scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.supernet.load_state_dict(state["supernet"])
+        self.w_optimizer.load_state_dict(state["w_optimizer"])
+        self.w_scheduler.load_state_dict(state["w_scheduler"])

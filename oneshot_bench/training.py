@@ -1,0 +1,91 @@
+"""Training and evaluation loops shared by methods and ground truth: standalone training, accuracy, BN recalibration."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .data import DataBundle
+from .errors import DivergenceError
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(loss):
+        raise DivergenceError(
+            f"the loss became {loss.item()} during {where}. Lower the learning rate (budget.lr / method lr) or "
+            f"raise gradient clipping (budget.grad_clip); the run's last checkpoint is kept.")
+
+
+def sgd(params: Iterable[torch.nn.Parameter], lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
+
+
+def cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, math.ceil(n / batch_size))
+
+
+@torch.no_grad()
+def accuracy(forward: Forward, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 accuracy in percent over the given batches."""
+    correct = total = 0
+    for x, y in batches:
+        correct += (forward(x).argmax(1) == y).sum().item()
+        total += len(y)
+    return 100.0 * correct / max(1, total)
+
+
+@torch.no_grad()
+def recalibrate_bn(module: nn.Module, forward: Forward, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Re-estimate BatchNorm statistics for the sub-network that `forward` runs (SPOS, Guo et al. 2020, Sec. 3.4):
+    running stats of shared BN layers are a mixture over all paths and mislead the ranking otherwise."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
+    was_training = module.training
+    module.train()
+    for x, _ in batches:
+        forward(x)
+    module.train(was_training)
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
+
+
+def train_standalone(net: nn.Module, data: DataBundle, cfg: TrainConfig, device: torch.device, seed: int, *,
+                     desc: str = "standalone", eval_splits: tuple[str, ...] = ("val", "test"),
+                     progress: Optional[bool] = None) -> dict[str, float]:
+    """Train `net` from scratch with SGD + cosine LR; return accuracies (percent) on `eval_splits`."""
+    generator = torch.Generator().manual_seed(seed)
+    net = net.to(device).to(memory_format=torch.channels_last)
+    n_train = min(len(data.train), cfg.max_train_images or len(data.train))
+    steps = steps_per_epoch(n_train, cfg.batch_size)
+    opt = sgd(net.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
+    sched = cosine(opt, cfg.epochs * steps)
+    net.train()
+    bar = tqdm(total=cfg.epochs * steps, desc=desc, leave=False, disable=progress is False or None)
+    for epoch in range(cfg.epochs):
+        for x, y in data.batches("train", cfg.batch_size, generator, max_batches=steps):
+            loss = F.cross_entropy(net(x), y)
+            check_finite(loss, f"{desc} training (epoch {epoch})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            bar.update()
+    bar.close()
+    net.eval()
+    return {f"{split}_acc": accuracy(net, data.batches(split, 256, generator, shuffle=False, augment=False))
+            for split in eval_splits}

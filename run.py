@@ -1,0 +1,61 @@
+"""oneshot-bench entry point: `python run.py method=spos space=nb201 data=digits budget=smoke seed=0 device=auto`.
+
+Hydra composes conf/; the config becomes typed dataclasses here, once. Returns the configured objective so that
+`python run.py -m hydra/sweeper=optuna ...` can optimize it.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from oneshot_bench.config import from_dictconfig
+from oneshot_bench.errors import UserError
+
+log = logging.getLogger("oneshot_bench")
+
+
+def print_summary(record: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s, r, f = record["summary"], record["ranking"], record["found"]
+    table = Table(title=f"{record['method']} on {record['space']} ({record['data']}, budget={record['budget']}, "
+                        f"seed={record['seed']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in ("kendall_tau", "spearman_rho", "pearson_r"):
+        table.add_row(name, f"{s[name]:.3f}  [{r[name + '_ci_low']:.3f}, {r[name + '_ci_high']:.3f}]")
+    table.add_row("precision@top10% / @5", f"{s['precision_at_top10pct']:.2f} / {s['precision_at_5']:.2f}")
+    table.add_row("found arch", f["arch"])
+    table.add_row("final test acc (%)", f"{s['final_test_acc']:.2f} ({f['final_source']})")
+    table.add_row("params / FLOPs", f"{s['params']:,} / {s['flops']:,}")
+    for phase, v in record["cost"]["phases"].items():
+        table.add_row(f"cost: {phase}", f"{v['device_seconds']:.1f} s ({v['gpu_days']:.2e} device-days)")
+    table.add_row("device", record["cost"]["device"])
+    table.add_row("record", record["run_id"])
+    Console().print(table)
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    from evaluators.runner import run_benchmark
+
+    try:
+        run_cfg = from_dictconfig(cfg)
+        record = run_benchmark(run_cfg)
+    except UserError as e:  # a message the user can act on, never a deep traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print_summary(record)
+    if run_cfg.objective not in record["summary"]:
+        print(f"error: unknown objective {run_cfg.objective!r}. Valid: {', '.join(record['summary'])}.",
+              file=sys.stderr)
+        sys.exit(2)
+    return float(record["summary"][run_cfg.objective])
+
+
+if __name__ == "__main__":
+    main()
