@@ -94,7 +94,7 @@ class NB201Table(_Table):
     @cached_property
     def table(self) -> dict[str, float]:
         df = pd.read_csv(self.path, usecols=["ArchitectureString", self.column])
-        return dict(zip(df["ArchitectureString"], df[self.column].astype(float)))
+        return dict(zip(df["ArchitectureString"], df[self.column].astype(float), strict=True))
 
 
 class MacroTable(_Table):

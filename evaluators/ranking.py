@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
@@ -51,7 +51,7 @@ def ranking_metrics(proxy: Sequence[float], truth: Sequence[float], *, resamples
         for name, fn in (("kendall_tau", kendall_tau), ("spearman_rho", spearman_rho), ("pearson_r", pearson_r)):
             constant = np.ptp(p) == 0 or np.ptp(t) == 0  # correlation undefined: report 0 rather than NaN
             out[name] = 0.0 if constant else fn(p, t)
-            lo, hi = (math.nan, math.nan) if constant else _ci(lambda a, b: fn(a, b), p, t, resamples, seed)
+            lo, hi = (math.nan, math.nan) if constant else _ci(fn, p, t, resamples, seed)
             out[f"{name}_ci_low"], out[f"{name}_ci_high"] = lo, hi
     out["precision_at_top10pct"] = precision_at_k(p, t, max(1, round(0.1 * len(p))))
     out["precision_at_5"] = precision_at_k(p, t, 5)

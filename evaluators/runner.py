@@ -35,7 +35,8 @@ RECORD_VERSION = 1
 def resolved_config(cfg: RunConfig, hparams: dict[str, Any]) -> dict[str, Any]:
     config = asdict(cfg)
     config["method"]["params"] = hparams  # with defaults filled in, so the run id changes when a default does
-    for k in ("results_dir", "resume", "force", "device", "objective"):  # where/how it runs does not change what is measured
+    # where and how a run executes does not change what it measures, so these stay out of the run id
+    for k in ("results_dir", "resume", "force", "device", "objective"):
         config.pop(k)
     return config
 

@@ -25,7 +25,7 @@ from oneshot_bench.errors import ConfigError
 from oneshot_bench.registry import Registry
 from search_spaces.base import ENCODE, SAMPLE, Arch, SearchSpace
 
-METHODS: Registry["Method"] = Registry("method", "methods")
+METHODS: Registry[Method] = Registry("method", "methods")
 register_method = METHODS.register
 
 

@@ -4,8 +4,9 @@ the constraint, and return the best arch ever evaluated."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Optional
 
 from tqdm.auto import tqdm
 
@@ -59,8 +60,9 @@ def evolutionary_search(space: SearchSpace, fitness: Fitness, rng: random.Random
         top = ranked[:max(1, topk)]
         result.top_per_generation.append(result.evaluated[top[0]])
         n_mut = population // 2
-        mutants = _fill((), lambda: space.mutate(rng.choice(top), rng, mutation_prob), n_mut, ok, seen, max_tries)
-        children = _fill((), lambda: space.crossover(rng.choice(top), rng.choice(top), rng),
+        mutate = lambda top=top: space.mutate(rng.choice(top), rng, mutation_prob)  # noqa: E731
+        mutants = _fill((), mutate, n_mut, ok, seen, max_tries)
+        children = _fill((), lambda top=top: space.crossover(rng.choice(top), rng.choice(top), rng),
                          population - len(mutants), ok, seen, max_tries)
         pop = mutants + children
         if not pop:  # the neighbourhood of the top-k is exhausted

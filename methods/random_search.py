@@ -43,7 +43,7 @@ class RandomSearch(Method):
     def derive(self) -> Arch:
         candidates = [self.ctx.space.sample(self.rng) for _ in range(self.ctx.budget.candidates)]
         scores = self.score(candidates)
-        return max(zip(scores, candidates))[1]
+        return max(zip(scores, candidates, strict=True))[1]
 
     def state_dict(self):
         return {**super().state_dict(), "val_acc": dict(self.val_acc)}

@@ -2,7 +2,8 @@
 weight steps, and scoring a subnet by its supernet accuracy after BN recalibration."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F

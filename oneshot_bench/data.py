@@ -8,9 +8,10 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ class DataBundle:
     sha256: str  # hash of the raw source files (or arrays), recorded with every result
     augment: bool = True
 
-    def to(self, device: torch.device) -> "DataBundle":
+    def to(self, device: torch.device) -> DataBundle:
         move = lambda s: Split(s.x.to(device), s.y.to(device))  # noqa: E731
         return DataBundle(self.name, move(self.train), move(self.val), move(self.test), self.num_classes,
                           self.in_channels, self.resolution, self.sha256, self.augment)

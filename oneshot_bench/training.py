@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,7 @@ def recalibrate_bn(module: nn.Module, forward: Forward, batches: Iterable[tuple[
     for x, _ in batches:
         forward(x)
     module.train(was_training)
-    for bn, m in zip(bns, momenta):
+    for bn, m in zip(bns, momenta, strict=True):
         bn.momentum = m
 
 

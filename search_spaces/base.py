@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterator, Optional, Sequence, Union
+from typing import ClassVar, Optional, Union
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from oneshot_bench.registry import Registry
 
 Arch = tuple[int, ...]
 
-SPACES: Registry["SearchSpace"] = Registry("space", "search_spaces")
+SPACES: Registry[SearchSpace] = Registry("space", "search_spaces")
 register_space = SPACES.register
 
 # Capabilities a space may declare; methods list the ones they need.
@@ -46,7 +47,7 @@ class ChoicePoint:
     candidates: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on tensors is elementwise; compare by identity
 class WeightedChoice:
     """Run the candidates at `indices` and sum them weighted by `weights` (a 1-D tensor, same length).
 
@@ -125,7 +126,7 @@ class SearchSpace(ABC):
 
     def is_valid(self, arch: Arch) -> bool:
         ds = self.decisions
-        return len(arch) == len(ds) and all(0 <= a < len(d.choices) for a, d in zip(arch, ds))
+        return len(arch) == len(ds) and all(0 <= a < len(d.choices) for a, d in zip(arch, ds, strict=True))
 
     def sample(self, rng: random.Random) -> Arch:
         """Uniform over valid architectures (subclasses with constraints override)."""
@@ -135,7 +136,8 @@ class SearchSpace(ABC):
         """Resample each decision with probability `prob`; always returns a valid arch different from `arch`."""
         ds = self.decisions
         for _ in range(100):
-            new = tuple(rng.randrange(len(d.choices)) if rng.random() < prob else a for a, d in zip(arch, ds))
+            new = tuple(rng.randrange(len(d.choices)) if rng.random() < prob else a
+                        for a, d in zip(arch, ds, strict=True))
             if new != arch and self.is_valid(new):
                 return new
             i = rng.randrange(len(ds))  # force at least one change
@@ -146,7 +148,7 @@ class SearchSpace(ABC):
 
     def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
         for _ in range(100):
-            child = tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b))
+            child = tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b, strict=True))
             if self.is_valid(child):
                 return child
         return a

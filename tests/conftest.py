@@ -1,0 +1,36 @@
+"""Shared fixtures. Tests read real data from ../shared/data (CI clones the repo beside it) or $ONESHOT_SHARED_DATA."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ONESHOT_SHARED_DATA", REPO.parent / "shared" / "data"))
+CIFAR_SUBSET = SHARED_DATA / "cifar10-subset"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> Path:
+    if not (CIFAR_SUBSET / "cifar-10-batches-py" / "data_batch_1").is_file():
+        pytest.skip(f"real CIFAR-10 subset not found at {CIFAR_SUBSET} (set ONESHOT_SHARED_DATA)")
+    return CIFAR_SUBSET
+
+
+@pytest.fixture
+def smoke_config(tmp_path):
+    """A RunConfig with the smoke budget (as conf/budget/smoke.yaml) writing into a temp results dir."""
+    from hydra import compose, initialize_config_dir
+
+    from oneshot_bench.config import from_dictconfig
+
+    def make(*overrides: str):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=[f"results_dir={tmp_path / 'results'}", "device=cpu", *overrides])
+        return from_dictconfig(cfg)
+
+    return make

@@ -1,0 +1,43 @@
+"""The command line as a user meets it: clear one-line errors for bad input, a summary table for good input."""
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+
+def run_cli(*args, tmp_path):
+    return subprocess.run([sys.executable, "run.py", f"results_dir={tmp_path}", "hydra.run.dir=" + str(tmp_path / "h"),
+                           *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_unknown_method_lists_valid_choices(tmp_path):
+    r = run_cli("method=nope", tmp_path=tmp_path)
+    assert r.returncode != 0
+    assert "nope" in r.stderr and "spos" in r.stderr and "random" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unknown_space_lists_valid_choices(tmp_path):
+    r = run_cli("space=nope", tmp_path=tmp_path)
+    assert r.returncode != 0 and "nb201" in r.stderr and "mbnet_chain" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_cifar_root_names_the_fix(tmp_path):
+    r = run_cli("data=cifar10", "data.root=" + str(tmp_path / "nowhere"), tmp_path=tmp_path)
+    assert r.returncode == 2 and "missing" in r.stderr and "data.root" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_budget_key_is_named(tmp_path):
+    r = run_cli("+budget.epochz=3", tmp_path=tmp_path)
+    assert r.returncode == 2 and "epochz" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("space", ["mbnet_chain"])
+def test_a_run_prints_its_summary(tmp_path, space):
+    r = run_cli("method=spos", f"space={space}", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "kendall_tau" in r.stdout and "final test acc" in r.stdout
+    assert list((tmp_path / "runs").glob("*/record.json"))

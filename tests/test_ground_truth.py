@@ -1,0 +1,34 @@
+import pytest
+
+from evaluators.ground_truth import MACRO_JSON, NB201_CSV, MacroTable, NB201Table, sha256_file, table_quantile
+from search_spaces import get_space
+
+BEST_NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+
+
+def test_files_are_the_documented_ones():
+    assert sha256_file(NB201_CSV) == "cb5d777ec3368be83c8f9b3aa4d520696051cb0eb8d94b8f85b519f9ea4afa3e"
+    assert sha256_file(MACRO_JSON) == "686dee8363cc21cca8c1f321ad5749454f2d9b9ca5972682e137e539bc522297"
+
+
+def test_nb201_exact_lookups():
+    space = get_space("nb201")
+    truth = NB201Table(space, "cifar10")
+    assert round(truth.accuracies([space.decode(BEST_NB201)])[0], 2) == 94.37
+    table = truth.all_accuracies()
+    assert len(table) == 15625
+    assert max(table, key=table.get) == BEST_NB201
+    assert round(min(table.values()), 2) == 10.0
+    assert round(max(NB201Table(space, "cifar100").all_accuracies().values()), 2) == 73.51
+    assert round(max(NB201Table(space, "imagenet16-120").all_accuracies().values()), 2) == 47.31
+    # the worst decile bound is the 10% quantile over all 15,625 cells
+    assert table_quantile(truth, 0.1) == pytest.approx(sorted(table.values())[1562], abs=0.5)
+
+
+def test_macro_exact_lookups():
+    space = get_space("mbnet_chain")
+    truth = MacroTable(space)
+    assert truth.accuracies([space.decode("02012100")])[0] == pytest.approx(89.197, abs=1e-3)
+    assert truth.accuracies([space.decode("22212220")])[0] == pytest.approx(93.13, abs=0.01)
+    assert truth.accuracies([space.decode("00000000")])[0] == pytest.approx(45.36, abs=0.01)
+    assert len(truth.all_accuracies()) == 6561

@@ -1,0 +1,64 @@
+import json
+
+import pytest
+
+from evaluators.runner import run_benchmark
+from evaluators.store import ResultsStore
+from methods.spos import SPOS
+from oneshot_bench.atomic import write_json
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "record.json"
+    write_json(path, {"ok": 1})
+
+    class Unprintable:
+        def __str__(self):
+            raise RuntimeError("fails half-way through serialization")
+
+    with pytest.raises(RuntimeError):
+        write_json(path, {"a": list(range(1000)), "z": Unprintable()})
+    assert json.loads(path.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]  # no stray temp files
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(smoke_config, monkeypatch):
+    cfg = smoke_config("method=spos", "space=mbnet_chain", "budget.search_epochs=3")
+    calls = []
+    original = SPOS.train_epoch
+
+    def crash_at_epoch_2(self, epoch):
+        calls.append(epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(SPOS, "train_epoch", crash_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(cfg, progress=False)
+    store = ResultsStore(cfg.results_dir)
+    (run_dir,) = list(store.runs_dir.iterdir())
+    assert (run_dir / "checkpoint.pt").is_file() and not (run_dir / "record.json").exists()
+
+    monkeypatch.setattr(SPOS, "train_epoch", lambda self, epoch: (calls.append(epoch), original(self, epoch))[1])
+    record = run_benchmark(cfg, progress=False)
+    assert calls == [0, 1, 2, 2]  # epochs 0 and 1 were not trained again
+    assert [h["epoch"] for h in record["history"]] == [0, 1, 2]
+    assert (run_dir / "record.json").is_file() and not (run_dir / "checkpoint.pt").exists()
+
+    # a finished run is not recomputed unless forced
+    calls.clear()
+    assert run_benchmark(cfg, progress=False)["run_id"] == record["run_id"]
+    assert calls == []
+
+
+def test_record_has_provenance(smoke_config):
+    record = run_benchmark(smoke_config("method=spos", "space=mbnet_chain"), progress=False)
+    assert record["hashes"]["truth"]["sha256"] == (
+        "686dee8363cc21cca8c1f321ad5749454f2d9b9ca5972682e137e539bc522297")
+    assert len(record["hashes"]["data_sha256"]) == 64
+    assert record["versions"]["torch"].startswith("2.14.1")
+    assert set(record["cost"]["phases"]) == {"supernet_train", "ranking", "derive", "final"}
+    for v in record["cost"]["phases"].values():
+        assert v["gpu_days"] == pytest.approx(v["device_seconds"] / 86400)
+    assert len(record["ranking"]["archs"]) == len(record["ranking"]["proxy"]) == len(record["ranking"]["truth"]) == 12
