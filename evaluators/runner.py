@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from methods.base import SearchContext, get_method
+from oneshot_bench.atomic import write_json
 from oneshot_bench.config import RunConfig, nets_for
 from oneshot_bench.data import load_data
 from oneshot_bench.device import resolve_device
@@ -100,6 +101,9 @@ def run_benchmark(cfg: RunConfig, *, progress: Optional[bool] = None) -> dict[st
     true_acc = truth.accuracies(sample)
     truth_seconds = time.perf_counter() - truth_start  # reference work, not charged to the method
     metrics = ranking_metrics(scores, true_acc, resamples=budget.bootstrap_resamples, seed=cfg.seed)
+    extra = {name: {**ranking_metrics(values, true_acc, resamples=budget.bootstrap_resamples, seed=cfg.seed),
+                    "proxy": [float(v) for v in values]}
+             for name, values in method.extra_scores.items()}
 
     with meter.phase("derive"):
         best = method.derive()
@@ -126,7 +130,8 @@ def run_benchmark(cfg: RunConfig, *, progress: Optional[bool] = None) -> dict[st
         "cost": meter.summary(),
         "truth_seconds": truth_seconds,
         "history": history,
-        "ranking": {**metrics, "archs": [space.encode(a) for a in sample], "proxy": scores, "truth": true_acc},
+        "ranking": {**metrics, "archs": [space.encode(a) for a in sample], "proxy": scores, "truth": true_acc,
+                    "extra_proxies": extra},
         "found": {
             "arch": space.encode(best),
             "params": count_params(best_net),
@@ -137,6 +142,10 @@ def run_benchmark(cfg: RunConfig, *, progress: Optional[bool] = None) -> dict[st
             "space_worst_decile_acc": worst_decile,
         },
     }
+    artifacts = method.artifacts()
+    for name, content in artifacts.items():
+        write_json(store.run_dir(run_id) / f"{name}.json", content)
+    record["artifacts"] = sorted(f"{name}.json" for name in artifacts)
     record["summary"] = summarize(record)
     path = store.save_record(run_id, record)
     log.info("wrote %s", path)

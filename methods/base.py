@@ -59,6 +59,9 @@ class Method(ABC):
         self.hp = params_to_dataclass(self.Hparams, dict(hparams or {}), f"method {self.name!r}")
         self.ctx: Optional[SearchContext] = None
         self.rng = random.Random(0)
+        # secondary proxies a method can report beside score()'s (e.g. DARTS' alpha log-likelihood), filled by
+        # score() with one value per arch; the evaluator correlates each with ground truth too
+        self.extra_scores: dict[str, list[float]] = {}
 
     @classmethod
     def check_supports(cls, space: SearchSpace) -> None:
@@ -105,6 +108,10 @@ class Method(ABC):
     @abstractmethod
     def derive(self) -> Arch:
         """The method's own final search; returns its best architecture."""
+
+    def artifacts(self) -> dict[str, Any]:
+        """JSON-serializable files to keep with the run (e.g. ProxylessNAS' measured latency table), by name."""
+        return {}
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
