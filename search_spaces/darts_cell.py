@@ -1,0 +1,449 @@
+"""The DARTS CNN cell space (Liu et al., ICLR 2019): a normal and a reduction cell, each with 2 input nodes and
+4 intermediate nodes; every intermediate node sums 2 ops applied to 2 distinct earlier nodes.
+
+Nodes of a cell are numbered as in DARTS genotypes: 0 and 1 are the outputs of the two previous cells (after
+preprocessing), 2..5 the intermediate nodes; the cell output concatenates nodes 2..5.
+
+Arch: 32 ints, 16 per cell (normal first, then reduce), 4 per intermediate node i = 0..3 (node 2 + i):
+input_a, op_a, input_b, op_b, with inputs in [0, 2 + i) and ops indexing OPS (the 7 non-'none' ops). An arch is
+valid only when input_a < input_b, which makes the encoding canonical (one arch per network).
+
+Canonical string: `normal=<node>|<node>|<node>|<node>;reduce=<node>|<node>|<node>|<node>`, each node written
+`op_a~input_a,op_b~input_b`, e.g. DARTS-V2 (`DARTS_V2` below):
+    normal=sep_conv_3x3~0,sep_conv_3x3~1|sep_conv_3x3~0,sep_conv_3x3~1|skip_connect~0,sep_conv_3x3~1|skip_connect~0,dil_conv_3x3~2;reduce=max_pool_3x3~0,max_pool_3x3~1|max_pool_3x3~1,skip_connect~2|max_pool_3x3~0,skip_connect~2|max_pool_3x3~1,skip_connect~2
+`decode` also accepts the two inputs of a node in either order and spaces around separators.
+
+Supernet choice points: every edge j -> i of both cells (14 per cell, 28 in all, normal first, DARTS edge
+order), candidates SUPERNET_OPS = 'none' + OPS; `arch_to_path` puts 'none' on the 12 unused edges of a cell.
+
+Network (DARTS NetworkCIFAR, no auxiliary head), C = NetConfig.channels, N = NetConfig.cells_per_stage:
+stem conv3x3 + BN (in_channels -> 3C); 3N + 2 cells: N normal, reduction, N normal, reduction, N normal (cell
+width C, doubled at each reduction, output 4x the width); global average pool; linear. N = 6, C = 36 is the
+paper's 20-cell evaluation net. Differences from DARTS' search code: pooling ops have no extra BN and every BN
+is affine, so that supernet weights copy exactly into standalone nets.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import random
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from oneshot_bench.config import NetConfig
+from oneshot_bench.errors import ArchStringError, ConfigError
+
+from .base import (
+    ENCODE,
+    MUTATE,
+    SAMPLE,
+    STANDALONE,
+    SUPERNET,
+    TO_GRAPH,
+    Arch,
+    ArchGraph,
+    ChoicePoint,
+    Decision,
+    Path,
+    SearchSpace,
+    Supernet,
+    register_space,
+)
+from .ops import (
+    ChoiceOp,
+    DilConv,
+    FactorizedReduce,
+    GraphBuilder,
+    ReLUConvBN,
+    SepConv,
+    Zero,
+    avg_pool_3x3,
+    drop_path,
+    max_pool_3x3,
+    subnet_state_dict,
+    sum_or_zeros,
+)
+
+CELL_TYPES = ("normal", "reduce")
+NUM_INPUTS = 2  # the two previous cells
+NUM_NODES = 4  # intermediate nodes per cell
+STEM_MULTIPLIER = 3
+SLOTS = ("input_a", "op_a", "input_b", "op_b")
+DECISIONS_PER_CELL = NUM_NODES * len(SLOTS)
+
+_OP_FACTORIES: dict[str, Callable[[int, int], nn.Module]] = {  # (channels, stride) -> op, DARTS operations.py
+    "none": lambda c, s: Zero(s),
+    "max_pool_3x3": lambda c, s: max_pool_3x3(s),
+    "avg_pool_3x3": lambda c, s: avg_pool_3x3(s),
+    "skip_connect": lambda c, s: nn.Identity() if s == 1 else FactorizedReduce(c, c),
+    "sep_conv_3x3": lambda c, s: SepConv(c, c, 3, s, 1),
+    "sep_conv_5x5": lambda c, s: SepConv(c, c, 5, s, 2),
+    "dil_conv_3x3": lambda c, s: DilConv(c, c, 3, s, 2, 2),
+    "dil_conv_5x5": lambda c, s: DilConv(c, c, 5, s, 4, 2),
+}
+SUPERNET_OPS: tuple[str, ...] = tuple(_OP_FACTORIES)
+OPS: tuple[str, ...] = SUPERNET_OPS[1:]  # an arch's ops: never 'none'
+
+# Edges j -> i of one cell in DARTS order (i = 2..5, j = 0..i-1), keyed "i<-j" in module names.
+EDGES: tuple[tuple[int, int], ...] = tuple((i, j) for i in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES) for j in range(i))
+EDGE_INDEX = {edge: e for e, edge in enumerate(EDGES)}
+EDGES_PER_CELL = len(EDGES)
+
+DARTS_V2 = ("normal=sep_conv_3x3~0,sep_conv_3x3~1|sep_conv_3x3~0,sep_conv_3x3~1|skip_connect~0,sep_conv_3x3~1|"
+            "skip_connect~0,dil_conv_3x3~2;reduce=max_pool_3x3~0,max_pool_3x3~1|max_pool_3x3~1,skip_connect~2|"
+            "max_pool_3x3~0,skip_connect~2|max_pool_3x3~1,skip_connect~2")
+_HELP = (f"a darts_cell arch string is 'normal=<4 nodes>;reduce=<4 nodes>', nodes separated by '|', each node "
+         f"'op~input,op~input' with two distinct inputs < node number (2..5), ops {list(OPS)}; e.g. {DARTS_V2}")
+
+# Exact number of valid archs (about 1.08e18): per cell, node i picks 2 of its 2 + i inputs and an op for each.
+NUM_ARCHS = math.prod(math.comb(NUM_INPUTS + i, 2) * len(OPS) ** 2 for i in range(NUM_NODES)) ** len(CELL_TYPES)
+
+Gene = tuple[int, int]  # (input node, index into OPS)
+Node = tuple[Gene, Gene]  # the two inputs of an intermediate node, input of the first < input of the second
+
+
+def _to_nodes(arch: Arch) -> list[Node]:
+    """The 8 intermediate nodes (normal cell's 4, then the reduction cell's 4)."""
+    return [((arch[k], arch[k + 1]), (arch[k + 2], arch[k + 3])) for k in range(0, len(arch), len(SLOTS))]
+
+
+def _from_nodes(nodes: Sequence[Sequence[Gene]]) -> Arch:
+    """Flatten nodes into an arch, putting each node's two genes in canonical (input-sorted) order."""
+    return tuple(v for node in nodes for gene in sorted(node) for v in gene)
+
+
+def _is_valid(arch: Arch) -> bool:
+    if len(arch) != len(CELL_TYPES) * DECISIONS_PER_CELL:
+        return False
+    return all(0 <= a < b < NUM_INPUTS + n % NUM_NODES and 0 <= op_a < len(OPS) and 0 <= op_b < len(OPS)
+               for n, ((a, op_a), (b, op_b)) in enumerate(_to_nodes(arch)))
+
+
+def _check_arch(arch: Arch) -> Arch:
+    arch = tuple(operator.index(a) for a in arch)
+    if not _is_valid(arch):
+        raise ValueError(f"invalid darts_cell arch {arch}: expected {len(CELL_TYPES) * DECISIONS_PER_CELL} ints, "
+                         f"(input_a, op_a, input_b, op_b) per node with input_a < input_b < node number")
+    return arch
+
+
+def _check_net(net: NetConfig) -> None:
+    for name, least in (("channels", 2), ("cells_per_stage", 1), ("num_classes", 1), ("in_channels", 1)):
+        if getattr(net, name) < least:
+            raise ConfigError(f"darts_cell needs net.{name} >= {least}, got {getattr(net, name)}.")
+
+
+def arch_to_path(arch: Arch) -> list[int]:
+    """Index into SUPERNET_OPS for each of the 28 edges: the chosen op + 1 on used edges, 0 ('none') elsewhere."""
+    path = [0] * (len(CELL_TYPES) * EDGES_PER_CELL)
+    for n, node in enumerate(_to_nodes(_check_arch(arch))):
+        cell, i = divmod(n, NUM_NODES)
+        for j, op in node:
+            path[cell * EDGES_PER_CELL + EDGE_INDEX[(NUM_INPUTS + i, j)]] = op + 1
+    return path
+
+
+# ---- networks -------------------------------------------------------------------------------------------------------
+
+class _CellBase(nn.Module):
+    """Preprocessing of the two cell inputs to the cell width C: a FactorizedReduce for the input two cells back
+    when the previous cell halved the resolution, else ReLU-Conv1x1-BN."""
+
+    def _build_preprocess(self, c_prev_prev: int, c_prev: int, c: int, reduction: bool, reduction_prev: bool) -> None:
+        self.reduction = reduction
+        self.preprocess0 = FactorizedReduce(c_prev_prev, c) if reduction_prev else ReLUConvBN(c_prev_prev, c, 1)
+        self.preprocess1 = ReLUConvBN(c_prev, c, 1)
+
+    def _stride(self, j: int) -> int:
+        return 2 if self.reduction and j < NUM_INPUTS else 1
+
+
+class DartsCell(_CellBase):
+    """One arch's cell: `edges["i<-j"]` holds the op of each of the 8 used edges."""
+
+    def __init__(self, nodes: Sequence[Node], c_prev_prev: int, c_prev: int, c: int, reduction: bool,
+                 reduction_prev: bool) -> None:
+        super().__init__()
+        self._build_preprocess(c_prev_prev, c_prev, c, reduction, reduction_prev)
+        self.inputs = [[j for j, _ in node] for node in nodes]  # node i's two input nodes
+        self.edges = nn.ModuleDict({f"{NUM_INPUTS + i}<-{j}": _OP_FACTORIES[OPS[op]](c, self._stride(j))
+                                    for i, node in enumerate(nodes) for j, op in node})
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for i, inputs in enumerate(self.inputs):
+            terms = []
+            for j in inputs:
+                op = self.edges[f"{NUM_INPUTS + i}<-{j}"]
+                h = op(states[j])
+                if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
+                    h = drop_path(h, drop_prob)
+                terms.append(h)
+            states.append(terms[0] + terms[1])
+        return torch.cat(states[NUM_INPUTS:], dim=1)
+
+
+class DartsSearchCell(_CellBase):
+    """Supernet cell: `edges["i<-j"]` is a ChoiceOp over SUPERNET_OPS for each of the 14 edges."""
+
+    def __init__(self, first_point: int, c_prev_prev: int, c_prev: int, c: int, reduction: bool,
+                 reduction_prev: bool) -> None:
+        super().__init__()
+        self._build_preprocess(c_prev_prev, c_prev, c, reduction, reduction_prev)
+        self.edges = nn.ModuleDict({
+            f"{i}<-{j}": ChoiceOp(first_point + e, SUPERNET_OPS, [_OP_FACTORIES[n](c, self._stride(j))
+                                                                  for n in SUPERNET_OPS])
+            for e, (i, j) in enumerate(EDGES)})
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, path: Path) -> torch.Tensor:
+        """`path` is this cell type's 14 entries."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for i in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
+            terms = [self.edges[f"{i}<-{j}"](states[j], path[EDGE_INDEX[(i, j)]]) for j in range(i)]
+            states.append(sum_or_zeros([t for t in terms if t is not None], states[0], 2 if self.reduction else 1))
+        return torch.cat(states[NUM_INPUTS:], dim=1)
+
+
+CellFactory = Callable[[int, int, int, bool, bool], nn.Module]  # (c_prev_prev, c_prev, c, reduction, red._prev)
+
+
+class _NetworkCIFAR(nn.Module):
+    """Stem, cell sequence and head shared by the standalone nets and the supernet (same module names)."""
+
+    def _build(self, net: NetConfig, make_cell: CellFactory) -> None:
+        _check_net(net)
+        c = net.channels
+        self.stem = nn.Sequential(nn.Conv2d(net.in_channels, STEM_MULTIPLIER * c, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(STEM_MULTIPLIER * c))
+        num_cells = 3 * net.cells_per_stage + 2
+        reductions = {num_cells // 3, 2 * num_cells // 3}  # DARTS' positions: after each N normal cells
+        c_prev_prev = c_prev = STEM_MULTIPLIER * c
+        reduction_prev = False
+        cells = []
+        for k in range(num_cells):
+            reduction = k in reductions
+            c = 2 * c if reduction else c
+            cells.append(make_cell(c_prev_prev, c_prev, c, reduction, reduction_prev))
+            c_prev_prev, c_prev, reduction_prev = c_prev, NUM_NODES * c, reduction
+        self.cells = nn.ModuleList(cells)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, net.num_classes)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.global_pooling(x), 1))
+
+
+class DartsNet(_NetworkCIFAR):
+    """One architecture as a plain network (forward(x) -> logits). Set `drop_path_prob` > 0 for DARTS'
+    drop-path regularisation in training mode."""
+
+    def __init__(self, arch: Arch, net: NetConfig) -> None:
+        super().__init__()
+        nodes = _to_nodes(_check_arch(arch))
+        normal, reduce = nodes[:NUM_NODES], nodes[NUM_NODES:]
+
+        def make_cell(c_prev_prev: int, c_prev: int, c: int, reduction: bool, reduction_prev: bool) -> DartsCell:
+            return DartsCell(reduce if reduction else normal, c_prev_prev, c_prev, c, reduction, reduction_prev)
+
+        self._build(net, make_cell)
+        self.drop_path_prob = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+        return self._logits(s1)
+
+
+class DartsSupernet(Supernet, _NetworkCIFAR):
+    """Weight-sharing net over the whole space: each cell has a ChoiceOp on all 14 edges; normal cells follow
+    path[:14], reduction cells path[14:]. Each cell has its own weights."""
+
+    def __init__(self, net: NetConfig) -> None:
+        super().__init__()
+
+        def make_cell(c_prev_prev: int, c_prev: int, c: int, reduction: bool, reduction_prev: bool) -> DartsSearchCell:
+            first_point = EDGES_PER_CELL if reduction else 0  # reduction cells follow the second half of the path
+            return DartsSearchCell(first_point, c_prev_prev, c_prev, c, reduction, reduction_prev)
+
+        self._build(net, make_cell)
+        self.choice_points = [ChoicePoint(f"{cell}.{i}<-{j}", SUPERNET_OPS) for cell in CELL_TYPES for i, j in EDGES]
+
+    def forward(self, x: torch.Tensor, path: Path) -> torch.Tensor:
+        if len(path) != len(self.choice_points):
+            raise ValueError(f"path has {len(path)} entries; the darts_cell supernet has "
+                             f"{len(self.choice_points)} choice points (14 normal edges, then 14 reduction edges)")
+        normal, reduce = path[:EDGES_PER_CELL], path[EDGES_PER_CELL:]
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, reduce if cell.reduction else normal)
+        return self._logits(s1)
+
+    def subnet_state_dict(self, arch: Arch) -> dict[str, torch.Tensor]:
+        return subnet_state_dict(self, arch_to_path(arch))
+
+    def candidate_modules(self, point: int) -> Sequence[nn.Module]:
+        """The candidates of edge `point` in the first cell of its type; other cells hold same-type copies."""
+        reduction, e = divmod(point, EDGES_PER_CELL)
+        cell = next(c for c in self.cells if c.reduction == bool(reduction))
+        i, j = EDGES[e]
+        return list(cell.edges[f"{i}<-{j}"].candidates)
+
+
+# ---- the space ------------------------------------------------------------------------------------------------------
+
+@register_space("darts_cell")
+class DartsCellSpace(SearchSpace):
+    capabilities = frozenset({SAMPLE, MUTATE, ENCODE, TO_GRAPH, SUPERNET, STANDALONE})
+    description = "DARTS CNN cells: normal + reduction cell, 4 nodes x 2 inputs, 7 ops (~1e18 archs)"
+    graph_node_types = ("input", "conv_3x3_bn", "relu_conv_bn_1x1", "factorized_reduce", "max_pool_3x3",
+                        "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+                        "dil_conv_5x5", "sum", "concat", "global_avg_pool", "linear", "output")
+
+    @property
+    def decisions(self) -> list[Decision]:
+        out = []
+        for cell in CELL_TYPES:
+            for i in range(NUM_NODES):
+                inputs = tuple(str(j) for j in range(NUM_INPUTS + i))
+                node = f"{cell}.node{NUM_INPUTS + i}"
+                out += [Decision(f"{node}.input_a", inputs), Decision(f"{node}.op_a", OPS),
+                        Decision(f"{node}.input_b", inputs), Decision(f"{node}.op_b", OPS)]
+        return out
+
+    def is_valid(self, arch: Arch) -> bool:
+        return _is_valid(tuple(arch))
+
+    def sample(self, rng: random.Random) -> Arch:
+        """Uniform over valid archs: a uniform pair of distinct inputs and two uniform ops per node."""
+        nodes = []
+        for _ in CELL_TYPES:
+            for i in range(NUM_NODES):
+                a, b = rng.sample(range(NUM_INPUTS + i), 2)
+                nodes.append(((a, rng.randrange(len(OPS))), (b, rng.randrange(len(OPS)))))
+        return _from_nodes(nodes)
+
+    def mutate(self, arch: Arch, rng: random.Random, prob: float = 0.1) -> Arch:
+        """Resample each decision with probability `prob` (an input only among those keeping the node's two inputs
+        distinct); if nothing changed, force one change. Always valid and different from `arch`."""
+        arch = _check_arch(arch)
+        nodes = [[list(gene) for gene in node] for node in _to_nodes(arch)]
+        for n, node in enumerate(nodes):
+            for slot in range(len(SLOTS)):
+                if rng.random() < prob:
+                    self._resample(node, n, slot, rng, force=False)
+        while _from_nodes(nodes) == arch:
+            n = rng.randrange(len(nodes))
+            self._resample(nodes[n], n, rng.randrange(len(SLOTS)), rng, force=True)
+        return _from_nodes(nodes)
+
+    @staticmethod
+    def _resample(node: list[list[int]], n: int, slot: int, rng: random.Random, force: bool) -> None:
+        gene, field = node[slot // 2], slot % 2  # field 0: input, 1: op
+        if field == 1:
+            options = [op for op in range(len(OPS)) if not (force and op == gene[1])]
+        else:
+            other = node[1 - slot // 2][0]
+            options = [j for j in range(NUM_INPUTS + n % NUM_NODES) if j != other and not (force and j == gene[0])]
+        if options:  # node 2's inputs are always (0, 1): nothing to resample there
+            gene[field] = rng.choice(options)
+
+    def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
+        """Each intermediate node (its two inputs and ops) from either parent: always valid."""
+        return _from_nodes([x if rng.random() < 0.5 else y for x, y in zip(_to_nodes(a), _to_nodes(b), strict=True)])
+
+    def encode(self, arch: Arch) -> str:
+        nodes = _to_nodes(_check_arch(arch))
+        cells = []
+        for c, cell in enumerate(CELL_TYPES):
+            text = "|".join(",".join(f"{OPS[op]}~{j}" for j, op in node)
+                            for node in nodes[c * NUM_NODES:(c + 1) * NUM_NODES])
+            cells.append(f"{cell}={text}")
+        return ";".join(cells)
+
+    def decode(self, text: str) -> Arch:
+        if not isinstance(text, str):
+            raise ArchStringError(f"expected a string, got {type(text).__name__}; {_HELP}")
+        cells: dict[str, str] = {}
+        for part in text.strip().split(";"):
+            name, sep, body = part.partition("=")
+            name = name.strip()
+            if not sep or name not in CELL_TYPES or name in cells:
+                raise ArchStringError(f"bad cell part {part!r} in {text!r}: expected 'normal=...' and 'reduce=...' "
+                                      f"once each; {_HELP}")
+            cells[name] = body
+        if len(cells) != len(CELL_TYPES):
+            raise ArchStringError(f"{text!r} lacks the {set(CELL_TYPES) - set(cells)} cell; {_HELP}")
+        return _from_nodes([node for cell in CELL_TYPES for node in self._decode_cell(cell, cells[cell], text)])
+
+    @staticmethod
+    def _decode_cell(cell: str, body: str, text: str) -> list[Node]:
+        node_texts = body.split("|")
+        if len(node_texts) != NUM_NODES:
+            raise ArchStringError(f"the {cell} cell of {text!r} has {len(node_texts)} '|'-separated nodes, not "
+                                  f"{NUM_NODES}; {_HELP}")
+        nodes = []
+        for i, node_text in enumerate(node_texts):
+            genes = []
+            for token in node_text.split(","):
+                op, sep, src = (s.strip() for s in token.partition("~"))
+                if not sep or op not in OPS or not src.isdigit() or int(src) >= NUM_INPUTS + i:
+                    raise ArchStringError(f"bad token {token.strip()!r} in node {NUM_INPUTS + i} of the {cell} cell: "
+                                          f"expected 'op~input' with input < {NUM_INPUTS + i}; {_HELP}")
+                genes.append((int(src), OPS.index(op)))
+            if len(genes) != 2 or genes[0][0] == genes[1][0]:
+                raise ArchStringError(f"node {NUM_INPUTS + i} of the {cell} cell ({node_text.strip()!r}) needs "
+                                      f"exactly 2 ops on distinct inputs; {_HELP}")
+            nodes.append(tuple(sorted(genes)))
+        return nodes
+
+    def to_graph(self, arch: Arch, net: NetConfig) -> ArchGraph:
+        """One node per op instance of the standalone net (preprocessing included), a 'sum' per intermediate node,
+        a 'concat' per cell output, then the head."""
+        with torch.device("meta"):  # only the module structure is needed
+            model = self.build_standalone(arch, net)
+        g = GraphBuilder()
+        s0 = s1 = g.add("conv_3x3_bn", [g.add("input")], "stem")
+        for k, cell in enumerate(model.cells):
+            name = f"cells.{k}"
+            states = [g.add_op(cell.preprocess0, f"{name}.preprocess0", s0),
+                      g.add_op(cell.preprocess1, f"{name}.preprocess1", s1)]
+            for i, inputs in enumerate(cell.inputs):
+                keys = [f"{NUM_INPUTS + i}<-{j}" for j in inputs]
+                states.append(g.add_sum([g.add_op(cell.edges[key], f"{name}.edges.{key}", states[j])
+                                         for key, j in zip(keys, inputs, strict=True)]))
+            s0, s1 = s1, g.add("concat", states[NUM_INPUTS:])
+        g.add("output", [g.add("linear", [g.add("global_avg_pool", [s1])], "classifier")])
+        return g.graph()
+
+    def build_supernet(self, net: NetConfig) -> DartsSupernet:
+        return DartsSupernet(net)
+
+    def build_standalone(self, arch: Arch, net: NetConfig) -> DartsNet:
+        return DartsNet(arch, net)
+
+    def arch_to_path(self, arch: Arch) -> list[int]:
+        return arch_to_path(arch)
+
+    def derive_from_weights(self, weights: Sequence[torch.Tensor]) -> Arch:
+        """DARTS' rule per intermediate node: keep the 2 incoming edges whose strongest non-'none' weight is
+        largest (ties: lower input first), each with its argmax op excluding 'none'."""
+        if len(weights) != len(CELL_TYPES) * EDGES_PER_CELL:
+            raise ValueError(f"expected {len(CELL_TYPES) * EDGES_PER_CELL} weight vectors (14 normal edges, then "
+                             f"14 reduction edges), got {len(weights)}")
+        nodes = []
+        for cell in range(len(CELL_TYPES)):
+            for i in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
+                best = {}  # input j -> (strongest non-'none' weight, its op index into OPS)
+                for j in range(i):
+                    w = torch.as_tensor(weights[cell * EDGES_PER_CELL + EDGE_INDEX[(i, j)]]).detach().flatten()
+                    if w.numel() != len(SUPERNET_OPS):
+                        raise ValueError(f"edge {CELL_TYPES[cell]}.{i}<-{j}: expected {len(SUPERNET_OPS)} weights, "
+                                         f"got {w.numel()}")
+                    op = int(w[1:].argmax())
+                    best[j] = (float(w[1 + op]), op)
+                kept = sorted(range(i), key=lambda j: -best[j][0])[:2]
+                nodes.append([(j, best[j][1]) for j in kept])
+        return _from_nodes(nodes)

@@ -1,0 +1,263 @@
+"""Candidate ops of the cell spaces (nb201, darts_cell), the choice module that runs them, and graph helpers.
+
+The ops follow the reference code (AutoDL-Projects' `cell_operations.py` for NAS-Bench-201, DARTS'
+`operations.py`) and keep its submodule names (`op.1.weight`...). Every BatchNorm is affine and tracks running
+statistics, in the supernet too, so that a subnet's supernet weights copy exactly into a standalone network.
+"""
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .base import ArchGraph, PathEntry, WeightedChoice
+
+NONE = "none"
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU -> Conv2d (no bias) -> BatchNorm. The ReLU is not in place: the input feeds other edges too."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0,
+                 dilation: int = 1) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class DilConv(nn.Module):
+    """DARTS dilated separable conv: ReLU -> depthwise kxk (dilated, strided) -> pointwise 1x1 -> BN."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_in, kernel, stride, padding, dilation, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class SepConv(nn.Module):
+    """DARTS separable conv: two (ReLU -> depthwise kxk -> pointwise 1x1 -> BN) blocks, the first one strided."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_in, kernel, stride, padding, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_in, 1, bias=False),
+            nn.BatchNorm2d(c_in),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_in, kernel, 1, padding, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the resolution without losing pixels: two strided 1x1 convs, the second shifted by one pixel, whose
+    outputs are concatenated, then BN. The zero pad (as in NB201) keeps both halves the same size on odd inputs;
+    on even inputs this equals DARTS' version."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        if c_out < 2:
+            raise ValueError(f"FactorizedReduce needs at least 2 output channels, got {c_out}")
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out - c_out // 2, 1, stride=2, bias=False)
+        self.pad = nn.ConstantPad2d((0, 1, 0, 1), 0.0)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        shifted = self.pad(x)[:, :, 1:, 1:]
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+
+
+class Zero(nn.Module):
+    """The 'none' op: zeros shaped like the output of a same-width op with this stride."""
+
+    def __init__(self, stride: int = 1) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return zeros_like_output(x, self.stride)
+
+
+def zeros_like_output(x: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    return x[:, :, ::stride, ::stride].mul(0.0) if stride > 1 else x.mul(0.0)
+
+
+def avg_pool_3x3(stride: int = 1) -> nn.AvgPool2d:
+    # count_include_pad=False as in both reference codes: border pixels average only real neighbours.
+    return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+
+
+def max_pool_3x3(stride: int = 1) -> nn.MaxPool2d:
+    return nn.MaxPool2d(3, stride=stride, padding=1)
+
+
+class ResNetBasicblock(nn.Module):
+    """NB201's block between stages: two ReLU-Conv3x3-BN (the first strided) plus a shortcut that is
+    avgpool 2x2 -> conv 1x1 at stride 2, a ReLU-Conv1x1-BN on a width change alone, else the identity."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, stride, 1)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, 1)
+        self.downsample: nn.Module | None
+        if stride == 2:
+            self.downsample = nn.Sequential(nn.AvgPool2d(2, stride=2), nn.Conv2d(c_in, c_out, 1, bias=False))
+        elif c_in != c_out:
+            self.downsample = ReLUConvBN(c_in, c_out, 1)
+        else:
+            self.downsample = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x if self.downsample is None else self.downsample(x)
+        return residual + self.conv_b(self.conv_a(x))
+
+
+def sum_or_zeros(terms: Sequence[torch.Tensor], like: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    """Sum of a cell node's incoming terms; a node whose every edge is 'none' is zeros (same shape as an op's
+    output on `like` at `stride`), as the reference code computes it with Zero ops."""
+    if not terms:
+        return zeros_like_output(like, stride)
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """DARTS' drop-path: zero whole samples with probability `drop_prob`, rescale the others."""
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask
+
+
+# ---- choice points --------------------------------------------------------------------------------------------------
+
+class ChoiceOp(nn.Module):
+    """All candidate ops of one place in a supernet (a DARTS MixedOp that also runs a single path).
+
+    forward(x, entry): an int runs only that candidate; a WeightedChoice sums weights[k] * candidates[indices[k]](x).
+    'none' is never run: it contributes nothing, and forward returns None when nothing was added, so the cell
+    decides what an empty sum is. `point` is the index of the supernet choice point whose path entry selects here.
+    """
+
+    def __init__(self, point: int, names: Sequence[str], candidates: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(names) != len(candidates):
+            raise ValueError(f"{len(names)} names for {len(candidates)} candidates")
+        self.point = point
+        self.names = tuple(names)
+        self.none_index = self.names.index(NONE) if NONE in self.names else None
+        self.candidates = nn.ModuleList(candidates)
+
+    def _check_index(self, k: int) -> int:
+        k = operator.index(k)
+        if not 0 <= k < len(self.names):
+            raise IndexError(f"candidate index {k} out of range for {len(self.names)} candidates {self.names}")
+        return k
+
+    def forward(self, x: torch.Tensor, entry: PathEntry) -> torch.Tensor | None:
+        if not isinstance(entry, WeightedChoice):
+            k = self._check_index(entry)
+            return None if k == self.none_index else self.candidates[k](x)
+        if len(entry.indices) == 0 or entry.weights.shape != (len(entry.indices),):
+            raise ValueError(f"WeightedChoice needs one weight per index, got indices {entry.indices} and weights "
+                             f"of shape {tuple(entry.weights.shape)}")
+        out: torch.Tensor | None = None
+        for k, weight in zip(entry.indices, entry.weights, strict=True):
+            k = self._check_index(k)
+            if k == self.none_index:  # weight * 0: adds nothing and gives the weight no gradient either way
+                continue
+            term = weight * self.candidates[k](x)
+            out = term if out is None else out + term
+        return out
+
+
+def subnet_state_dict(supernet: nn.Module, path: Sequence[int]) -> dict[str, torch.Tensor]:
+    """`supernet.state_dict()` with every ChoiceOp replaced by its chosen candidate `path[op.point]`.
+
+    Keys '<op>.candidates.<k>.<rest>' of the chosen k become '<op>.<rest>'; other candidates are dropped. This is
+    the layout of standalone nets that hold the chosen op module where the supernet holds its ChoiceOp.
+    """
+    chosen = {name: path[m.point] for name, m in supernet.named_modules() if isinstance(m, ChoiceOp)}
+    state: dict[str, torch.Tensor] = {}
+    for key, value in supernet.state_dict().items():
+        owner, found, rest = key.partition(".candidates.")
+        if not found or owner not in chosen:
+            state[key] = value
+            continue
+        k, _, tail = rest.partition(".")
+        if int(k) == chosen[owner]:
+            state[f"{owner}.{tail}"] = value
+    return state
+
+
+# ---- graph view -----------------------------------------------------------------------------------------------------
+
+def op_node_type(op: nn.Module) -> str:
+    """Graph node type of a candidate op instance, e.g. 'relu_conv_bn_3x3', 'sep_conv_5x5', 'skip_connect'."""
+    if isinstance(op, (ReLUConvBN, DilConv, SepConv)):
+        k = op.op[1].kernel_size[0]
+        kind = {ReLUConvBN: "relu_conv_bn", DilConv: "dil_conv", SepConv: "sep_conv"}[type(op)]
+        return f"{kind}_{k}x{k}"
+    if isinstance(op, (nn.AvgPool2d, nn.MaxPool2d)):
+        k = op.kernel_size
+        return f"{'avg' if isinstance(op, nn.AvgPool2d) else 'max'}_pool_{k}x{k}"
+    names = {FactorizedReduce: "factorized_reduce", nn.Identity: "skip_connect", Zero: "zeros"}
+    if type(op) in names:
+        return names[type(op)]
+    raise TypeError(f"no graph node type for {type(op).__name__}")
+
+
+class GraphBuilder:
+    """Appends nodes in execution order, so every edge points forward as ArchGraph requires."""
+
+    def __init__(self) -> None:
+        self.types: list[str] = []
+        self.modules: list[str | None] = []
+        self.edges: list[tuple[int, int]] = []
+
+    def add(self, node_type: str, inputs: Sequence[int] = (), module: str | None = None) -> int:
+        node = len(self.types)
+        self.types.append(node_type)
+        self.modules.append(module)
+        self.edges.extend((src, node) for src in inputs)
+        return node
+
+    def add_op(self, op: nn.Module, module: str, src: int) -> int:
+        """One node for a candidate op; it names `module` only when the op has parameters."""
+        has_params = next(op.parameters(), None) is not None
+        return self.add(op_node_type(op), [src], module if has_params else None)
+
+    def add_sum(self, terms: Sequence[int]) -> int:
+        """A cell node: a 'sum' of two or more terms, the term itself when alone, 'zeros' when there is none."""
+        if not terms:
+            return self.add("zeros")
+        return terms[0] if len(terms) == 1 else self.add("sum", terms)
+
+    def graph(self) -> ArchGraph:
+        return ArchGraph(self.types, self.edges, self.modules)
