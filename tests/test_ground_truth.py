@@ -32,3 +32,28 @@ def test_macro_exact_lookups():
     assert truth.accuracies([space.decode("22212220")])[0] == pytest.approx(93.13, abs=0.01)
     assert truth.accuracies([space.decode("00000000")])[0] == pytest.approx(45.36, abs=0.01)
     assert len(truth.all_accuracies()) == 6561
+
+
+def test_trained_truth_is_cached_and_reused(tmp_path, monkeypatch):
+    import random
+
+    import torch
+
+    import evaluators.ground_truth as gt
+    from oneshot_bench.config import DataConfig, NetConfig, TrainConfig
+    from oneshot_bench.data import load_data
+
+    space = get_space("darts_cell")
+    data = load_data(DataConfig(), resolution=8, seed=0, max_train_images=64, max_val_images=32)
+    net = NetConfig(channels=4, cells_per_stage=1, num_classes=10, in_channels=1)
+    train = TrainConfig(epochs=1, batch_size=32)
+    make = lambda: gt.TrainedTruth(space, data, net, train, train, torch.device("cpu"), 0, tmp_path)  # noqa: E731
+    archs = [space.sample(random.Random(i)) for i in range(2)]
+    first = make().accuracies(archs)
+    assert len(list((tmp_path / "darts_cell").glob("*.json"))) == 2
+
+    def no_training(*a, **k):
+        raise AssertionError("the cache was not used")
+
+    monkeypatch.setattr(gt, "train_standalone", no_training)
+    assert make().accuracies(archs) == first  # a second method reuses the same numbers without training

@@ -1,0 +1,47 @@
+"""Bad input ends in one clear message (a UserError the CLI prints without a traceback), never a deep traceback."""
+import pytest
+
+from evaluators.runner import run_benchmark
+from methods.base import Method
+from oneshot_bench.errors import ConfigError, DivergenceError
+from search_spaces import get_space
+
+
+class ChainOnly(Method):
+    name = "chain_only"
+    supported_spaces = frozenset({"mbnet_chain"})
+    why_unsupported = "its idea needs a chain of layers"
+
+    def build(self):
+        pass
+
+    def score(self, archs):
+        return [0.0] * len(archs)
+
+    def derive(self):
+        return self.ctx.space.sample(self.rng)
+
+
+def test_unsupported_space_names_the_method_the_reason_and_the_valid_spaces():
+    with pytest.raises(ConfigError) as e:
+        ChainOnly.check_supports(get_space("nb201"))
+    msg = str(e.value)
+    assert "chain_only" in msg and "nb201" in msg and "chain of layers" in msg and "mbnet_chain" in msg
+
+
+def test_unknown_method_parameter_is_named(smoke_config):
+    with pytest.raises(ConfigError, match="mutation_prop"):
+        run_benchmark(smoke_config("method=spos", "space=mbnet_chain", "+method.params.mutation_prop=0.2"))
+
+
+def test_unknown_truth_and_tabular_truth_without_a_table(smoke_config):
+    with pytest.raises(ConfigError, match="auto, tabular, trained"):
+        run_benchmark(smoke_config("method=spos", "space=mbnet_chain", "truth=oracle"))
+    with pytest.raises(ConfigError, match="no tabular benchmark"):
+        run_benchmark(smoke_config("method=spos", "space=darts_cell", "truth=tabular"))
+
+
+def test_diverging_supernet_training_stops_with_advice_and_keeps_earlier_epochs(smoke_config):
+    cfg = smoke_config("method=spos", "space=nb201", "budget.lr=1e12", "budget.grad_clip=1e30", "budget.search_epochs=4")
+    with pytest.raises(DivergenceError, match="learning rate"):
+        run_benchmark(cfg, progress=False)
