@@ -1,0 +1,280 @@
+"""ENAS: Efficient Neural Architecture Search via Parameter Sharing (Pham et al., ICML 2018).
+
+An LSTM controller samples architectures; the children share the supernet's weights. Each epoch alternates, as
+the official code (melodyguan/enas, `controller_train_every=1`) does:
+
+1. shared-weight training: one pass over the training split; every step samples a fresh arch from the controller
+   and takes one SGD step of the shared weights on that single path (`SupernetMethod.weight_step`);
+2. controller training: `controller_steps` Adam steps (lr 3.5e-4 as in the paper), each on the REINFORCE gradient
+   averaged over `controller_aggregate` sampled archs (official: 30 steps x 10 aggregated samples per epoch).
+   Reward = accuracy (fraction) of the child with shared weights on one freshly drawn search-val minibatch plus
+   `entropy_weight` x the sample's entropy (paper: 1e-4, added to the reward, no gradient through it). Advantage =
+   reward - baseline, where the baseline is an exponential moving average of past rewards (decay 0.99, the
+   official `controller_bl_dec`; it starts at 0 as in the official code and is updated after each sample's
+   advantage is taken). Loss = -mean(log pi(arch) * advantage).
+
+Reward batches use BatchNorm in training mode (batch statistics), as the official `build_valid_rl` does
+(`is_training=True`); running statistics are left untouched, they are re-estimated before any scoring anyway.
+
+Controller: a one-layer LSTM (`lstm_size` 64 as in the official code), a learned start input, then for decision i
+of `space.decisions` (a generic categorical view; no attention over previous nodes as in the official micro
+controller): h = LSTM(input), logits = tanh_constant * tanh(W_i h / temperature) (the paper's constants 2.5 and
+5.0), one softmax head per decision, sample, and the embedding of the sampled choice (per decision) is the next
+input. All controller parameters start uniform in [-0.1, 0.1] (paper). The official micro controller's fixed
+op-logit biases and its attention-based input selection are not reproduced.
+
+darts_cell: an arch is valid only when each node's input_a < input_b. The controller masks invalid choices
+before the softmax (input_a may not take the node's last input, input_b must exceed the sampled input_a), so every
+sample is valid and log-probabilities are those of the renormalised (masked) distribution; nothing is resampled.
+
+Ranking proxy: supernet accuracy of each arch after BN recalibration (the spine's); `extra_scores` adds the
+controller's log-probability of each arch (`controller_log_prob`). Derive: sample `budget.candidates` archs from
+the trained controller (distinct ones, up to 10 rounds of sampling), keep the best by supernet accuracy.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from oneshot_bench.errors import ConfigError
+from search_spaces.base import Arch, Decision, Path
+
+from .base import register_method
+from .supernet import SupernetMethod
+
+
+@contextmanager
+def batch_stat_bn(module: nn.Module) -> Iterator[None]:
+    """Run `module` in training mode (BatchNorm normalises with the batch's own statistics) without changing any
+    running statistic (momentum 0 keeps them as they are); restores mode and momenta afterwards."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    was_training = module.training
+    module.train()
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        yield
+    finally:
+        for bn, m in zip(bns, momenta, strict=True):
+            bn.momentum = m
+        module.train(was_training)
+
+
+def input_pairs(decisions: Sequence[Decision]) -> dict[int, Optional[int]]:
+    """Decisions constrained by darts_cell's input_a < input_b rule, found by name ('<node>.input_a' and
+    '<node>.input_b'): maps the index of an input_a to None and the index of an input_b to its input_a's index."""
+    index = {d.name: i for i, d in enumerate(decisions)}
+    pairs: dict[int, Optional[int]] = {}
+    for i, d in enumerate(decisions):
+        m = re.fullmatch(r"(.+)\.input_b", d.name)
+        if m and f"{m.group(1)}.input_a" in index:
+            a = index[f"{m.group(1)}.input_a"]
+            if a >= i:
+                raise ValueError(f"decision {decisions[a].name} must come before {d.name}")
+            pairs[a], pairs[i] = None, a
+    return pairs
+
+
+class Controller(nn.Module):
+    """ENAS' LSTM policy over a space's decisions: one softmax head and one choice embedding per decision."""
+
+    def __init__(self, decisions: Sequence[Decision], lstm_size: int = 64, tanh_constant: Optional[float] = 2.5,
+                 temperature: Optional[float] = 5.0, init_range: float = 0.1) -> None:
+        super().__init__()
+        self.sizes = [len(d.choices) for d in decisions]
+        self.tanh_constant, self.temperature = tanh_constant, temperature
+        self.pairs = input_pairs(decisions)
+        self.g_emb = nn.Parameter(torch.empty(1, lstm_size))
+        self.lstm = nn.LSTMCell(lstm_size, lstm_size)
+        self.heads = nn.ModuleList(nn.Linear(lstm_size, n) for n in self.sizes)
+        self.embeddings = nn.ModuleList(nn.Embedding(n, lstm_size) for n in self.sizes)
+        for p in self.parameters():
+            nn.init.uniform_(p, -init_range, init_range)
+
+    def logits(self, i: int, h: torch.Tensor, chosen: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Decision i's logits: tanh_constant * tanh(W h / temperature), -inf on choices the rule forbids."""
+        z = self.heads[i](h)
+        if self.temperature is not None:
+            z = z / self.temperature
+        if self.tanh_constant is not None:
+            z = self.tanh_constant * torch.tanh(z)
+        if i in self.pairs:
+            choices = torch.arange(self.sizes[i], device=z.device)[None, :]
+            a = self.pairs[i]
+            allowed = ((choices < self.sizes[i] - 1) if a is None else (choices > chosen[a][:, None])).expand_as(z)
+            # a row with nothing allowed comes from a forced invalid input_a (teacher forcing): its log-prob is
+            # already -inf, so leave this decision unmasked rather than produce NaNs
+            allowed = allowed | ~allowed.any(-1, keepdim=True)
+            z = z.masked_fill(~allowed, float("-inf"))
+        return z
+
+    def forward(self, archs: Optional[torch.Tensor] = None, n: Optional[int] = None,
+                generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample n archs (archs=None) or score the given ones (an n x num_decisions long tensor, teacher forcing).
+        Returns (archs, log-probability of each, entropy of each: sum over decisions of the entropy of the
+        distribution the choice was drawn from)."""
+        if archs is not None:
+            n = archs.shape[0]
+        if n is None or n < 1:
+            raise ValueError("give archs or n >= 1")
+        h = c = self.g_emb.new_zeros(n, self.g_emb.shape[1])
+        x = self.g_emb.expand(n, -1)
+        chosen: list[torch.Tensor] = []
+        log_prob = entropy = self.g_emb.new_zeros(n)
+        for i in range(len(self.sizes)):
+            h, c = self.lstm(x, (h, c))
+            log_p = F.log_softmax(self.logits(i, h, chosen), dim=-1)
+            if archs is None:
+                a = torch.multinomial(log_p.detach().exp(), 1, generator=generator).squeeze(1)
+            else:
+                a = archs[:, i]
+            log_prob = log_prob + log_p.gather(1, a[:, None]).squeeze(1)
+            with torch.no_grad():  # entropy is a reward bonus only (no gradient, as in the official code)
+                lp = log_p.detach()
+                entropy = entropy + -(lp.exp() * lp.masked_fill(~torch.isfinite(lp), 0.0)).sum(-1)
+            chosen.append(a)
+            x = self.embeddings[i](a)
+        return torch.stack(chosen, 1), log_prob, entropy
+
+
+def _as_tensor(archs: Sequence[Arch]) -> torch.Tensor:
+    return torch.tensor([list(a) for a in archs], dtype=torch.long)
+
+
+@dataclass
+class ENASHparams:
+    lstm_size: int = 64  # controller LSTM hidden size (official code: 64; the paper's PTB controller: 100)
+    tanh_constant: Optional[float] = 2.5  # logits = c * tanh(logits / temperature) (paper: 2.5; null = off)
+    temperature: Optional[float] = 5.0  # (paper: 5.0; null = off)
+    controller_lr: float = 3.5e-4  # Adam learning rate of the controller (paper: 0.00035)
+    baseline_decay: float = 0.99  # moving-average baseline decay (official controller_bl_dec: 0.99)
+    entropy_weight: float = 1e-4  # sample entropy added to the reward (paper: 1e-4)
+    controller_aggregate: int = 10  # sampled archs whose REINFORCE gradients one Adam step averages (official: 10)
+    # Adam steps per epoch; null = ceil(training steps per epoch / controller_aggregate), i.e. about one controller
+    # sample per shared-weight step, the official ratio (30 x 10 = 300 samples per ~281 steps of 45k images / 160)
+    controller_steps: Optional[int] = None
+
+
+@register_method("enas")
+class ENAS(SupernetMethod):
+    Hparams = ENASHparams
+
+    def build(self) -> None:
+        hp = self.hp
+        if hp.lstm_size < 1 or hp.controller_aggregate < 1 or (hp.controller_steps is not None
+                                                              and hp.controller_steps < 0):
+            raise ConfigError("enas: lstm_size and controller_aggregate must be >= 1, controller_steps >= 0.")
+        if not 0.0 <= hp.baseline_decay < 1.0:
+            raise ConfigError(f"enas: baseline_decay must be in [0, 1), got {hp.baseline_decay}.")
+        super().build()
+        # The controller is tiny and stays on the CPU (sampling with the CPU generator) whatever the device.
+        self.controller = Controller(self.ctx.space.decisions, hp.lstm_size, hp.tanh_constant, hp.temperature)
+        self.c_optimizer = torch.optim.Adam(self.controller.parameters(), lr=hp.controller_lr)
+        self.baseline = 0.0
+        self.controller_steps = (math.ceil(self.steps_per_epoch / hp.controller_aggregate)
+                                 if hp.controller_steps is None else hp.controller_steps)
+        self.derive_candidates: dict[Arch, float] = {}
+
+    # ---- controller --------------------------------------------------------------------------------------------
+    def sample_archs(self, n: int) -> list[Arch]:
+        with torch.no_grad():
+            archs, _, _ = self.controller(n=n, generator=self.generator)
+        out = [tuple(row) for row in archs.tolist()]
+        bad = [a for a in out if not self.ctx.space.is_valid(a)]
+        if bad:  # cannot happen with the masks; fail loudly rather than train on an invalid arch
+            raise RuntimeError(f"enas controller sampled an invalid arch {bad[0]} in space {self.ctx.space.name}")
+        return out
+
+    def log_probs(self, archs: Sequence[Arch]) -> torch.Tensor:
+        """Controller log-probability of each arch (teacher forcing; -inf for archs the masks exclude)."""
+        return self.controller(archs=_as_tensor(archs))[1]
+
+    def val_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One search-val minibatch drawn at random (no augmentation), as the official reward's shuffled batch."""
+        val = self.ctx.data.val
+        idx = torch.randperm(len(val), generator=self.generator)[:self.ctx.budget.batch_size].to(val.y.device)
+        return val.x[idx].contiguous(memory_format=torch.channels_last), val.y[idx]
+
+    @torch.no_grad()
+    def batch_accuracy(self, path: Path, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Accuracy (fraction) of one path on one batch, BatchNorm on batch statistics (the reward)."""
+        with batch_stat_bn(self.supernet):
+            return (self.supernet(x, path).argmax(1) == y).float().mean().item()
+
+    def reward_accuracy(self, arch: Arch) -> float:
+        return self.batch_accuracy(self.path_of(arch), *self.val_batch())
+
+    def reinforce_step(self, archs: Sequence[Arch], accuracies: Sequence[float]) -> dict[str, float]:
+        """One Adam step of the controller on REINFORCE with the moving-average baseline; returns statistics."""
+        _, log_prob, entropy = self.controller(archs=_as_tensor(archs))
+        advantages = []
+        rewards = [acc + self.hp.entropy_weight * ent for acc, ent in zip(accuracies, entropy.tolist(), strict=True)]
+        for r in rewards:
+            advantages.append(r - self.baseline)
+            self.baseline = self.hp.baseline_decay * self.baseline + (1.0 - self.hp.baseline_decay) * r
+        loss = -(log_prob * torch.tensor(advantages, dtype=log_prob.dtype)).mean()
+        self.c_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.c_optimizer.step()
+        return {"reward": sum(rewards) / len(rewards), "entropy": entropy.mean().item(),
+                "log_prob": log_prob.mean().item(), "baseline": self.baseline}
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.controller.train()
+        losses = [self.weight_step(self.path_of(self.sample_archs(1)[0]), x, y) for x, y in self.train_batches()]
+        stats: list[dict[str, float]] = []
+        for _ in range(self.controller_steps):
+            archs = self.sample_archs(self.hp.controller_aggregate)
+            stats.append(self.reinforce_step(archs, [self.reward_accuracy(a) for a in archs]))
+        out = {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0],
+               "baseline": self.baseline}
+        for key in ("reward", "entropy", "log_prob"):
+            if stats:
+                out[f"controller_{key}"] = sum(s[key] for s in stats) / len(stats)
+        return out
+
+    def score(self, archs: list[Arch]) -> list[float]:
+        scores = super().score(archs)
+        with torch.no_grad():
+            self.extra_scores = {"controller_log_prob": [float(v) for v in self.log_probs(archs)]} if archs else {}
+        return scores
+
+    def derive(self) -> Arch:
+        n = self.ctx.budget.candidates
+        candidates: list[Arch] = []
+        for _ in range(10):  # a converged controller repeats itself; a few rounds to find n distinct archs
+            for a in self.sample_archs(n):
+                if a not in candidates and len(candidates) < n:
+                    candidates.append(a)
+            if len(candidates) >= n:
+                break
+        self.derive_candidates = {a: self.supernet_accuracy(a)
+                                  for a in tqdm(candidates, desc="enas derive", leave=False)}
+        return max(candidates, key=self.derive_candidates.__getitem__)
+
+    def artifacts(self) -> dict[str, Any]:
+        if not self.derive_candidates:
+            return {}
+        enc = self.ctx.space.encode
+        return {"enas_derive": [{"arch": enc(a), "supernet_acc": v} for a, v in self.derive_candidates.items()]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "controller": self.controller.state_dict(),
+                "c_optimizer": self.c_optimizer.state_dict(), "baseline": self.baseline}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.controller.load_state_dict(state["controller"])
+        self.c_optimizer.load_state_dict(state["c_optimizer"])
+        self.baseline = state["baseline"]

@@ -1,0 +1,202 @@
+"""GreedyNAS: Towards Fast One-Shot NAS with Greedy Supernet (You et al., CVPR 2020).
+
+SPOS with a greedy supernet: rather than training every uniformly sampled path, each iteration
+
+1. samples m = `num_paths` paths, each taken from the candidate pool with probability epsilon(t) (exploitation,
+   uniformly among the pool's paths) and uniformly from the space otherwise (exploration; under a params/FLOPs
+   constraint, uniformly among the archs that satisfy it, as SPOS);
+2. evaluates each on the same small search-val batch (`val_batch_size` examples drawn at random, no augmentation,
+   BatchNorm on batch statistics, no gradient) by its cross-entropy loss;
+3. keeps the k = `num_kept` paths of lowest loss (multi-path sampling with rejection) and pushes them, with their
+   losses, into the candidate pool: a fixed-size pool (`pool_size`, paper 1000) holding the paths of lowest
+   loss (a path already in the pool gets its newest loss; a full pool replaces its worst path by a better one);
+4. trains the supernet on the k kept paths, one SGD step (the spine's `weight_step`) each on its own training
+   batch.
+
+epsilon(t) grows linearly from 0 at the first iteration to `epsilon_max` (paper 0.8) at the last. To spend the same
+weight-training budget as SPOS, an epoch takes exactly as many weight steps as SPOS (one per training batch, the
+last iteration of an epoch trains only the kept paths that still have a batch): the same number of trained paths,
+plus m forward passes on a val batch per k of them (`self.stats`: paths_evaluated, paths_trained, pool_size,
+returned by `train_epoch` into the run history). The paper's ~60% of SPOS's supernet cost comes from needing fewer
+epochs for the same accuracy; this implementation does not shorten the budget (nor use the paper's pool-based
+stopping rule), so that all methods of a comparison get the same search epochs.
+
+Ranking proxy: supernet accuracy after BN recalibration (the spine's). Derive: SPOS' evolutionary search, its
+initial population taken from the candidate pool (best paths first).
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oneshot_bench.errors import ConfigError
+from search_spaces.base import Arch
+
+from .base import register_method
+from .evolution import evolutionary_search
+from .spos import SPOS, SPOSHparams
+
+
+@contextmanager
+def _batch_stat_bn(module: nn.Module) -> Iterator[None]:
+    """Training-mode BatchNorm (batch statistics) that leaves the running statistics unchanged (momentum 0)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    was_training = module.training
+    module.train()
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        yield
+    finally:
+        for bn, m in zip(bns, momenta, strict=True):
+            bn.momentum = m
+        module.train(was_training)
+
+
+class CandidatePool:
+    """The `size` paths of lowest validation loss seen so far (GreedyNAS' candidate pool P)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.losses: dict[Arch, float] = {}
+
+    def __len__(self) -> int:
+        return len(self.losses)
+
+    def __contains__(self, arch: Arch) -> bool:
+        return arch in self.losses
+
+    def update(self, arch: Arch, loss: float) -> bool:
+        """Offer a path with its loss; returns whether it is in the pool afterwards."""
+        if arch in self.losses or len(self.losses) < self.size:
+            self.losses[arch] = loss
+            return True
+        worst = max(self.losses, key=self.losses.__getitem__)
+        if loss < self.losses[worst]:
+            del self.losses[worst]
+            self.losses[arch] = loss
+            return True
+        return False
+
+    def archs(self) -> list[Arch]:
+        """Paths from lowest to highest loss."""
+        return sorted(self.losses, key=self.losses.__getitem__)
+
+    def sample(self, rng: random.Random) -> Arch:
+        return rng.choice(list(self.losses))
+
+    def state(self) -> list[tuple[Arch, float]]:
+        return list(self.losses.items())
+
+    def load(self, state: Sequence[tuple[Sequence[int], float]]) -> None:
+        self.losses = {tuple(a): float(v) for a, v in state}
+
+
+@dataclass
+class GreedyNASHparams(SPOSHparams):
+    num_paths: int = 10  # m: paths sampled and evaluated per iteration (paper: 10)
+    num_kept: int = 5  # k: lowest-loss paths kept and trained (paper: 5)
+    pool_size: int = 1000  # candidate pool size (paper: 1000)
+    epsilon_max: float = 0.8  # probability of sampling from the pool, reached linearly at the end (paper: 0.8)
+    val_batch_size: Optional[int] = None  # examples of the search-val batch that scores paths; null = batch_size
+
+
+@register_method("greedynas")
+class GreedyNAS(SPOS):
+    Hparams = GreedyNASHparams
+
+    def build(self) -> None:
+        hp = self.hp
+        if not 1 <= hp.num_kept <= hp.num_paths:
+            raise ConfigError(f"greedynas: need 1 <= num_kept <= num_paths, got {hp.num_kept} and {hp.num_paths}.")
+        if hp.pool_size < 1 or not 0.0 <= hp.epsilon_max <= 1.0:
+            raise ConfigError("greedynas: pool_size must be >= 1 and epsilon_max in [0, 1].")
+        super().build()
+        self.pool = CandidatePool(hp.pool_size)
+        self.iterations_per_epoch = math.ceil(self.steps_per_epoch / hp.num_kept)
+        self.total_iterations = self.ctx.budget.search_epochs * self.iterations_per_epoch
+        self.iteration = 0
+        self.stats = {"paths_evaluated": 0, "paths_trained": 0, "pool_size": 0}
+
+    def epsilon(self, iteration: int) -> float:
+        """Exploitation probability: 0 at the first iteration, epsilon_max at the last, linear in between."""
+        return self.hp.epsilon_max * min(1.0, iteration / max(1, self.total_iterations - 1))
+
+    def sample_paths(self, eps: float) -> list[Arch]:
+        return [self.pool.sample(self.rng) if len(self.pool) and self.rng.random() < eps else self.sample_arch()
+                for _ in range(self.hp.num_paths)]
+
+    def val_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        val = self.ctx.data.val
+        n = self.hp.val_batch_size or self.ctx.budget.batch_size
+        idx = torch.randperm(len(val), generator=self.generator)[:n].to(val.y.device)
+        return val.x[idx].contiguous(memory_format=torch.channels_last), val.y[idx]
+
+    @torch.no_grad()
+    def path_losses(self, archs: Sequence[Arch], x: torch.Tensor, y: torch.Tensor) -> list[float]:
+        """Validation cross-entropy of each path on the batch (x, y), BatchNorm on batch statistics."""
+        with _batch_stat_bn(self.supernet):
+            return [F.cross_entropy(self.supernet(x, self.path_of(a)), y).item() for a in archs]
+
+    def greedy_iteration(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], max_steps: int) -> list[float]:
+        """Sample m paths, keep the k of lowest val loss, update the pool, train up to `max_steps` of them (one
+        weight step each on the next training batch); returns their training losses."""
+        candidates = self.sample_paths(self.epsilon(self.iteration))
+        losses = self.path_losses(candidates, *self.val_batch())
+        kept = sorted(range(len(candidates)), key=losses.__getitem__)[:self.hp.num_kept]
+        for i in kept:
+            self.pool.update(candidates[i], losses[i])
+        train_losses = []
+        for i in kept[:max_steps]:
+            x, y = next(batches)
+            train_losses.append(self.weight_step(self.path_of(candidates[i]), x, y))
+        self.iteration += 1
+        self.stats["paths_evaluated"] += len(candidates)
+        self.stats["paths_trained"] += len(train_losses)
+        self.stats["pool_size"] = len(self.pool)
+        return train_losses
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        batches = iter(self.train_batches())
+        remaining = self.steps_per_epoch  # the same weight steps per epoch as SPOS
+        losses: list[float] = []
+        while remaining > 0:
+            step_losses = self.greedy_iteration(batches, remaining)
+            if not step_losses:
+                break
+            losses += step_losses
+            remaining -= len(step_losses)
+        return {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0],
+                "epsilon": self.epsilon(self.iteration - 1), **{k: float(v) for k, v in self.stats.items()}}
+
+    def derive(self) -> Arch:
+        b = self.ctx.budget
+        self.evolution = evolutionary_search(
+            self.ctx.space, self.supernet_accuracy, self.rng, population=b.evolution_population,
+            generations=b.evolution_generations, topk=min(self.hp.topk, b.evolution_population),
+            mutation_prob=self.hp.mutation_prob, constraint=self.constraint if self.constraint.active else None,
+            initial=self.pool.archs())
+        return self.evolution.best
+
+    def artifacts(self) -> dict[str, Any]:
+        enc = self.ctx.space.encode
+        return {"greedynas_pool": [{"arch": enc(a), "val_loss": self.pool.losses[a]} for a in self.pool.archs()]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "pool": self.pool.state(), "iteration": self.iteration,
+                "stats": dict(self.stats)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.pool.load(state["pool"])
+        self.iteration = state["iteration"]
+        self.stats = dict(state["stats"])
