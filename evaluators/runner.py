@@ -10,6 +10,7 @@ import logging
 import time
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -37,7 +38,7 @@ def resolved_config(cfg: RunConfig, hparams: dict[str, Any]) -> dict[str, Any]:
     config = asdict(cfg)
     config["method"]["params"] = hparams  # with defaults filled in, so the run id changes when a default does
     # where and how a run executes does not change what it measures, so these stay out of the run id
-    for k in ("results_dir", "resume", "force", "device", "objective"):
+    for k in ("results_dir", "cache_dir", "resume", "force", "device", "objective"):
         config.pop(k)
     return config
 
@@ -72,8 +73,9 @@ def run_benchmark(cfg: RunConfig, *, progress: Optional[bool] = None) -> dict[st
     fill = dict(num_classes=data.num_classes, in_channels=data.in_channels)
     search_net, final_net = nets_for(budget, space.name)
     net, final_net = replace(search_net, **fill), replace(final_net, **fill)
+    truth_cache = Path(cfg.cache_dir or store.cache_dir) / "truth"
     truth = ground_truth_for(space, cfg.truth, cfg.truth_dataset, data=data, net=final_net, train=budget.standalone,
-                             final=budget.final, device=device, seed=cfg.seed, cache_dir=store.cache_dir / "truth")
+                             final=budget.final, device=device, seed=cfg.seed, cache_dir=truth_cache)
     meter = CostMeter(device)
     method.setup(SearchContext(space=space, data=data, budget=budget, device=device, seed=cfg.seed, net=net,
                                final_net=final_net))

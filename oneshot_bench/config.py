@@ -97,6 +97,7 @@ class RunConfig:
     device: str = "auto"
     objective: str = "kendall_tau"  # value run.py returns to sweepers: any key of the record's "summary"
     results_dir: str = "results"
+    cache_dir: Optional[str] = None  # standalone-training ground truth cache; None: <results_dir>/cache
     resume: bool = True  # continue from the run's last checkpoint when one exists
     force: bool = False  # recompute even when a finished record exists
 

@@ -21,8 +21,14 @@ def cifar_root() -> Path:
     return CIFAR_SUBSET
 
 
+@pytest.fixture(scope="session")
+def truth_cache(tmp_path_factory) -> Path:
+    """One ground-truth cache for the session: trained truth is the same for every method, as in real use."""
+    return tmp_path_factory.mktemp("truth-cache")
+
+
 @pytest.fixture
-def smoke_config(tmp_path):
+def smoke_config(tmp_path, truth_cache):
     """A RunConfig with the smoke budget (as conf/budget/smoke.yaml) writing into a temp results dir."""
     from hydra import compose, initialize_config_dir
 
@@ -30,7 +36,8 @@ def smoke_config(tmp_path):
 
     def make(*overrides: str):
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=[f"results_dir={tmp_path / 'results'}", "device=cpu", *overrides])
+            cfg = compose("config", overrides=[f"results_dir={tmp_path / 'results'}", f"cache_dir={truth_cache}",
+                                                  "device=cpu", *overrides])
         return from_dictconfig(cfg)
 
     return make
