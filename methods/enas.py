@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -46,28 +45,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from oneshot_bench.errors import ConfigError
+from oneshot_bench.training import batch_stat_bn
 from search_spaces.base import Arch, Decision, Path
 
 from .base import register_method
 from .supernet import SupernetMethod
-
-
-@contextmanager
-def batch_stat_bn(module: nn.Module) -> Iterator[None]:
-    """Run `module` in training mode (BatchNorm normalises with the batch's own statistics) without changing any
-    running statistic (momentum 0 keeps them as they are); restores mode and momenta afterwards."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in bns]
-    was_training = module.training
-    module.train()
-    for bn in bns:
-        bn.momentum = 0.0
-    try:
-        yield
-    finally:
-        for bn, m in zip(bns, momenta, strict=True):
-            bn.momentum = m
-        module.train(was_training)
 
 
 def input_pairs(decisions: Sequence[Decision]) -> dict[int, Optional[int]]:
@@ -199,12 +181,6 @@ class ENAS(SupernetMethod):
         """Controller log-probability of each arch (teacher forcing; -inf for archs the masks exclude)."""
         return self.controller(archs=_as_tensor(archs))[1]
 
-    def val_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One search-val minibatch drawn at random (no augmentation), as the official reward's shuffled batch."""
-        val = self.ctx.data.val
-        idx = torch.randperm(len(val), generator=self.generator)[:self.ctx.budget.batch_size].to(val.y.device)
-        return val.x[idx].contiguous(memory_format=torch.channels_last), val.y[idx]
-
     @torch.no_grad()
     def batch_accuracy(self, path: Path, x: torch.Tensor, y: torch.Tensor) -> float:
         """Accuracy (fraction) of one path on one batch, BatchNorm on batch statistics (the reward)."""
@@ -212,7 +188,7 @@ class ENAS(SupernetMethod):
             return (self.supernet(x, path).argmax(1) == y).float().mean().item()
 
     def reward_accuracy(self, arch: Arch) -> float:
-        return self.batch_accuracy(self.path_of(arch), *self.val_batch())
+        return self.batch_accuracy(self.path_of(arch), *self.random_val_batch())
 
     def reinforce_step(self, archs: Sequence[Arch], accuracies: Sequence[float]) -> dict[str, float]:
         """One Adam step of the controller on REINFORCE with the moving-average baseline; returns statistics."""

@@ -29,37 +29,19 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from oneshot_bench.errors import ConfigError
+from oneshot_bench.training import batch_stat_bn
 from search_spaces.base import Arch
 
 from .base import register_method
 from .evolution import evolutionary_search
 from .spos import SPOS, SPOSHparams
-
-
-@contextmanager
-def _batch_stat_bn(module: nn.Module) -> Iterator[None]:
-    """Training-mode BatchNorm (batch statistics) that leaves the running statistics unchanged (momentum 0)."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in bns]
-    was_training = module.training
-    module.train()
-    for bn in bns:
-        bn.momentum = 0.0
-    try:
-        yield
-    finally:
-        for bn, m in zip(bns, momenta, strict=True):
-            bn.momentum = m
-        module.train(was_training)
 
 
 class CandidatePool:
@@ -135,23 +117,17 @@ class GreedyNAS(SPOS):
         return [self.pool.sample(self.rng) if len(self.pool) and self.rng.random() < eps else self.sample_arch()
                 for _ in range(self.hp.num_paths)]
 
-    def val_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        val = self.ctx.data.val
-        n = self.hp.val_batch_size or self.ctx.budget.batch_size
-        idx = torch.randperm(len(val), generator=self.generator)[:n].to(val.y.device)
-        return val.x[idx].contiguous(memory_format=torch.channels_last), val.y[idx]
-
     @torch.no_grad()
     def path_losses(self, archs: Sequence[Arch], x: torch.Tensor, y: torch.Tensor) -> list[float]:
         """Validation cross-entropy of each path on the batch (x, y), BatchNorm on batch statistics."""
-        with _batch_stat_bn(self.supernet):
+        with batch_stat_bn(self.supernet):
             return [F.cross_entropy(self.supernet(x, self.path_of(a)), y).item() for a in archs]
 
     def greedy_iteration(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], max_steps: int) -> list[float]:
         """Sample m paths, keep the k of lowest val loss, update the pool, train up to `max_steps` of them (one
         weight step each on the next training batch); returns their training losses."""
         candidates = self.sample_paths(self.epsilon(self.iteration))
-        losses = self.path_losses(candidates, *self.val_batch())
+        losses = self.path_losses(candidates, *self.random_val_batch(self.hp.val_batch_size))
         kept = sorted(range(len(candidates)), key=losses.__getitem__)[:self.hp.num_kept]
         for i in kept:
             self.pool.update(candidates[i], losses[i])

@@ -46,6 +46,12 @@ class SupernetMethod(Method):
         self.w_scheduler.step()
         return loss.item()
 
+    def random_val_batch(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random search-val minibatch of n images (default: the budget's batch size), no augmentation."""
+        val = self.ctx.data.val
+        idx = torch.randperm(len(val), generator=self.generator)[:n or self.ctx.budget.batch_size].to(val.y.device)
+        return val.x[idx].contiguous(memory_format=torch.channels_last), val.y[idx]
+
     def path_of(self, arch: Arch) -> list[int]:
         return self.ctx.space.arch_to_path(arch)
 

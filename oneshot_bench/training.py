@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -62,6 +63,25 @@ def recalibrate_bn(module: nn.Module, forward: Forward, batches: Iterable[tuple[
     module.train(was_training)
     for bn, m in zip(bns, momenta, strict=True):
         bn.momentum = m
+
+
+@contextmanager
+def batch_stat_bn(module: nn.Module) -> Iterator[None]:
+    """Run `module` in training mode (BatchNorm normalises with the batch's own statistics) without changing any
+    running statistic (momentum 0 keeps them as they are); restores mode and momenta afterwards. Used for quick
+    per-batch rewards/losses of sampled paths (ENAS, GreedyNAS)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    was_training = module.training
+    module.train()
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        yield
+    finally:
+        for bn, m in zip(bns, momenta, strict=True):
+            bn.momentum = m
+        module.train(was_training)
 
 
 def train_standalone(net: nn.Module, data: DataBundle, cfg: TrainConfig, device: torch.device, seed: int, *,

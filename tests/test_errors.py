@@ -42,6 +42,7 @@ def test_unknown_truth_and_tabular_truth_without_a_table(smoke_config):
 
 
 def test_diverging_supernet_training_stops_with_advice_and_keeps_earlier_epochs(smoke_config):
-    cfg = smoke_config("method=spos", "space=nb201", "budget.lr=1e12", "budget.grad_clip=1e30", "budget.search_epochs=4")
+    cfg = smoke_config("method=spos", "space=nb201", "budget.lr=1e12", "budget.grad_clip=1e30",
+                       "budget.search_epochs=4")
     with pytest.raises(DivergenceError, match="learning rate"):
         run_benchmark(cfg, progress=False)

@@ -110,7 +110,7 @@ def test_paths_come_from_the_pool_with_probability_epsilon(monkeypatch):
 def test_path_losses_are_val_cross_entropies_on_batch_statistics():
     method = make_method()
     archs = [method.ctx.space.sample(random.Random(i)) for i in range(3)]
-    x, y = method.val_batch()
+    x, y = method.random_val_batch(method.hp.val_batch_size)
     bn = next(m for m in method.supernet.modules() if isinstance(m, torch.nn.BatchNorm2d))
     stats = bn.running_mean.clone()
     losses = method.path_losses(archs, x, y)

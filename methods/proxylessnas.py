@@ -1,0 +1,391 @@
+"""ProxylessNAS (Cai, Zhu & Han, ICLR 2019): path-level binarization with a measured latency loss.
+
+Each supernet choice point has architecture parameters alpha, p = softmax(alpha).
+
+- Weight step (every training batch): ONE path per choice point is sampled from p and passed as an int path
+  entry, so only that candidate holds activations and receives gradients (the paper's binarized gates with
+  unused paths off); the shared SGD optimizer and cosine schedule of every supernet method.
+- Architecture step (every `arch_update_every`-th weight step, after the warm-up): on a search-val batch
+  (not augmented, as the official valid loader), per choice point TWO candidates are sampled from p without
+  replacement, their probabilities renormalized (p~ = softmax of their two alphas), one of them made active by
+  sampling from p~, and the binary gates g (1 for the active, 0 for the other) weight the two candidates
+  (`WeightedChoice(two indices, g)`; both run, the gated-off one contributes 0 * output, as in the official
+  'two' mode). The gradient reaches alpha through the paper's estimate (Eq. 4 restricted to the two paths)
+
+      dL/dalpha_i = sum_j dL/dg_j * p~_j * (delta_ij - p~_i),
+
+  implemented as an EXPLICIT backward: the gates are a leaf tensor, autograd gives dL/dg, and
+  `binary_gate_alpha_grad` applies the formula (a straight-through estimate g + p~ - stop_grad(p~) gives the same
+  numbers; tests check both). After Adam's step the two involved alphas are shifted together so that their
+  log-sum-exp is unchanged, which keeps the probabilities of the unsampled candidates as they were (official
+  `rescale_updated_arch_param`). A choice point whose active candidate is 'none' (a zero op) gets no architecture
+  update in that step, as in the official code.
+- Hardware loss: E[cost] = fixed + sum over choice points of sum_i p_i * table[point][i] (the paper's expected
+  latency, with the full p; differentiable in alpha), combined with the cross-entropy as
+  `latency_loss: add`:  L_CE + lambda * (E - target) / target  (the paper's L_CE + lambda_2 E[LAT], normalized by
+                        the target as the official `add#linear`, so lambda has no unit), or
+  `latency_loss: mul`:  L_CE * (E / target) ** beta  (multiplicative form).
+  `latency_metric: latency` uses a lookup table MEASURED on the run's device (see `measure_cost_table`),
+  `flops` a table of FLOPs per candidate from torch.utils.flop_counter, `none` no hardware loss.
+
+The table is built at the start of the first training epoch (its cost counts as search cost), kept in
+`self.latency_table` (a JSON-able dict) and in `state_dict`, and the runner writes it to
+`<run dir>/latency_table.json` (see `artifacts`).
+
+Derive: argmax of alpha per choice point (`space.derive_from_weights(softmax(alpha))`). Ranking: supernet accuracy
+of the single path after BN recalibration; `extra_scores["alpha_log_likelihood"]` as in DARTS.
+
+Spaces: mbnet_chain (the paper's setting: one op per layer of a chain) and nb201 (one op per edge; 'none' costs 0).
+Not darts_cell: the paper's gates pick one op per layer of a chain, while a DARTS cell also picks which two
+inputs each node keeps, which the binarized single-path gates do not model.
+"""
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from oneshot_bench.device import device_name, synchronize
+from oneshot_bench.errors import ConfigError
+from oneshot_bench.training import check_finite
+from search_spaces.base import Arch, WeightedChoice
+
+from .base import register_method
+from .darts import alpha_entropy, alpha_log_likelihood, alpha_probs, init_alphas
+from .supernet import SupernetMethod
+
+NONE = "none"
+UNITS = {"latency": "ms", "flops": "FLOPs"}
+
+
+def binary_gate_alpha_grad(gate_grads: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """ProxylessNAS' estimate dL/dalpha_i = sum_j dL/dg_j * p_j * (delta_ij - p_i) over the sampled paths
+    (`probs` renormalized over them, `gate_grads` = dL/dg of their binary gates)."""
+    eye = torch.eye(len(probs), dtype=probs.dtype, device=probs.device)
+    return ((eye - probs[:, None]) * (gate_grads * probs)[None, :]).sum(dim=1)
+
+
+@dataclass
+class ProxylessNASHparams:
+    arch_lr: float = 1e-3  # Adam on the alphas (official: lr 1e-3, betas (0, 0.999), eps 1e-8, no weight decay)
+    arch_beta1: float = 0.0
+    arch_beta2: float = 0.999
+    arch_eps: float = 1e-8
+    arch_weight_decay: float = 0.0
+    alpha_init_std: float = 1e-3  # alphas start at alpha_init_std * N(0, 1) (official 'normal', 1e-3)
+    arch_update_every: int = 5  # one architecture update per this many weight steps (official: 5)
+    arch_update_steps: int = 1  # architecture steps per update (official: 1)
+    warmup_fraction: float = 0.25  # share of search epochs with weight steps only (official: 40 of 40 + 120)
+    latency_metric: str = "latency"  # latency (measured lookup table) | flops | none
+    latency_loss: str = "add"  # add: L_CE + lambda * (E - T) / T (paper) | mul: L_CE * (E / T) ** beta
+    latency_lambda: float = 0.1  # lambda of the additive form (official add#linear default: 0.1)
+    latency_beta: float = 0.3  # beta of the multiplicative form (official search script: 0.3)
+    latency_target_ms: Optional[float] = None  # target T for latency_metric=latency; null: E[latency] at uniform p
+    flops_target: Optional[float] = None  # target T for latency_metric=flops; null: E[FLOPs] at uniform p
+    latency_batch_size: int = 1  # batch size of the latency measurements (the paper: 1 image on the device)
+    latency_repeats: int = 20  # timed runs per candidate (the fastest counts), after 3 warm-up runs
+
+
+@register_method("proxylessnas")
+class ProxylessNAS(SupernetMethod):
+    Hparams = ProxylessNASHparams
+    supported_spaces = frozenset({"mbnet_chain", "nb201"})
+    why_unsupported = ("ProxylessNAS' binary gates choose one op per layer of a chain (or per nb201 edge); a DARTS "
+                       "cell also chooses which two inputs each node keeps, which single-path gates do not model")
+
+    def build(self) -> None:
+        hp = self.hp
+        if hp.latency_metric not in ("latency", "flops", "none"):
+            raise ConfigError(f"proxylessnas: latency_metric must be latency, flops or none, got "
+                              f"{hp.latency_metric!r}.")
+        if hp.latency_loss not in ("add", "mul"):
+            raise ConfigError(f"proxylessnas: latency_loss must be add or mul, got {hp.latency_loss!r}.")
+        if hp.arch_update_every < 1 or hp.arch_update_steps < 0 or not 0.0 <= hp.warmup_fraction <= 1.0:
+            raise ConfigError("proxylessnas: need arch_update_every >= 1, arch_update_steps >= 0 and "
+                              "0 <= warmup_fraction <= 1.")
+        super().build()
+        self.alphas = init_alphas(self.supernet, hp.alpha_init_std, self.generator, self.ctx.device)
+        self.a_optimizer = torch.optim.Adam(self.alphas, lr=hp.arch_lr, betas=(hp.arch_beta1, hp.arch_beta2),
+                                            eps=hp.arch_eps, weight_decay=hp.arch_weight_decay)
+        self.candidate_names = [cp.candidates for cp in self.supernet.choice_points]
+        self.warmup_epochs = int(round(hp.warmup_fraction * self.ctx.budget.search_epochs))
+        self.global_step = 0
+        self.latency_table: Optional[dict[str, Any]] = None
+        self._cost: Optional[list[torch.Tensor]] = None
+        self.last_arch_sample: list[tuple[int, int, int]] = []  # (sampled i, sampled j, active) per choice point
+
+    # ---- sampling ----------------------------------------------------------------------------------------------------
+    def sample_single_path(self) -> list[int]:
+        """One candidate per choice point, drawn from softmax(alpha)."""
+        return [int(torch.multinomial(p.detach().float().cpu(), 1, generator=self.generator))
+                for p in alpha_probs(self.alphas)]
+
+    def sample_two_paths(self) -> list[tuple[int, int, int]]:
+        """Per choice point: two distinct candidates from softmax(alpha) (no replacement), and which of them is
+        active, drawn from their renormalized probabilities."""
+        out = []
+        for a, p in zip(self.alphas, alpha_probs(self.alphas), strict=True):
+            i, j = (int(k) for k in torch.multinomial(p.detach().float().cpu(), 2, replacement=False,
+                                                      generator=self.generator))
+            pair = F.softmax(a.detach()[[i, j]].float().cpu(), dim=0)
+            active = (i, j)[int(torch.multinomial(pair, 1, generator=self.generator))]
+            out.append((i, j, active))
+        return out
+
+    # ---- hardware cost -----------------------------------------------------------------------------------------------
+    def expected_cost(self) -> torch.Tensor:
+        """E[cost] = fixed + sum_points sum_i softmax(alpha)_i * table[point][i], differentiable in alpha."""
+        self.ensure_cost_table()
+        assert self._cost is not None and self.latency_table is not None
+        total = torch.tensor(float(self.latency_table["fixed"]), device=self.ctx.device)
+        for p, c in zip(alpha_probs(self.alphas), self._cost, strict=True):
+            total = total + (p * c.to(p.dtype)).sum()
+        return total
+
+    def hardware_loss(self, ce: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+        target = float(self.latency_table["target"])
+        if self.hp.latency_loss == "add":
+            return ce + self.hp.latency_lambda * (expected - target) / target
+        return ce * (expected / target) ** self.hp.latency_beta
+
+    def ensure_cost_table(self) -> None:
+        if self.hp.latency_metric == "none" or self.latency_table is not None:
+            return
+        self.latency_table = self.measure_cost_table()
+        self._set_cost_tensors()
+
+    def _set_cost_tensors(self) -> None:
+        self._cost = [torch.tensor(row, dtype=torch.float32, device=self.ctx.device)
+                      for row in self.latency_table["table"]]
+
+    def measure_cost_table(self) -> dict[str, Any]:
+        """Per choice point and candidate: latency (ms, in eval mode, fastest of `latency_repeats` timed runs,
+        round-robin over all modules, since other processes on a shared machine only ever slow a run down) or FLOPs
+        (per image, torch's FlopCounterMode) of the candidate module, summed over every module instance that follows
+        that choice point (nb201: all cells; mbnet_chain: the one layer). Instances come from the ChoiceOp modules
+        of that point, else from `supernet.candidate_modules(point)`; each is run alone on a random tensor of the
+        input shape that forward pre-hooks recorded during one forward pass of the full supernet. 'none' costs 0.
+        `fixed` is the rest of the network (stem, fixed blocks, head): whole-network cost of 3 random single paths
+        minus their table entries (median, at least 0)."""
+        metric, sn, ctx = self.hp.latency_metric, self.supernet, self.ctx
+        instances = [self._candidate_instances(point) for point in range(len(sn.choice_points))]
+        shapes: dict[int, tuple[int, ...]] = {}
+
+        def record_shape(module: nn.Module, args: tuple[Any, ...]) -> None:  # returning None keeps the inputs
+            shapes.setdefault(id(module), tuple(args[0].shape))
+
+        hooks = [mod.register_forward_pre_hook(record_shape) for inst in instances for cands in inst for mod in cands]
+        x = torch.zeros(1, ctx.data.in_channels, ctx.data.resolution, ctx.data.resolution, device=ctx.device)
+        full = [WeightedChoice(tuple(range(len(n))), torch.ones(len(n), device=ctx.device))
+                for n in self.candidate_names]
+        was_training = sn.training
+        sn.eval()
+        try:
+            with torch.no_grad():
+                sn(x.contiguous(memory_format=torch.channels_last), full)
+            for h in hooks:
+                h.remove()
+            # one job per (choice point, candidate, instance), then whole networks for the fixed part
+            batch = self.hp.latency_batch_size if metric == "latency" else 1
+            gen = torch.Generator().manual_seed(ctx.seed)
+            jobs: list[Callable[[], Any]] = []
+            owners: list[tuple[int, int]] = []
+            for point, inst in enumerate(instances):
+                for k, name in enumerate(self.candidate_names[point]):
+                    if name == NONE:
+                        continue
+                    for cands in inst:
+                        if id(cands[k]) not in shapes:
+                            raise RuntimeError(f"candidate {name!r} of choice point {point} did not run in a full "
+                                               f"supernet forward pass; cannot measure its cost")
+                        jobs.append(_bind(cands[k], _random_input(shapes[id(cands[k])], batch, gen, ctx.device)))
+                        owners.append((point, k))
+            rng = random.Random(ctx.seed)
+            paths = [ctx.space.arch_to_path(ctx.space.sample(rng)) for _ in range(3)]
+            net_input = _random_input((1, *x.shape[1:]), batch, gen, ctx.device)
+            jobs.extend(_bind(sn, net_input, path) for path in paths)
+            if metric == "flops":
+                costs = _flops(jobs)
+            else:
+                costs = _interleaved_min_ms(jobs, ctx.device, self.hp.latency_repeats)
+        finally:
+            for h in hooks:
+                h.remove()
+            sn.train(was_training)
+        table = [[0.0] * len(names) for names in self.candidate_names]
+        for (point, k), c in zip(owners, costs[:len(owners)], strict=True):  # summed over instances
+            table[point][k] += c
+        wholes = costs[len(owners):]
+        fixed = max(0.0, statistics.median(w - sum(row[k] for row, k in zip(table, path, strict=True))
+                                           for w, path in zip(wholes, paths, strict=True)))
+        uniform = fixed + sum(sum(row) / len(row) for row in table)
+        given = self.hp.latency_target_ms if metric == "latency" else self.hp.flops_target
+        target = float(given) if given is not None else uniform
+        if target <= 0:
+            raise ConfigError(f"proxylessnas: the {metric} target must be > 0, got {target}.")
+        how = ("each candidate module run alone on a random input of the shape that forward pre-hooks recorded in "
+               "one full supernet pass, summed over the module instances of its choice point; fixed = whole network "
+               "minus its ops (median over 3 random archs)")
+        if metric == "latency":
+            how += f"; latency = fastest of {self.hp.latency_repeats} timed runs, interleaved over all modules"
+        return {"metric": metric, "unit": UNITS[metric], "device": device_name(ctx.device),
+                "batch_size": batch, "how": how, "choice_points": [cp.name for cp in sn.choice_points],
+                "candidates": [list(n) for n in self.candidate_names],
+                "table": table, "fixed": fixed, "target": target, "target_is_uniform_expectation": given is None}
+
+    def _candidate_instances(self, point: int) -> list[list[nn.Module]]:
+        found = [list(m.candidates) for m in self.supernet.modules()
+                 if getattr(m, "point", None) == point and isinstance(getattr(m, "candidates", None), nn.ModuleList)]
+        if found:
+            return found
+        try:
+            return [list(self.supernet.candidate_modules(point))]
+        except NotImplementedError:
+            raise ConfigError(f"proxylessnas needs the candidate modules of each choice point to build its cost "
+                              f"table; space {self.ctx.space.name!r} implements neither ChoiceOp modules nor "
+                              f"Supernet.candidate_modules") from None
+
+    # ---- steps -------------------------------------------------------------------------------------------------------
+    def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """One architecture update on a search-val batch (two sampled paths per choice point, binary gates)."""
+        self.supernet.train()
+        sample = self.sample_two_paths()
+        self.last_arch_sample = sample
+        gates = [torch.tensor([1.0 if i == active else 0.0, 1.0 if j == active else 0.0], device=x.device,
+                              requires_grad=True) for i, j, active in sample]
+        path = [WeightedChoice((i, j), g) for (i, j, _), g in zip(sample, gates, strict=True)]
+        ce = F.cross_entropy(self.supernet(x, path), y)
+        check_finite(ce, "proxylessnas architecture step")
+        loss, stats = ce, {"arch_ce": ce.item()}
+        if self.hp.latency_metric != "none":
+            expected = self.expected_cost()
+            loss = self.hardware_loss(ce, expected)
+            check_finite(loss, f"proxylessnas architecture step (hardware loss {self.hp.latency_loss!r})")
+            stats["expected_cost"] = expected.item()
+        inputs = [*gates, *self.alphas]
+        grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+        gate_grads, direct = grads[:len(gates)], grads[len(gates):]  # direct: through E[cost] (full softmax)
+
+        self.a_optimizer.zero_grad(set_to_none=True)
+        involved: list[Optional[tuple[list[int], torch.Tensor]]] = []
+        for a, names, (i, j, active), gg, dg in zip(self.alphas, self.candidate_names, sample, gate_grads, direct,
+                                                     strict=True):
+            if names[active] == NONE:  # the active path is a zero op: no update of this point (official code)
+                involved.append(None)
+                continue
+            grad = torch.zeros_like(a) if dg is None else dg.detach().clone()
+            gg = torch.zeros(2, device=a.device) if gg is None else gg.detach()
+            pair = F.softmax(a.detach()[[i, j]], dim=0)
+            grad[[i, j]] += binary_gate_alpha_grad(gg.to(pair.dtype), pair)
+            a.grad = grad
+            involved.append(([i, j], a.detach()[[i, j]].clone()))
+        self.a_optimizer.step()
+        with torch.no_grad():  # keep the probabilities of the unsampled candidates (official rescaling)
+            for a, inv in zip(self.alphas, involved, strict=True):
+                if inv is not None:
+                    idx, old = inv
+                    a[idx] -= torch.logsumexp(a[idx], 0) - torch.logsumexp(old, 0)
+        stats["arch_loss"] = loss.item()
+        return stats
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.ensure_cost_table()
+        b = self.ctx.budget
+        search = epoch >= self.warmup_epochs and self.hp.arch_update_steps > 0
+        val = self.ctx.data.infinite_batches("val", b.batch_size, self.generator, augment=False) if search else None
+        losses, arch_stats = [], []
+        for x, y in self.train_batches():
+            losses.append(self.weight_step(self.sample_single_path(), x, y))
+            self.global_step += 1
+            if val is not None and self.global_step % self.hp.arch_update_every == 0:
+                for _ in range(self.hp.arch_update_steps):
+                    arch_stats.append(self.arch_step(*next(val)))
+        out = {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0],
+               "alpha_entropy": alpha_entropy(self.alphas), "arch_steps": float(len(arch_stats))}
+        for key in arch_stats[0] if arch_stats else ():
+            out[key] = sum(s[key] for s in arch_stats) / len(arch_stats)
+        if self.hp.latency_metric != "none":
+            with torch.no_grad():
+                out["expected_cost_end"] = self.expected_cost().item()
+        return out
+
+    # ---- results -----------------------------------------------------------------------------------------------------
+    def arch_probs(self) -> list[torch.Tensor]:
+        return [p.detach().cpu() for p in alpha_probs(self.alphas)]
+
+    def score(self, archs: list[Arch]) -> list[float]:
+        self.extra_scores = {"alpha_log_likelihood": [alpha_log_likelihood(self.alphas, self.path_of(a))
+                                                      for a in archs]}
+        return super().score(archs)
+
+    def derive(self) -> Arch:
+        return self.ctx.space.derive_from_weights(self.arch_probs())
+
+    def artifacts(self) -> dict[str, Any]:
+        """Kept beside the run record: the measured cost table and the final architecture distribution."""
+        probs = {"choice_points": [cp.name for cp in self.supernet.choice_points],
+                 "probs": [p.tolist() for p in self.arch_probs()]}
+        return {"arch_probs": probs, **({"latency_table": self.latency_table} if self.latency_table else {})}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "alphas": [a.detach().cpu().clone() for a in self.alphas],
+                "a_optimizer": self.a_optimizer.state_dict(), "global_step": self.global_step,
+                "latency_table": self.latency_table}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        with torch.no_grad():
+            for a, saved in zip(self.alphas, state["alphas"], strict=True):
+                a.copy_(saved)
+        self.a_optimizer.load_state_dict(state["a_optimizer"])
+        self.global_step = state["global_step"]
+        self.latency_table = state["latency_table"]
+        if self.latency_table is not None:
+            self._set_cost_tensors()
+
+
+def _random_input(shape: tuple[int, ...], batch: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    x = torch.randn((batch, *shape[1:]), generator=gen).to(device)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def _bind(module: nn.Module, *args: Any) -> Callable[[], Any]:
+    return lambda: module(*args)
+
+
+@torch.no_grad()
+def _flops(jobs: Sequence[Callable[[], Any]]) -> list[float]:
+    out = []
+    for job in jobs:
+        with FlopCounterMode(display=False) as counter:
+            job()
+        out.append(float(counter.get_total_flops()))
+    return out
+
+
+@torch.no_grad()
+def _interleaved_min_ms(jobs: Sequence[Callable[[], Any]], device: torch.device, repeats: int,
+                        warmup: int = 3) -> list[float]:
+    """Fastest of `repeats` timed runs of each job, in milliseconds. Runs go round-robin over the jobs, so that a
+    burst of interference from other processes slows one run of many jobs rather than every run of one job."""
+    for _ in range(warmup):
+        for job in jobs:
+            job()
+    best = [math.inf] * len(jobs)
+    for _ in range(max(1, repeats)):
+        for n, job in enumerate(jobs):
+            synchronize(device)
+            start = time.perf_counter()
+            job()
+            synchronize(device)
+            best[n] = min(best[n], time.perf_counter() - start)
+    return [1000.0 * b for b in best]
