@@ -1,0 +1,312 @@
+"""Machinery shared by the hypernetwork methods (GHN, SMASH); not a method itself (the registry skips `_` modules).
+
+A hypernetwork method never owns the weights of a network. For an arch it builds the standalone network of the
+space on the meta device (structure only, no storage), lets its hypernetwork generate a tensor for every parameter
+of that network, and runs `torch.func.functional_call(net, (generated, buffers), x)`: the logits are exactly those
+of `space.build_standalone(arch, net)` loaded with the generated weights, and the task loss backpropagates through
+the generated weights into the hypernetwork parameters phi (the only trained parameters).
+
+Generation (`ChunkDecoder`): a shared MLP maps a conditioning vector (GHN: a node embedding; SMASH: the arch
+encoding with a parameter slot's code) plus a code of the chunk index j (sinusoidal + learned) to a fixed-size
+chunk of `chunk_size` values; a row (one graph node or one parameter slot) that needs n values is covered by chunks
+j = 0..ceil(n/chunk)-1, cut to n and split/reshaped into its parameter shapes (`shape_params`). Every value is
+generated (nothing tiled or repeated, unlike GHN-2's max-shape tiling), and one H serves all shapes.
+
+Parameterisation of the generated values (`shape_params`): with `weight_norm` (default) every conv weight is
+divided by its whole-tensor norm, as SMASH's "simple weight norm" (wn2d) does to its generated (conv) weights, and
+scaled by sqrt(out_channels) so that filters have unit norm on average (a variance-preserving scale; SMASH's
+plain wn2d would shrink wide layers). Linear (classifier) weights stay raw: normalising them bounds the logits
+and stalls the loss. Normalisation-layer scales are 1 + generated value, biases the generated value. Without
+`weight_norm` conv weights are raw too (GHN-1 applies no normalisation; GHN-2 adds an operator-dependent one).
+
+BatchNorm: the standalone nets' BN layers run in training mode (batch statistics) both when training phi and
+when scoring, as in the hypernetwork papers (ppuda's GHN sets `bn_train=True` for evaluation): running statistics
+of a network whose weights were just generated do not exist. Scoring uses the same fixed val batches for every
+arch, so batch-statistic scores are deterministic.
+"""
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from oneshot_bench.config import NetConfig
+from oneshot_bench.errors import ConfigError
+from oneshot_bench.training import accuracy, check_finite, cosine, steps_per_epoch
+from search_spaces.base import ENCODE, SAMPLE, STANDALONE, Arch, SearchSpace
+
+from .base import Method
+
+_NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str  # qualified parameter name in the standalone net
+    shape: tuple[int, ...]
+    kind: str  # "conv_weight" (ndim >= 3), "weight" (other ndim >= 2: linear), "norm_weight" (scale of a
+    # normalisation layer), "bias" (other 1-D)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class StandalonePlan:
+    """What a hypernetwork needs to run one arch: its standalone net on the meta device, the specs of the
+    parameters to generate, real BN buffers on the device, and method-specific tensors in `extra`."""
+
+    arch: Arch
+    net: nn.Module
+    params: list[ParamSpec]
+    buffers: dict[str, torch.Tensor]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def standalone_plan(space: SearchSpace, arch: Arch, net_cfg: NetConfig, device: torch.device) -> StandalonePlan:
+    with torch.device("meta"):  # structure only: every parameter is generated, so none is allocated here
+        net = space.build_standalone(arch, net_cfg)
+    net.train()  # batch-statistic BN (module docstring)
+    modules = dict(net.named_modules())
+    specs = []
+    for name, p in net.named_parameters():
+        owner, _, leaf = name.rpartition(".")
+        if p.dim() >= 3:
+            kind = "conv_weight"
+        elif p.dim() == 2:
+            kind = "weight"
+        elif leaf == "weight" and isinstance(modules[owner], _NORM_LAYERS):
+            kind = "norm_weight"
+        else:
+            kind = "bias"
+        specs.append(ParamSpec(name, tuple(p.shape), kind))
+    buffers = {name: (torch.ones if name.endswith("running_var") else torch.zeros)(b.shape, dtype=b.dtype,
+                                                                                    device=device)
+               for name, b in net.named_buffers()}
+    return StandalonePlan(tuple(arch), net, specs, buffers)
+
+
+def shape_params(flat: torch.Tensor, specs: Sequence[ParamSpec], weight_norm: bool) -> dict[str, torch.Tensor]:
+    """Split generated values (`specs` in order, `flat` of their total size) into named parameter tensors."""
+    total = sum(s.numel for s in specs)
+    if flat.numel() != total:
+        raise ValueError(f"{flat.numel()} generated values for {total} parameters")
+    out: dict[str, torch.Tensor] = {}
+    offset = 0
+    for s in specs:
+        v = flat[offset:offset + s.numel]
+        offset += s.numel
+        if s.kind == "conv_weight" and weight_norm:
+            v = v * (math.sqrt(s.shape[0]) / (v.norm() + 1e-6))
+        elif s.kind == "norm_weight":
+            v = 1.0 + v
+        out[s.name] = v.view(s.shape)
+    return out
+
+
+def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer-style sinusoidal code of integer positions: (n,) -> (n, dim)."""
+    half = dim // 2
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+    angles = positions.float()[:, None] * freq[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+@dataclass
+class ChunkLayout:
+    """Index tensors for decoding rows that need `counts[r]` values each (cached per arch)."""
+
+    counts: tuple[int, ...]
+    row: torch.Tensor  # (chunks,) row of each chunk
+    pos_code: torch.Tensor  # (chunks, pos_dim) sinusoidal code of each chunk's index within its row
+    keep: torch.Tensor  # indices into the flattened (chunks * chunk_size) output that are kept, in row order
+    pos: torch.Tensor  # (chunks,) index of each chunk within its row, clamped to the learned table's padding row
+
+
+class ChunkDecoder(nn.Module):
+    """The shared hypernetwork H: (conditioning vector of a row, chunk index j) -> `chunk_size` values.
+
+    h = act(A cond + B sinusoid(j) + E[j] + b), then `layers - 1` hidden layers, then a linear map to the chunk;
+    LeakyReLU(0.02) as in SMASH's hypernet. E is a learned table over chunk indices j < max_chunks (zero beyond):
+    with the sinusoid alone the chunks of one row are too alike to fit even one fixed arch well (measured: 22% vs
+    72% val accuracy after 120 steps on digits, nb201 C=8). The parameter count does not depend on the target net.
+    """
+
+    def __init__(self, cond_dim: int, hidden: int, chunk_size: int, pos_dim: int = 16, layers: int = 2,
+                 max_chunks: int = 0) -> None:
+        super().__init__()
+        if chunk_size < 1 or hidden < 1 or layers < 1 or pos_dim < 2 or pos_dim % 2:
+            raise ConfigError(f"decoder needs chunk_size, hidden, layers >= 1 and an even pos_dim >= 2; got "
+                              f"chunk_size={chunk_size}, hidden={hidden}, layers={layers}, pos_dim={pos_dim}.")
+        self.chunk_size, self.pos_dim, self.max_chunks = chunk_size, pos_dim, max_chunks
+        self.cond = nn.Linear(cond_dim, hidden)
+        self.pos = nn.Linear(pos_dim, hidden, bias=False)
+        # learned code of chunk indices < max_chunks; later chunks get the padding row (zero, never trained)
+        self.pos_table = nn.Embedding(max_chunks + 1, hidden, padding_idx=max_chunks) if max_chunks > 0 else None
+        body: list[nn.Module] = []
+        for _ in range(layers - 1):
+            body += [nn.LeakyReLU(0.02), nn.Linear(hidden, hidden)]
+        body += [nn.LeakyReLU(0.02), nn.Linear(hidden, chunk_size)]
+        self.body = nn.Sequential(*body)
+
+    def layout(self, counts: Sequence[int], device: torch.device) -> ChunkLayout:
+        counts = tuple(int(c) for c in counts)
+        n_chunks = [math.ceil(c / self.chunk_size) for c in counts]
+        row = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(n_chunks, dtype=torch.long))
+        pos = torch.cat([torch.arange(n) for n in n_chunks]) if counts else torch.zeros(0, dtype=torch.long)
+        starts = [0]
+        for n in n_chunks[:-1]:
+            starts.append(starts[-1] + n * self.chunk_size)
+        keep = torch.cat([torch.arange(c) + s for c, s in zip(counts, starts, strict=True)]) if counts else pos
+        return ChunkLayout(counts, row.to(device), sinusoid(pos, self.pos_dim).to(device), keep.to(device),
+                           pos.clamp(max=self.max_chunks).to(device))
+
+    def forward(self, cond: torch.Tensor, layout: ChunkLayout) -> torch.Tensor:
+        """cond: (rows, cond_dim) -> the rows' values, concatenated: (sum(counts),)."""
+        h = self.cond(cond)[layout.row] + self.pos(layout.pos_code)
+        if self.pos_table is not None:
+            h = h + self.pos_table(layout.pos)
+        return self.body(h).reshape(-1)[layout.keep]
+
+
+@dataclass
+class HypernetHparams:
+    optimizer: str = "adam"  # adam | sgd (sgd uses the budget's momentum, nesterov)
+    lr: float = 1e-3  # on the hypernetwork parameters phi, cosine-annealed to 0 over the search
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_eps: float = 1e-8
+    chunk_size: int = 64  # values per decoder output (the shared H's output size)
+    decoder_hidden: int = 64
+    decoder_layers: int = 2
+    pos_dim: int = 64  # sinusoidal code of the chunk index
+    max_chunks: int = 1024  # learned embedding of chunk indices below this (0: sinusoidal code only)
+    weight_norm: bool = True  # whole-tensor weight normalisation of generated conv/linear weights (see above)
+    plan_cache: int = 64  # archs whose meta net / graph tensors are kept (LRU); 0 disables
+
+
+class HypernetMethod(Method):
+    """Trains a hypernetwork on uniformly sampled archs; scores an arch by its val accuracy with generated weights;
+    derives by scoring `budget.candidates` random archs and keeping the best."""
+
+    required_capabilities = frozenset({SAMPLE, ENCODE, STANDALONE})
+    Hparams = HypernetHparams
+
+    # ---- subclass hooks -------------------------------------------------------------------------------------------
+    @abstractmethod
+    def make_hypernet(self) -> nn.Module:
+        """The module holding phi (everything the optimizer trains)."""
+
+    @abstractmethod
+    def extend_plan(self, plan: StandalonePlan) -> None:
+        """Add the method's per-arch tensors (graph, encodings, chunk layout) to plan.extra."""
+
+    @abstractmethod
+    def generate(self, plan: StandalonePlan) -> dict[str, torch.Tensor]:
+        """Generated parameters of `plan.net` by qualified name (all of them)."""
+
+    def check_hparams(self) -> None:
+        hp = self.hp
+        if hp.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"method {self.name!r}: optimizer must be 'adam' or 'sgd', got {hp.optimizer!r}.")
+        if hp.lr <= 0:
+            raise ConfigError(f"method {self.name!r}: lr must be > 0, got {hp.lr}.")
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------------
+    def build(self) -> None:
+        self.check_hparams()
+        ctx, hp = self.ctx, self.hp
+        self.hypernet = self.make_hypernet().to(ctx.device)
+        if hp.optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
+                self.hypernet.parameters(), lr=hp.lr, betas=(hp.adam_beta1, 0.999), eps=hp.adam_eps,
+                weight_decay=hp.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(self.hypernet.parameters(), lr=hp.lr, momentum=ctx.budget.momentum,
+                                             nesterov=ctx.budget.momentum > 0, weight_decay=hp.weight_decay)
+        self.steps_per_epoch = steps_per_epoch(len(ctx.data.train), ctx.budget.batch_size)
+        self.scheduler = cosine(self.optimizer, ctx.budget.search_epochs * self.steps_per_epoch)
+        self._plans: OrderedDict[Arch, StandalonePlan] = OrderedDict()
+        self.derive_scores: list[tuple[Arch, float]] = []
+
+    def plan(self, arch: Arch) -> StandalonePlan:
+        arch = tuple(arch)
+        plan = self._plans.get(arch)
+        if plan is None:
+            plan = standalone_plan(self.ctx.space, arch, self.ctx.net, self.ctx.device)
+            self.extend_plan(plan)
+            if self.hp.plan_cache > 0:
+                self._plans[arch] = plan
+                while len(self._plans) > self.hp.plan_cache:
+                    self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(arch)
+        return plan
+
+    def run(self, plan: StandalonePlan, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits of the standalone net of `plan` with `params` (generated) and the plan's BN buffers."""
+        return functional_call(plan.net, (params, plan.buffers), (x,), strict=True)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        b = self.ctx.budget
+        self.hypernet.train()
+        losses = []
+        for x, y in self.ctx.data.batches("train", b.batch_size, self.generator, max_batches=self.steps_per_epoch):
+            plan = self.plan(self.ctx.space.sample(self.rng))  # a new uniformly sampled arch every step
+            loss = F.cross_entropy(self.run(plan, self.generate(plan), x), y)
+            check_finite(loss, f"{self.name} hypernetwork training")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.hypernet.parameters(), b.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            losses.append(loss.item())
+        return {"train_loss": sum(losses) / len(losses), "lr": self.scheduler.get_last_lr()[0]}
+
+    @torch.no_grad()
+    def generated_accuracy(self, arch: Arch) -> float:
+        """Val accuracy (percent) of `arch` with generated weights, on the same fixed val batches for every arch
+        (budget.score_batches batches, no shuffling, no augmentation), BN on batch statistics."""
+        b = self.ctx.budget
+        self.hypernet.eval()
+        plan = self.plan(arch)
+        params = self.generate(plan)
+        acc = accuracy(lambda x: self.run(plan, params, x), self.ctx.data.batches(
+            "val", b.batch_size, self.generator, shuffle=False, augment=False, max_batches=b.score_batches))
+        self.hypernet.train()
+        return acc
+
+    def score(self, archs: list[Arch]) -> list[float]:
+        return [self.generated_accuracy(a) for a in tqdm(archs, desc=f"{self.name} scoring", leave=False)]
+
+    def derive(self) -> Arch:
+        """The papers' search: rank `budget.candidates` uniformly sampled archs by generated-weight accuracy."""
+        candidates = [self.ctx.space.sample(self.rng) for _ in range(self.ctx.budget.candidates)]
+        scores = self.score(candidates)
+        self.derive_scores = sorted(zip(candidates, scores, strict=True), key=lambda t: -t[1])
+        return self.derive_scores[0][0]
+
+    def artifacts(self) -> dict[str, Any]:
+        space = self.ctx.space
+        return {"derive_candidates": [{"arch": space.encode(a), "score": s} for a, s in self.derive_scores]}
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "hypernet": self.hypernet.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.hypernet.load_state_dict(state["hypernet"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
