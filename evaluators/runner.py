@@ -38,7 +38,7 @@ def resolved_config(cfg: RunConfig, hparams: dict[str, Any]) -> dict[str, Any]:
     config = asdict(cfg)
     config["method"]["params"] = hparams  # with defaults filled in, so the run id changes when a default does
     # where and how a run executes does not change what it measures, so these stay out of the run id
-    for k in ("results_dir", "cache_dir", "resume", "force", "device", "objective"):
+    for k in ("results_dir", "cache_dir", "resume", "force", "device", "threads", "objective"):
         config.pop(k)
     return config
 
@@ -66,6 +66,8 @@ def run_benchmark(cfg: RunConfig, *, progress: Optional[bool] = None) -> dict[st
         log.info("run %s already finished; returning its record (force=true recomputes)", run_id)
         return store.load_record(run_id)
 
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     budget = cfg.budget
     data = load_data(cfg.data, resolution=budget.resolution, seed=cfg.seed, max_train_images=budget.max_train_images,

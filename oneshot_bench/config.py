@@ -95,6 +95,7 @@ class RunConfig:
     truth_dataset: str = "cifar10"  # which NB201 column is ground truth: cifar10 | cifar100 | imagenet16-120
     seed: int = 0
     device: str = "auto"
+    threads: Optional[int] = None  # CPU threads for torch; None keeps torch's default (one per core)
     objective: str = "kendall_tau"  # value run.py returns to sweepers: any key of the record's "summary"
     results_dir: str = "results"
     cache_dir: Optional[str] = None  # standalone-training ground truth cache; None: <results_dir>/cache
