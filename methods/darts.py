@@ -25,7 +25,8 @@ recalibration; `score` also stores, in `extra_scores["alpha_log_likelihood"]`, e
 architecture distribution, sum over choice points of log softmax(alpha)[chosen op] (darts_cell: the 'none' entry on
 the 20 edges an arch leaves unused).
 
-The helpers `init_alphas`, `alpha_probs` and `alpha_log_likelihood` are shared with ProxylessNAS.
+`ArchDistributionMethod` (alpha bookkeeping, derive, second proxy, checkpoints) and the alpha helpers are shared with
+ProxylessNAS.
 """
 from __future__ import annotations
 
@@ -74,6 +75,39 @@ def alpha_entropy(alphas: Sequence[torch.Tensor]) -> float:
 
 # ---- DARTS -----------------------------------------------------------------------------------------------------------
 
+class ArchDistributionMethod(SupernetMethod):
+    """A supernet method with one vector of architecture logits (alpha) per choice point, kept outside the supernet
+    and trained by `self.a_optimizer` (DARTS, ProxylessNAS). Derive = the space's discretisation of softmax(alpha);
+    the alpha log-likelihood of each scored arch is reported as a second proxy."""
+
+    def arch_probs(self) -> list[torch.Tensor]:
+        return [p.detach().cpu() for p in alpha_probs(self.alphas)]
+
+    def score(self, archs: list[Arch]) -> list[float]:
+        self.extra_scores = {"alpha_log_likelihood": [alpha_log_likelihood(self.alphas, self.path_of(a))
+                                                      for a in archs]}
+        return super().score(archs)
+
+    def derive(self) -> Arch:
+        return self.ctx.space.derive_from_weights(self.arch_probs())
+
+    def artifacts(self) -> dict[str, Any]:
+        """Kept beside the run record: the final architecture distribution, one row per choice point."""
+        return {"arch_probs": {"choice_points": [cp.name for cp in self.supernet.choice_points],
+                               "probs": [p.tolist() for p in self.arch_probs()]}}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "alphas": [a.detach().cpu().clone() for a in self.alphas],
+                "a_optimizer": self.a_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        with torch.no_grad():
+            for a, saved in zip(self.alphas, state["alphas"], strict=True):
+                a.copy_(saved)
+        self.a_optimizer.load_state_dict(state["a_optimizer"])
+
+
 @dataclass
 class DARTSHparams:
     order: int = 2  # 1: first-order approximation (xi = 0); 2: unrolled second-order gradient (the paper's best)
@@ -88,7 +122,7 @@ class DARTSHparams:
 
 
 @register_method("darts")
-class DARTS(SupernetMethod):
+class DARTS(ArchDistributionMethod):
     Hparams = DARTSHparams
 
     def build(self) -> None:
@@ -212,33 +246,6 @@ class DARTS(SupernetMethod):
         return {"train_loss": sum(train_losses) / len(train_losses),
                 "arch_val_loss": sum(val_losses) / len(val_losses),
                 "lr": self.w_scheduler.get_last_lr()[0], "alpha_entropy": alpha_entropy(self.alphas)}
-
-    def arch_probs(self) -> list[torch.Tensor]:
-        return [p.detach().cpu() for p in alpha_probs(self.alphas)]
-
-    def score(self, archs: list[Arch]) -> list[float]:
-        self.extra_scores = {"alpha_log_likelihood": [alpha_log_likelihood(self.alphas, self.path_of(a))
-                                                      for a in archs]}
-        return super().score(archs)
-
-    def derive(self) -> Arch:
-        return self.ctx.space.derive_from_weights(self.arch_probs())
-
-    def artifacts(self) -> dict[str, Any]:
-        """Kept beside the run record: the final architecture distribution, one row per choice point."""
-        return {"arch_probs": {"choice_points": [cp.name for cp in self.supernet.choice_points],
-                               "probs": [p.tolist() for p in self.arch_probs()]}}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "alphas": [a.detach().cpu().clone() for a in self.alphas],
-                "a_optimizer": self.a_optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        with torch.no_grad():
-            for a, saved in zip(self.alphas, state["alphas"], strict=True):
-                a.copy_(saved)
-        self.a_optimizer.load_state_dict(state["a_optimizer"])
 
 
 def _grads_or_zeros(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -57,11 +57,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from oneshot_bench.device import device_name, synchronize
 from oneshot_bench.errors import ConfigError
 from oneshot_bench.training import check_finite
-from search_spaces.base import Arch, WeightedChoice
+from search_spaces.base import WeightedChoice
 
 from .base import register_method
-from .darts import alpha_entropy, alpha_log_likelihood, alpha_probs, init_alphas
-from .supernet import SupernetMethod
+from .darts import ArchDistributionMethod, alpha_entropy, alpha_probs, init_alphas
 
 NONE = "none"
 UNITS = {"latency": "ms", "flops": "FLOPs"}
@@ -96,7 +95,7 @@ class ProxylessNASHparams:
 
 
 @register_method("proxylessnas")
-class ProxylessNAS(SupernetMethod):
+class ProxylessNAS(ArchDistributionMethod):
     Hparams = ProxylessNASHparams
     supported_spaces = frozenset({"mbnet_chain", "nb201"})
     why_unsupported = ("ProxylessNAS' binary gates choose one op per layer of a chain (or per nb201 edge); a DARTS "
@@ -319,34 +318,16 @@ class ProxylessNAS(SupernetMethod):
         return out
 
     # ---- results -----------------------------------------------------------------------------------------------------
-    def arch_probs(self) -> list[torch.Tensor]:
-        return [p.detach().cpu() for p in alpha_probs(self.alphas)]
-
-    def score(self, archs: list[Arch]) -> list[float]:
-        self.extra_scores = {"alpha_log_likelihood": [alpha_log_likelihood(self.alphas, self.path_of(a))
-                                                      for a in archs]}
-        return super().score(archs)
-
-    def derive(self) -> Arch:
-        return self.ctx.space.derive_from_weights(self.arch_probs())
-
     def artifacts(self) -> dict[str, Any]:
-        """Kept beside the run record: the measured cost table and the final architecture distribution."""
-        probs = {"choice_points": [cp.name for cp in self.supernet.choice_points],
-                 "probs": [p.tolist() for p in self.arch_probs()]}
-        return {"arch_probs": probs, **({"latency_table": self.latency_table} if self.latency_table else {})}
+        """Kept beside the run record: the final architecture distribution and the measured cost table."""
+        table = {"latency_table": self.latency_table} if self.latency_table else {}
+        return {**super().artifacts(), **table}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "alphas": [a.detach().cpu().clone() for a in self.alphas],
-                "a_optimizer": self.a_optimizer.state_dict(), "global_step": self.global_step,
-                "latency_table": self.latency_table}
+        return {**super().state_dict(), "global_step": self.global_step, "latency_table": self.latency_table}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        with torch.no_grad():
-            for a, saved in zip(self.alphas, state["alphas"], strict=True):
-                a.copy_(saved)
-        self.a_optimizer.load_state_dict(state["a_optimizer"])
         self.global_step = state["global_step"]
         self.latency_table = state["latency_table"]
         if self.latency_table is not None:
