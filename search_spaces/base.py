@@ -194,5 +194,18 @@ class SearchSpace(ABC):
         return len(self.arch_to_path(self.sample(random.Random(0))))
 
 
+def argmax_per_point(weights: Sequence[torch.Tensor], points: Sequence[ChoicePoint]) -> Arch:
+    """The argmax candidate of each choice point, after checking one weight vector of the right size per point."""
+    if len(weights) != len(points):
+        raise ValueError(f"expected {len(points)} weight vectors (one per choice point), got {len(weights)}")
+    arch = []
+    for point, w in zip(points, weights, strict=True):
+        w = torch.as_tensor(w).detach().flatten()
+        if w.numel() != len(point.candidates):
+            raise ValueError(f"{point.name}: expected {len(point.candidates)} weights, got {w.numel()}")
+        arch.append(int(w.argmax()))
+    return tuple(arch)
+
+
 def get_space(name: str, params: Optional[dict] = None) -> SearchSpace:
     return SPACES.get(name)(**(params or {}))

@@ -45,12 +45,14 @@ from .base import (
     SearchSpace,
     Supernet,
     WeightedChoice,
+    argmax_per_point,
     register_space,
 )
 from .mbv2_ops import CANDIDATE_OPS, OP_NAMES, ConvBN, InvertedResidual, SkipOrDownsample
 
 STAGE_DEPTHS = (2, 3, 3)
 NUM_LAYERS = sum(STAGE_DEPTHS)
+CHOICE_POINTS = tuple(ChoicePoint(f"layer{i}", OP_NAMES) for i in range(NUM_LAYERS))
 IDENTITY = OP_NAMES.index("identity")
 PAPER_STEM_CHANNELS = 32
 HEAD_CHANNELS_PER_STEM_CHANNEL = 40  # 1280 / 32
@@ -161,7 +163,7 @@ class MBNetChainSupernet(Supernet, _ChainTrunk):
         super().__init__()
         self._build_trunk(net)
         self.layers = nn.ModuleList(ChoiceLayer(shape) for shape in layer_shapes(net.channels))
-        self.choice_points = [ChoicePoint(f"layer{i}", OP_NAMES) for i in range(NUM_LAYERS)]
+        self.choice_points = list(CHOICE_POINTS)
 
     def forward(self, x: torch.Tensor, path: Path) -> torch.Tensor:
         if len(path) != NUM_LAYERS:
@@ -277,12 +279,4 @@ class MBNetChainSpace(SearchSpace):
         return list(_check_arch(arch))
 
     def derive_from_weights(self, weights: Sequence[torch.Tensor]) -> Arch:
-        if len(weights) != NUM_LAYERS:
-            raise ValueError(f"expected {NUM_LAYERS} weight vectors (one per layer), got {len(weights)}")
-        arch = []
-        for i, w in enumerate(weights):
-            w = torch.as_tensor(w).detach().flatten()
-            if w.numel() != len(OP_NAMES):
-                raise ValueError(f"layer {i}: expected {len(OP_NAMES)} weights, got {w.numel()}")
-            arch.append(int(w.argmax()))
-        return tuple(arch)
+        return argmax_per_point(weights, CHOICE_POINTS)

@@ -41,6 +41,7 @@ from .base import (
     Path,
     SearchSpace,
     Supernet,
+    argmax_per_point,
     register_space,
 )
 from .ops import (
@@ -59,6 +60,7 @@ OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", 
 NUM_NODES = 4
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from), official order
 EDGE_KEYS: tuple[str, ...] = tuple(f"{i}<-{j}" for i, j in EDGES)
+CHOICE_POINTS = tuple(ChoicePoint(key, OPS) for key in EDGE_KEYS)
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
 _HELP = f"an nb201 arch string has 3 '+'-separated nodes of '|op~input|' tokens, ops {list(OPS)}, e.g. {EXAMPLE}"
 
@@ -167,7 +169,7 @@ class NB201Supernet(Supernet, _TinyNetwork):
     def __init__(self, net: NetConfig) -> None:
         super().__init__()
         self._build(net, NB201SearchCell)
-        self.choice_points = [ChoicePoint(key, OPS) for key in EDGE_KEYS]
+        self.choice_points = list(CHOICE_POINTS)
 
     def forward(self, x: torch.Tensor, path: Path) -> torch.Tensor:
         if len(path) != len(EDGES):
@@ -270,12 +272,4 @@ class NB201Space(SearchSpace):
 
     def derive_from_weights(self, weights: Sequence[torch.Tensor]) -> Arch:
         """Argmax per edge ('none' included, as in NB201's DARTS/GDAS baselines)."""
-        if len(weights) != len(EDGES):
-            raise ValueError(f"expected {len(EDGES)} weight vectors (one per edge), got {len(weights)}")
-        arch = []
-        for key, w in zip(EDGE_KEYS, weights, strict=True):
-            w = torch.as_tensor(w).detach().flatten()
-            if w.numel() != len(OPS):
-                raise ValueError(f"edge {key}: expected {len(OPS)} weights, got {w.numel()}")
-            arch.append(int(w.argmax()))
-        return tuple(arch)
+        return argmax_per_point(weights, CHOICE_POINTS)
