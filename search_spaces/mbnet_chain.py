@@ -49,6 +49,7 @@ from .base import (
     register_space,
 )
 from .mbv2_ops import CANDIDATE_OPS, OP_NAMES, ConvBN, InvertedResidual, SkipOrDownsample
+from .ops import GraphBuilder
 
 STAGE_DEPTHS = (2, 3, 3)
 NUM_LAYERS = sum(STAGE_DEPTHS)
@@ -188,18 +189,8 @@ class MBNetChainSupernet(Supernet, _ChainTrunk):
 
 # ---- graph view -----------------------------------------------------------------------------------------------------
 
-class _GraphBuilder:
-    def __init__(self) -> None:
-        self.types: list[str] = []
-        self.modules: list[str | None] = []
-        self.edges: list[tuple[int, int]] = []
-
-    def add(self, node_type: str, inputs: Sequence[int] = (), module: str | None = None) -> int:
-        node = len(self.types)
-        self.types.append(node_type)
-        self.modules.append(module)
-        self.edges.extend((src, node) for src in inputs)
-        return node
+class _GraphBuilder(GraphBuilder):
+    """The cell spaces' builder, with MBv2 blocks expanded into their conv nodes."""
 
     def add_conv(self, conv: ConvBN, module: str, src: int) -> int:
         return self.add(conv.node_type, [src], module)
@@ -214,8 +205,6 @@ class _GraphBuilder:
             x = self.add_conv(getattr(op, part), f"{module}.{part}", x)
         return self.add("sum", [x, src]) if op.use_shortcut else x
 
-    def graph(self) -> ArchGraph:
-        return ArchGraph(self.types, self.edges, self.modules)
 
 
 # ---- the space ------------------------------------------------------------------------------------------------------
