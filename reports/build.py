@@ -1,0 +1,85 @@
+"""Build the HTML report from a results store alone: records -> tables + figures + provenance -> one HTML file."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from . import formatting as fmt
+from .figures import Figure, setting_figures
+from .metadata import RunMeta, VersionRow, run_metadata, version_table
+from .paper_tables import PaperTable, build_tables
+from .records import PHASES, load_records, points_frame, runs_frame
+
+TEMPLATES = Path(__file__).parent / "templates"
+REPORT_NAME = "report.html"
+
+
+@dataclass
+class Setting:
+    """One comparison: every method measured on the same space, data and budget."""
+
+    id: str
+    title: str
+    rows: list[dict[str, str]]
+    figures: list[Figure]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def method_table_row(run: pd.Series) -> dict[str, str]:
+    """The per-method table's cells for one run, formatted; keys are the data-metric names in the HTML."""
+    row = {"run_id": run["run_id"], "method": run["method"], "seed": str(run["seed"])}
+    for phase in PHASES:
+        row[f"{phase}_seconds"] = fmt.seconds(run[f"{phase}_seconds"])
+    row.update(
+        search_gpu_days=fmt.days(run["search_gpu_days"]), params=fmt.count(run["params"]),
+        flops=fmt.count(run["flops"]), precision_at_top10pct=fmt.num(run["precision_at_top10pct"], 2),
+        precision_at_5=fmt.num(run["precision_at_5"], 2), final_test_acc=fmt.num(run["final_test_acc"], 2),
+        final_source=run["final_source"], found_arch=run["found_arch"], n_ranked=str(run["n_ranked"]))
+    for name in ("kendall_tau", "spearman_rho"):
+        row[name] = fmt.with_ci(run[name], run[f"{name}_ci_low"], run[f"{name}_ci_high"])
+    return row
+
+
+def build_settings(runs: pd.DataFrame, points: pd.DataFrame) -> list[Setting]:
+    settings = []
+    for title, group in runs.groupby("setting", sort=True):
+        sid = slug(title)
+        rows = [method_table_row(r) for _, r in group.sort_values(["method", "seed"]).iterrows()]
+        figures = setting_figures(group, points[points["setting"] == title], sid)
+        settings.append(Setting(id=f"setting-{sid}", title=title, rows=rows, figures=figures))
+    return settings
+
+
+def render(context: dict[str, Any]) -> str:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html.j2").render(**context)
+
+
+def build_report(results_dir: str | Path, out_dir: str | Path, title: str = "oneshot-bench report") -> Path:
+    """Write `<out_dir>/report.html` from the finished records under `results_dir`; returns its path."""
+    records = load_records(results_dir)
+    runs, points = runs_frame(records), points_frame(records)
+    settings = build_settings(runs, points) if records else []
+    tables: list[PaperTable] = build_tables(runs)
+    meta: list[RunMeta] = run_metadata(records)
+    versions: list[VersionRow] = version_table(records)
+    html = render(dict(title=title, results_dir=str(Path(results_dir).resolve()), n_records=len(records),
+                       generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                       settings=settings, tables=tables, meta=meta, versions=versions))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / REPORT_NAME
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)  # a reader never sees a half-written report
+    return path

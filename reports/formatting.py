@@ -1,0 +1,55 @@
+"""How numbers read in the report: one function per kind of quantity, used by the tables and the templates."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Optional
+
+MISSING = "n/a"
+
+
+def is_missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def num(x: Any, digits: int = 3) -> str:
+    return MISSING if is_missing(x) else f"{x:.{digits}f}"
+
+
+def seconds(x: Any) -> str:
+    if is_missing(x):
+        return MISSING
+    return f"{x:.2f}" if x < 10 else f"{x:,.0f}" if x >= 1000 else f"{x:.1f}"
+
+
+def days(x: Any) -> str:
+    """Device-days: tiny on our budgets, so scientific notation below 0.01."""
+    return MISSING if is_missing(x) else f"{x:.2e}" if abs(x) < 0.01 else f"{x:.2f}"
+
+
+def count(x: Any) -> str:
+    return MISSING if is_missing(x) else f"{int(x):,}"
+
+
+def with_ci(value: Any, low: Any, high: Any, digits: int = 3) -> str:
+    if is_missing(value):
+        return MISSING
+    if is_missing(low) or is_missing(high):
+        return num(value, digits)
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def mean_std(values: Sequence[float], fmt=num) -> str:
+    """Several seeds: "mean ± std (n=k)", in the paper's style; one seed: the value alone."""
+    vals = [v for v in values if not is_missing(v)]
+    if not vals:
+        return MISSING
+    if len(vals) == 1:
+        return fmt(vals[0])
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    return f"{fmt(mean)} ± {fmt(std)} (n={len(vals)})"
+
+
+def short_hash(x: Optional[str], n: int = 12) -> str:
+    return MISSING if not x else str(x)[:n]

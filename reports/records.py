@@ -1,0 +1,113 @@
+"""Finished run records from a results store, flattened into tables the report is built from (no retraining).
+
+One row per run in `runs_frame`, one row per (run, architecture of the shared ranking sample) in `points_frame`.
+Records that do not have the layout of evaluators/runner.py are skipped with a warning, never half-read.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evaluators.ranking import kendall_tau, pearson_r
+from oneshot_bench.atomic import read_json
+
+log = logging.getLogger("oneshot_bench.reports")
+
+REQUIRED_KEYS = ("run_id", "method", "space", "data", "budget", "seed", "summary", "ranking", "found", "cost")
+PHASES = ("supernet_train", "ranking", "derive", "final")
+
+
+def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
+    """Every finished record under `results_dir`, sorted by (space, data, budget, method, seed).
+
+    Reads the layout of evaluators.store.ResultsStore (runs/<run_id>/record.json) without importing it: the store
+    pulls in torch, which would make regenerating a report several seconds slower for nothing.
+    """
+    records = []
+    for path in sorted(Path(results_dir).glob("runs/*/record.json")):
+        record = read_json(path)
+        missing = [k for k in REQUIRED_KEYS if k not in record]
+        if missing:
+            log.warning("skipping record %s: missing %s", record.get("run_id", "?"), missing)
+            continue
+        records.append(record)
+    return sorted(records, key=lambda r: (r["space"], r["data"], r["budget"], r["method"], r["seed"], r["run_id"]))
+
+
+def setting_of(record: dict[str, Any]) -> str:
+    """What a comparison holds fixed: methods are only compared within one setting."""
+    return f"{record['space']} / {record['data']} / budget={record['budget']}"
+
+
+def _correlation(fn, proxy: np.ndarray, truth: np.ndarray) -> float:
+    if len(proxy) < 2 or np.ptp(proxy) == 0 or np.ptp(truth) == 0:
+        return math.nan  # undefined: shown as "n/a", never as a number
+    return fn(proxy, truth)
+
+
+def top_half_correlations(record: dict[str, Any]) -> dict[str, float]:
+    """Pearson and Kendall on the truly better half of the ranking sample (GHN Table 4's "Top-50" of 100)."""
+    proxy = np.asarray(record["ranking"]["proxy"], dtype=float)
+    truth = np.asarray(record["ranking"]["truth"], dtype=float)
+    top = np.argsort(-truth, kind="stable")[: len(truth) // 2]
+    return {"pearson_top_half": _correlation(pearson_r, proxy[top], truth[top]),
+            "kendall_top_half": _correlation(kendall_tau, proxy[top], truth[top])}
+
+
+def budget_description(record: dict[str, Any]) -> str:
+    """The budget a number was measured under, in words (paper tables state it beside every measured cell)."""
+    b = record.get("config", {}).get("budget", {})
+    f = record["found"]
+    net = f.get("net", {})
+    imgs = b.get("max_train_images") or "all"
+    final = (f"final net C={net.get('channels', '?')} N={net.get('cells_per_stage', '?')}, accuracy "
+             f"{f.get('final_source', '?')}")
+    if f.get("final_source") == "retrained":
+        final += f" {b.get('final', {}).get('epochs', '?')} epochs"
+    return (f"budget={record['budget']}: {b.get('resolution', '?')} px, {imgs} train images, "
+            f"{b.get('search_epochs', '?')} search epochs, {len(record['ranking']['proxy'])} ranked archs; {final}")
+
+
+def method_params(record: dict[str, Any]) -> dict[str, Any]:
+    return dict(record.get("config", {}).get("method", {}).get("params", {}))
+
+
+def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run with everything the per-method table, the figures and the paper tables need."""
+    rows = []
+    for r in records:
+        s, rk, f, c = r["summary"], r["ranking"], r["found"], r["cost"]
+        row = {
+            "run_id": r["run_id"], "method": r["method"], "space": r["space"], "data": r["data"],
+            "budget": r["budget"], "seed": r["seed"], "setting": setting_of(r),
+            "device": c.get("device", "?"), "device_type": c.get("device_type", "?"),
+            "search_seconds": s["search_device_seconds"], "search_gpu_days": s["search_gpu_days"],
+            "params": s["params"], "params_m": s["params"] / 1e6, "flops": s["flops"],
+            "final_test_acc": s["final_test_acc"], "final_source": f.get("final_source", "?"),
+            "found_arch": f.get("arch", "?"), "n_ranked": len(rk["proxy"]),
+            "precision_at_top10pct": s["precision_at_top10pct"], "precision_at_5": s["precision_at_5"],
+            "method_params": method_params(r), "budget_desc": budget_description(r),
+        }
+        for name in ("kendall_tau", "spearman_rho", "pearson_r"):
+            row[name] = rk[name]
+            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = rk.get(f"{name}_ci_low"), rk.get(f"{name}_ci_high")
+        for phase in PHASES:
+            row[f"{phase}_seconds"] = c["phases"].get(phase, {}).get("device_seconds", math.nan)
+        row["pearson_all"], row["kendall_all"] = rk["pearson_r"], rk["kendall_tau"]
+        row.update(top_half_correlations(r))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def points_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per ranked architecture: the method's proxy score against the ground truth."""
+    rows = [{"run_id": r["run_id"], "method": r["method"], "seed": r["seed"], "setting": setting_of(r),
+             "arch": arch, "proxy": p, "truth": t}
+            for r in records
+            for arch, p, t in zip(r["ranking"]["archs"], r["ranking"]["proxy"], r["ranking"]["truth"], strict=True)]
+    return pd.DataFrame(rows, columns=["run_id", "method", "seed", "setting", "arch", "proxy", "truth"])

@@ -1,0 +1,321 @@
+"""The HTML report and the paper tables: numbers shown equal the records' numbers, paper and measured cells are
+labelled, missing methods show how to produce them, and the report regenerates from records alone."""
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+import zlib
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO
+
+from evaluators.ranking import ranking_metrics
+from evaluators.runner import summarize
+from evaluators.store import ResultsStore
+from reports import formatting as fmt
+from reports import reproduce
+from reports.build import build_report
+from reports.paper_tables import PAPER_TABLES, build_tables, load_specs
+from reports.records import load_records, runs_frame, top_half_correlations
+
+
+# ---- synthetic records with the layout of evaluators/runner.py (summary computed by the real summarize) ---------
+def make_record(method: str, seed: int, *, space: str = "mbnet_chain", data: str = "digits", budget: str = "smoke",
+                params: dict | None = None, n: int = 12, final_acc: float | None = None) -> dict:
+    rng = np.random.default_rng(zlib.crc32(f"{method}/{seed}/{space}/{budget}".encode()))
+    truth = list(np.round(rng.uniform(80, 95, n), 3))
+    proxy = list(np.asarray(truth) + rng.normal(0, 4, n))
+    phases = {"supernet_train": 10.0 + seed, "ranking": 5.0 + seed, "derive": 1.5, "final": 0.25}
+    search = sum(v for k, v in phases.items() if k != "final")
+    run_id = f"{space}-{method}-{data}-{budget}-s{seed}-{zlib.crc32(repr(params).encode()):08x}"
+    record = {
+        "record_version": 1, "run_id": run_id, "finished_at": "2026-01-01T00:00:00+00:00",
+        "config": {"method": {"name": method, "params": params or {}},
+                   "budget": {"name": budget, "resolution": 8, "max_train_images": 256, "search_epochs": 2,
+                              "final": {"epochs": 1}}},
+        "method": method, "space": space, "data": data, "budget": budget, "seed": seed,
+        "versions": {"torch": "2.14.1", "python": "3.11.7"}, "git_commit": "abc123",
+        "hashes": {"data_sha256": "d" * 64, "truth": {"kind": "tabular", "file": "t.json", "sha256": "e" * 64}},
+        "cost": {"device": "CPU (x86_64, 2 threads)", "device_type": "cpu",
+                 "phases": {k: {"device_seconds": v, "gpu_days": v / 86400} for k, v in phases.items()},
+                 "search_device_seconds": search, "search_gpu_days": search / 86400},
+        "ranking": {**ranking_metrics(proxy, truth, resamples=50, seed=seed),
+                    "archs": [f"arch{i}" for i in range(n)], "proxy": proxy, "truth": truth},
+        "found": {"arch": f"best-{method}-{seed}", "params": 100_000 + 1000 * seed, "flops": 5_000_000 + seed,
+                  "net": {"channels": 8, "cells_per_stage": 1}, "resolution": 8,
+                  "final_test_acc": final_acc if final_acc is not None else 90.0 + seed, "final_source": "tabular"},
+    }
+    record["summary"] = summarize(record)
+    return record
+
+
+def write_records(results_dir, records: list[dict]) -> None:
+    store = ResultsStore(results_dir)
+    for r in records:
+        store.save_record(r["run_id"], r)
+
+
+class _Cells(HTMLParser):
+    """Rows of every <table>: [(row attributes, [(cell attributes, text)])]."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self._row, self._cell, self._text = [], None, None, []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self._row = (dict(attrs), [])
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell, self._text = dict(attrs), []
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row[1].append((self._cell, " ".join("".join(self._text).split())))
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+
+
+def table_rows(html: str):
+    parser = _Cells()
+    parser.feed(html)
+    return parser.rows
+
+
+@pytest.fixture
+def two_method_results(tmp_path):
+    records = [make_record(m, s) for m in ("spos", "random") for s in (0, 1)]
+    write_records(tmp_path / "results", records)
+    return tmp_path / "results", records
+
+
+# ---- per-method table -------------------------------------------------------------------------------------------
+def test_method_table_shows_exactly_the_records_numbers(two_method_results, tmp_path):
+    results, records = two_method_results
+    html = build_report(results, tmp_path / "out").read_text()
+    rows = {attrs["data-run-id"]: {c.get("data-metric"): text for c, text in cells}
+            for attrs, cells in table_rows(html) if "data-run-id" in attrs}
+    assert set(rows) == {r["run_id"] for r in records}
+    for r in records:
+        row, s, rk = rows[r["run_id"]], r["summary"], r["ranking"]
+        assert row["method"] == r["method"] and row["seed"] == str(r["seed"])
+        assert row["final_test_acc"] == f"{s['final_test_acc']:.2f} (tabular)"
+        assert row["kendall_tau"] == (f"{rk['kendall_tau']:.3f} [{rk['kendall_tau_ci_low']:.3f}, "
+                                      f"{rk['kendall_tau_ci_high']:.3f}]")
+        assert row["spearman_rho"].startswith(f"{rk['spearman_rho']:.3f} [")
+        assert row["params"] == f"{s['params']:,}" and row["flops"] == f"{s['flops']:,}"
+        assert row["precision_at_5"] == f"{s['precision_at_5']:.2f}"
+        assert row["search_gpu_days"] == f"{s['search_gpu_days']:.2e}"
+        for phase in ("supernet_train", "ranking", "derive", "final"):
+            assert row[f"{phase}_seconds"] == fmt.seconds(r["cost"]["phases"][phase]["device_seconds"])
+        assert row["found_arch"] == r["found"]["arch"]
+
+
+def test_report_has_one_section_and_three_figures_per_setting(tmp_path):
+    records = [make_record("spos", 0), make_record("spos", 0, space="nb201", budget="cpu")]
+    write_records(tmp_path / "results", records)
+    html = build_report(tmp_path / "results", tmp_path / "out").read_text()
+    assert html.count('class="setting"') == 2
+    assert len(re.findall(r'<img src="data:image/png;base64,', html)) == 6
+    assert "mbnet_chain / digits / budget=smoke" in html and "nb201 / digits / budget=cpu" in html
+    # provenance: device, commit, data hash, versions
+    assert "CPU (x86_64, 2 threads)" in html and "abc123" in html and "d" * 12 in html and "2.14.1" in html
+
+
+def test_empty_results_still_render_with_instructions(tmp_path):
+    (tmp_path / "results").mkdir()
+    html = build_report(tmp_path / "results", tmp_path / "out").read_text()
+    assert "No finished records" in html
+    origins = {attrs.get("data-origin") for attrs, _ in table_rows(html)} - {None}
+    assert origins == {"paper", "not run", "no counterpart"}
+
+
+def test_report_cli_regenerates_from_records_only(two_method_results, tmp_path):
+    results, _ = two_method_results
+    r = subprocess.run([sys.executable, "-m", "reports", "--results", str(results), "--out", str(tmp_path / "o")],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o" / "report.html").is_file()
+    r = subprocess.run([sys.executable, "-m", "reports", "--results", str(tmp_path / "nowhere")], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "nowhere" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_records_without_the_runner_layout_are_skipped(two_method_results):
+    results, records = two_method_results
+    ResultsStore(results).save_record("broken-run", {"run_id": "broken-run", "method": "x"})
+    loaded = [r["run_id"] for r in load_records(results)]
+    assert sorted(loaded) == sorted(r["run_id"] for r in records) and "broken-run" not in loaded
+
+
+# ---- derived metrics ---------------------------------------------------------------------------------------------
+def test_top_half_correlation_uses_the_truly_better_half():
+    truth = [1, 2, 3, 4, 5, 6]
+    proxy = [3, 2, 1, 4, 5, 6]  # bottom half reversed, top half perfectly ordered
+    record = {"ranking": {"proxy": proxy, "truth": truth}}
+    out = top_half_correlations(record)
+    assert out["kendall_top_half"] == pytest.approx(1.0) and out["pearson_top_half"] == pytest.approx(1.0)
+    flat = top_half_correlations({"ranking": {"proxy": [1, 1, 1, 0, 0, 0], "truth": truth}})
+    assert math.isnan(flat["kendall_top_half"])  # undefined, never reported as a number
+
+
+def test_mean_std_follows_the_papers_style():
+    assert fmt.mean_std([1.0, 2.0, 3.0]) == "2.000 ± 1.000 (n=3)"
+    assert fmt.mean_std([94.6]) == "94.600"
+    assert fmt.mean_std([float("nan")]) == fmt.MISSING
+
+
+# ---- paper tables ------------------------------------------------------------------------------------------------
+def _rows_of(tables, table_id):
+    return next(t for t in tables if t.id == table_id).rows
+
+
+def test_paper_and_measured_cells_are_labelled_with_the_budget(tmp_path):
+    records = [make_record("random", s, space="darts_cell", data="cifar10", budget="table1", final_acc=60.0 + 2 * s)
+               for s in (0, 1)]
+    write_records(tmp_path / "results", records)
+    rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table1")
+    labels = [r.label for r in rows]
+    paper = rows[labels.index("Random (F=32)")]
+    assert paper.origin == "paper" and {c.origin for c in paper.cells} == {"paper"}
+    assert [c.text for c in paper.cells] == ["—", "4.6 ± 0.6", "94.6 ± 0.3"]
+    assert paper.cells[0].note == "printed as '-' in the paper"
+    measured = rows[labels.index("Random (F=32)") + 1]
+    assert measured.origin == "measured" and {c.origin for c in measured.cells} == {"measured"}
+    assert measured.cells[2].text == "61.00 ± 1.41 (n=2)"  # mean and sample std of 60 and 62
+    expected_days = [r["summary"]["search_gpu_days"] for r in records]
+    assert measured.cells[0].text == fmt.mean_std(expected_days, fmt.days)
+    assert "budget=table1" in measured.budget and "CPU (x86_64, 2 threads)" in measured.budget
+    assert "seeds 0, 1" in measured.budget and sorted(measured.run_ids) == sorted(r["run_id"] for r in records)
+
+
+def test_a_paper_row_without_records_shows_not_run_and_its_command(tmp_path):
+    (tmp_path / "results").mkdir()
+    rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table1")
+    not_run = [r for r in rows if r.origin == "not run"]
+    assert [r.label for r in not_run] == ["ours: method=smash", "ours: method=oneshot", "ours: method=random",
+                                          "ours: method=ghn"]  # one per method, after its group of paper rows
+    assert not_run[0].command == "python run.py method=smash space=darts_cell data=cifar10 budget=table1"
+    assert all(c.origin == "none" for r in not_run for c in r.cells)
+
+
+def test_method_params_select_the_paper_row(tmp_path):
+    first = make_record("darts", 0, space="darts_cell", data="cifar10", params={"order": 1}, final_acc=70.0)
+    second = make_record("darts", 0, space="darts_cell", data="cifar10", params={"order": 2}, final_acc=80.0)
+    write_records(tmp_path / "results", [first, second])
+    rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table2")
+    measured = {r.label: r for r in rows if r.origin == "measured"}
+    assert measured["ours: method=darts order=1"].cells[2].text == "70.00"
+    assert measured["ours: method=darts order=2"].cells[2].text == "80.00"
+
+
+def test_correlation_table_measures_pearson_and_kendall_on_all_and_top_half(tmp_path):
+    record = make_record("ghn", 0, space="darts_cell", data="cifar10")
+    write_records(tmp_path / "results", [record])
+    rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_correlation")
+    measured = next(r for r in rows if r.origin == "measured")
+    top = top_half_correlations(record)
+    assert [c.text for c in measured.cells] == [
+        f"{record['ranking']['pearson_r']:.2f}", f"{top['pearson_top_half']:.2f}",
+        f"{record['ranking']['kendall_tau']:.2f}", f"{top['kendall_top_half']:.2f}"]
+    paper_ghn = next(r for r in rows if r.label == "GHN")
+    assert [c.text for c in paper_ghn.cells[:2]] == ["0.68", "0.48"]
+    assert paper_ghn.cells[2].text == "—" and "Pearson only" in paper_ghn.cells[2].note
+
+
+def test_every_paper_number_in_the_data_file_reaches_the_tables(tmp_path):
+    spec = load_specs()
+    (tmp_path / "results").mkdir()
+    tables = {t.id: t for t in build_tables(runs_frame([]))}
+    for table in spec["tables"]:
+        shown = [[c.text for c in r.cells] for r in tables[table["id"]].rows if r.origin == "paper"]
+        expected = [[str(row["paper"][c["key"]]) if row["paper"][c["key"]] is not None else "—"
+                     for c in table["columns"]] for row in table["rows"] if row.get("paper")]
+        assert shown == expected, table["id"]
+
+
+def test_paper_data_file_cites_its_sources():
+    spec = yaml.safe_load(PAPER_TABLES.read_text())
+    assert "Graph HyperNetworks for Neural Architecture Search" in spec["sources"]["ghn"]["citation"]
+    assert "ICLR" in spec["sources"]["ghn"]["citation"] or "Learning Representations" in \
+        spec["sources"]["ghn"]["citation"]
+    assert "NAS-Bench-201" in spec["sources"]["nb201"]["citation"]
+    ghn_top = next(r for r in spec["tables"][0]["rows"] if r["label"] == "GHN Top (F=32)")
+    assert ghn_top["paper"] == {"cost": "0.42", "params": "5.1 ± 0.6", "acc": "95.7 ± 0.1"}  # GHN Table 1
+
+
+# ---- reproduce-table1 --------------------------------------------------------------------------------------------
+def test_reproduce_fails_naming_unregistered_methods(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(reproduce, "registered_methods", lambda: {"random", "spos"})
+    rc = reproduce.main(["ghn_table1", "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "smash" in err and "oneshot" in err and "ghn" in err and "random," not in err.split("Registered")[0]
+    assert not (tmp_path / "r").exists()  # nothing ran
+
+
+def test_reproduce_runs_every_table_method_with_the_table_budget(tmp_path):
+    cmds = reproduce.run_commands(["smash", "oneshot"], {"space": "darts_cell", "data": "cifar10"}, "table1",
+                                  tmp_path, [])
+    assert [c[2:6] for c in cmds] == [["method=smash", "space=darts_cell", "data=cifar10", "budget=table1"],
+                                      ["method=oneshot", "space=darts_cell", "data=cifar10", "budget=table1"]]
+    paper = reproduce.run_commands(["ghn"], {"space": "darts_cell", "data": "cifar10"}, "table1", tmp_path,
+                                   ["budget=paper", "device=cuda"])[0]
+    assert "budget=table1" not in paper and paper[-2:] == ["budget=paper", "device=cuda"]
+
+
+def test_table1_budget_is_a_valid_profile(smoke_config):
+    cfg = smoke_config("budget=table1", "space=darts_cell", "data=cifar10")
+    assert cfg.budget.name == "table1" and cfg.budget.resolution == 16
+
+
+# ---- end to end on real runs -------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_report_from_real_runs_matches_their_records(tmp_path):
+    for method in ("spos", "random"):
+        r = subprocess.run([sys.executable, "run.py", f"method={method}", "space=mbnet_chain",
+                            f"results_dir={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'h' / method}"],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+    html = build_report(tmp_path / "results", tmp_path / "out").read_text()
+    rows = {attrs["data-run-id"]: {c.get("data-metric"): text for c, text in cells}
+            for attrs, cells in table_rows(html) if "data-run-id" in attrs}
+    records = load_records(tmp_path / "results")
+    assert len(records) == 2 and set(rows) == {r["run_id"] for r in records}
+    for r in records:
+        assert rows[r["run_id"]]["final_test_acc"].startswith(f"{r['summary']['final_test_acc']:.2f} (")
+        assert rows[r["run_id"]]["kendall_tau"].startswith(f"{r['summary']['kendall_tau']:.3f}")
+
+
+# ---- links (the Python half of reports/browser_check.py; the browser half is in test_report_browser.py) ----------
+def test_report_links_all_resolve_without_a_browser(two_method_results, tmp_path):
+    from reports.browser_check import check_links
+
+    path = build_report(two_method_results[0], tmp_path / "out")
+    problems, external, n_images = check_links(path)
+    assert problems == [] and n_images == 3
+    assert set(external) == {"https://arxiv.org/abs/1810.05749", "https://arxiv.org/abs/2001.00326"}
+
+
+def test_link_check_reports_each_kind_of_broken_link(tmp_path):
+    from reports.browser_check import check_links
+
+    page = tmp_path / "bad.html"
+    page.write_text('<a href="#nope">a</a><a href="gone.html">b</a><img src="data:image/png;base64,%%%">'
+                    '<img src="data:image/png;base64,R0lGODlh"><a href="https://">c</a><div id="ok"></div>'
+                    '<a href="#ok">fine</a>')
+    problems, _, n_images = check_links(page)
+    assert n_images == 2 and len(problems) == 5, problems
+    assert any("'nope'" in p for p in problems) and any("gone.html" in p for p in problems)
+    assert any("not valid base64" in p for p in problems) and any("holds no PNG" in p for p in problems)
+    assert any("no host" in p for p in problems)
