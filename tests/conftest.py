@@ -17,6 +17,18 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the CLI subprocesses
 
 
+def perturb_bn(module: torch.nn.Module, seed: int) -> None:
+    """Random BN statistics and affine params, so a wrongly mapped or missing tensor changes the output."""
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(0.2 * torch.randn(n, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+            m.weight.data.copy_(1 + 0.2 * torch.randn(n, generator=g))
+            m.bias.data.copy_(0.2 * torch.randn(n, generator=g))
+
+
 @pytest.fixture(scope="session")
 def cifar_root() -> Path:
     if not (CIFAR_SUBSET / "cifar-10-batches-py" / "data_batch_1").is_file():

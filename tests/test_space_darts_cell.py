@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+from conftest import perturb_bn
 from torch import nn
 
 from oneshot_bench.config import NetConfig
@@ -17,37 +18,18 @@ SMALL = NetConfig(channels=8, cells_per_stage=1, num_classes=5, in_channels=3)
 V2_NORMAL_NODE4 = "skip_connect~0,sep_conv_3x3~1"  # published as [('sep_conv_3x3', 1), ('skip_connect', 0)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny nets run fastest single-threaded, and other test processes may share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def space() -> DartsCellSpace:
     return DartsCellSpace()
 
 
-def _perturb(module: nn.Module, seed: int) -> None:
-    """Random BN statistics and affine params, so a wrongly mapped or missing tensor changes the output."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(0.2 * torch.randn(n, generator=g))
-            m.running_var.copy_(0.5 + torch.rand(n, generator=g))
-            m.weight.data.copy_(1 + 0.2 * torch.randn(n, generator=g))
-            m.bias.data.copy_(0.2 * torch.randn(n, generator=g))
 
 
 @pytest.fixture(scope="module")
 def supernet(space):
     torch.manual_seed(0)
     net = space.build_supernet(SMALL)
-    _perturb(net, 1)
+    perturb_bn(net, 1)
     return net.eval()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import perturb_bn
 from torch import nn
 
 from oneshot_bench.config import NetConfig
@@ -26,16 +27,6 @@ def space() -> MBNetChainSpace:
     return MBNetChainSpace()
 
 
-def _perturb(module: nn.Module, seed: int) -> None:
-    """Random BN statistics and affine params, so a wrongly mapped or missing tensor changes the output."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(0.2 * torch.randn(n, generator=g))
-            m.running_var.copy_(0.5 + torch.rand(n, generator=g))
-            m.weight.data.copy_(1 + 0.2 * torch.randn(n, generator=g))
-            m.bias.data.copy_(0.2 * torch.randn(n, generator=g))
 
 
 def _param_count(space: MBNetChainSpace, key: str, net: NetConfig) -> int:
@@ -129,7 +120,7 @@ def test_single_path_equals_standalone_after_loading_subnet(space, key):
     torch.manual_seed(0)
     arch = space.decode(key)
     supernet = space.build_supernet(SMALL)
-    _perturb(supernet, seed=1)
+    perturb_bn(supernet, seed=1)
     standalone = space.build_standalone(arch, SMALL)
     supernet.eval()
     standalone.eval()
@@ -146,7 +137,7 @@ def test_single_path_equals_standalone_after_loading_subnet(space, key):
 def test_one_hot_weighted_choice_equals_int_path(space):
     torch.manual_seed(0)
     supernet = space.build_supernet(SMALL).eval()
-    _perturb(supernet, seed=2)
+    perturb_bn(supernet, seed=2)
     x = torch.randn(2, 3, 8, 8)
     arch = space.decode("10201021")
     with torch.no_grad():

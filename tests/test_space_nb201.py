@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import perturb_bn
 from torch import nn
 
 from oneshot_bench.config import NetConfig
@@ -27,37 +28,18 @@ BEST = (3, 3, 3, 1, 3, 2)  # EXAMPLE, the CIFAR-10 optimum
 EDGE_CASES = [(0,) * 6, (0, 3, 2, 1, 2, 4), (3, 3, 3, 0, 0, 0), (1,) * 6, (4,) * 6, BEST]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny nets run fastest single-threaded, and other test processes may share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def space() -> NB201Space:
     return NB201Space()
 
 
-def _perturb(module: nn.Module, seed: int) -> None:
-    """Random BN statistics and affine params, so a wrongly mapped or missing tensor changes the output."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(0.2 * torch.randn(n, generator=g))
-            m.running_var.copy_(0.5 + torch.rand(n, generator=g))
-            m.weight.data.copy_(1 + 0.2 * torch.randn(n, generator=g))
-            m.bias.data.copy_(0.2 * torch.randn(n, generator=g))
 
 
 @pytest.fixture(scope="module")
 def supernet(space):
     torch.manual_seed(0)
     net = space.build_supernet(SMALL)
-    _perturb(net, 1)
+    perturb_bn(net, 1)
     return net.eval()
 
 
