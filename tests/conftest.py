@@ -29,6 +29,23 @@ def perturb_bn(module: torch.nn.Module, seed: int) -> None:
             m.bias.data.copy_(0.2 * torch.randn(n, generator=g))
 
 
+def assert_subnets_equal_standalone(space, supernet, net, archs, side: int) -> None:
+    """Each arch's standalone net, loaded strictly with the supernet's subnet weights, computes the supernet's
+    single-path output in eval mode (also for channels_last input)."""
+    torch.manual_seed(side)
+    x = torch.randn(2, net.in_channels, side, side)
+    for arch in archs:
+        standalone = space.build_standalone(arch, net)
+        standalone.load_state_dict(supernet.subnet_state_dict(arch), strict=True)
+        standalone.eval()
+        with torch.no_grad():
+            expected = supernet(x, space.arch_to_path(arch))
+            out = standalone(x)
+            out_cl = standalone(x.contiguous(memory_format=torch.channels_last))
+        assert torch.allclose(out, expected, atol=1e-5), space.encode(arch)
+        assert torch.allclose(out_cl, expected, atol=1e-5), space.encode(arch)
+
+
 @pytest.fixture(scope="session")
 def cifar_root() -> Path:
     if not (CIFAR_SUBSET / "cifar-10-batches-py" / "data_batch_1").is_file():

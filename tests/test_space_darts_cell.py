@@ -5,7 +5,7 @@ import random
 
 import pytest
 import torch
-from conftest import perturb_bn
+from conftest import assert_subnets_equal_standalone, perturb_bn
 from torch import nn
 
 from oneshot_bench.config import NetConfig
@@ -168,18 +168,7 @@ def test_derive_keeps_top2_edges_by_strongest_non_none_weight(space):
 
 @pytest.mark.parametrize("side", [8, 16])
 def test_supernet_subnet_equals_standalone(space, supernet, side):
-    torch.manual_seed(side)
-    x = torch.randn(2, 3, side, side)
-    for arch in _some_archs(space, 3, seed=side):
-        standalone = space.build_standalone(arch, SMALL)
-        standalone.load_state_dict(supernet.subnet_state_dict(arch), strict=True)
-        standalone.eval()
-        with torch.no_grad():
-            expected = supernet(x, space.arch_to_path(arch))
-            out = standalone(x)
-            out_cl = standalone(x.contiguous(memory_format=torch.channels_last))
-        assert torch.allclose(out, expected, atol=1e-5), space.encode(arch)
-        assert torch.allclose(out_cl, expected, atol=1e-5), space.encode(arch)
+    assert_subnets_equal_standalone(space, supernet, SMALL, _some_archs(space, 3, seed=side), side)
 
 
 def test_accepts_channels_last_32px_and_drop_path(space):
