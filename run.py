@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from oneshot_bench.config import from_dictconfig
-from oneshot_bench.errors import UserError
+from oneshot_bench.errors import ConfigError, UserError
 
 log = logging.getLogger("oneshot_bench")
 
@@ -41,10 +41,17 @@ def print_summary(record: dict) -> None:
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    from evaluators.runner import run_benchmark
+    from evaluators.runner import precompute_truth, run_benchmark
 
     try:
         run_cfg = from_dictconfig(cfg)
+        if run_cfg.mode == "truth":
+            done = precompute_truth(run_cfg)
+            print(f"ground truth ready for {done['archs']} sample archs of {done['space']} "
+                  f"({done['truth']['kind']}, {done['seconds']:.0f} s, mean test acc {done['mean_test_acc']:.2f}%)")
+            return done["mean_test_acc"]
+        if run_cfg.mode != "search":
+            raise ConfigError(f"unknown mode {run_cfg.mode!r}. Valid choices: search, truth.")
         record = run_benchmark(run_cfg)
     except UserError as e:  # a message the user can act on, never a deep traceback
         print(f"error: {e}", file=sys.stderr)

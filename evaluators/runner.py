@@ -21,6 +21,7 @@ from oneshot_bench.atomic import write_json
 from oneshot_bench.config import RunConfig, nets_for
 from oneshot_bench.data import load_data
 from oneshot_bench.device import resolve_device
+from oneshot_bench.errors import ConfigError
 from search_spaces.base import get_space
 
 from .cost import CostMeter, count_flops, count_params
@@ -38,7 +39,8 @@ def resolved_config(cfg: RunConfig, hparams: dict[str, Any]) -> dict[str, Any]:
     config = asdict(cfg)
     config["method"]["params"] = hparams  # with defaults filled in, so the run id changes when a default does
     # where and how a run executes does not change what it measures, so these stay out of the run id
-    for k in ("results_dir", "cache_dir", "resume", "force", "device", "threads", "objective"):
+    for k in ("results_dir", "cache_dir", "resume", "force", "device", "threads", "objective", "mode",
+              "truth_shard"):
         config.pop(k)
     return config
 
@@ -54,18 +56,8 @@ def summarize(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def run_benchmark(cfg: RunConfig, *, progress: Optional[bool] = None) -> dict[str, Any]:
-    space = get_space(cfg.space.name, cfg.space.params)
-    method = get_method(cfg.method.name, cfg.method.params)
-    method.check_supports(space)  # fail before loading any data
-    device = resolve_device(cfg.device)
-    store = ResultsStore(cfg.results_dir)
-    config = resolved_config(cfg, method.hparams_dict())
-    run_id = run_id_for(config)
-    if store.has_record(run_id) and not cfg.force:
-        log.info("run %s already finished; returning its record (force=true recomputes)", run_id)
-        return store.load_record(run_id)
-
+def _data_nets_truth(cfg: RunConfig, space, device: torch.device, store: ResultsStore):
+    """Data, (search net, final net) and the ground truth of a run: identical for every method, and for mode=truth."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -78,6 +70,47 @@ def run_benchmark(cfg: RunConfig, *, progress: Optional[bool] = None) -> dict[st
     truth_cache = Path(cfg.cache_dir or store.cache_dir) / "truth"
     truth = ground_truth_for(space, cfg.truth, cfg.truth_dataset, data=data, net=final_net, train=budget.standalone,
                              final=budget.final, device=device, seed=cfg.seed, cache_dir=truth_cache)
+    return data, net, final_net, truth
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise ConfigError(f"truth_shard={text!r} is not of the form i/n with 0 <= i < n (e.g. truth_shard=1/2).")
+    return index, count
+
+
+def precompute_truth(cfg: RunConfig) -> dict[str, Any]:
+    """mode=truth: fill the ground-truth cache for this shard of the shared arch sample, so that the methods' runs
+    find it ready (n workers with truth_shard=i/n split it). A no-op for spaces with a tabular benchmark."""
+    index, count = parse_shard(cfg.truth_shard)
+    space = get_space(cfg.space.name, cfg.space.params)
+    device = resolve_device(cfg.device)
+    _, _, _, truth = _data_nets_truth(cfg, space, device, ResultsStore(cfg.results_dir))
+    sample = benchmark_sample(space, cfg.seed, cfg.budget.ranking_sample)[index::count]
+    start = time.perf_counter()
+    accs = truth.accuracies(sample)
+    return {"space": space.name, "truth": truth.describe(), "archs": len(sample),
+            "seconds": time.perf_counter() - start, "mean_test_acc": sum(accs) / max(len(accs), 1)}
+
+
+def run_benchmark(cfg: RunConfig, *, progress: Optional[bool] = None) -> dict[str, Any]:
+    space = get_space(cfg.space.name, cfg.space.params)
+    method = get_method(cfg.method.name, cfg.method.params)
+    method.check_supports(space)  # fail before loading any data
+    device = resolve_device(cfg.device)
+    store = ResultsStore(cfg.results_dir)
+    config = resolved_config(cfg, method.hparams_dict())
+    run_id = run_id_for(config)
+    if store.has_record(run_id) and not cfg.force:
+        log.info("run %s already finished; returning its record (force=true recomputes)", run_id)
+        return store.load_record(run_id)
+
+    budget = cfg.budget
+    data, net, final_net, truth = _data_nets_truth(cfg, space, device, store)
     meter = CostMeter(device)
     method.setup(SearchContext(space=space, data=data, budget=budget, device=device, seed=cfg.seed, net=net,
                                final_net=final_net))

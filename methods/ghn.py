@@ -25,11 +25,8 @@ also lists its ResNet blocks there) and the head; modules are propagated one aft
 GNN (`stacked_share_params: false`) or one GNN for all (true). A module's nodes receive the final embeddings of
 their predecessors in earlier modules and propagate (forward-backward or sync, T steps) only within the module;
 later modules never send messages back. The type embedding and H are shared. Not for mbnet_chain (no repeated
-cells). The graph view names the module of parameter-owning nodes only; a parameter-free node (sum, concat,
-skip, pooling, zeros) is put in the module of the closest owning node before it. That is exact for darts_cell
-(every cell starts with its preprocessing convs) but in nb201 a cell's leading parameter-free nodes (e.g. a skip
-edge from the cell input) fall into the previous module; an exact split needs the graph view to record every
-node's module (a requested change to the shared graph view).
+cells). Every node's module, parameter-free ones (sum, concat, pooling, zeros) included, comes from the graph
+view's `node_scopes`.
 
 Weight generation: H is `methods._hypernet.ChunkDecoder` conditioned on h_v: the node's parameters (every tensor
 of the module it owns, in `named_parameters` order, e.g. both depthwise/pointwise convs and BNs of a sep_conv) are
@@ -57,7 +54,7 @@ from ._hypernet import ChunkDecoder, HypernetHparams, HypernetMethod, Standalone
 from .base import register_method
 
 PROPAGATIONS = ("forward_backward", "sync")
-_CELL = re.compile(r"cells\.(\d+)(?:\.|$)")
+_CELL = re.compile(r"cells\.(\d+)")
 
 
 @dataclass
@@ -106,15 +103,17 @@ def _tensor(values, device) -> torch.Tensor:
     return torch.tensor(list(values), dtype=torch.long, device=device)
 
 
-def node_modules_segments(graph: ArchGraph, num_cells: int) -> list[int]:
-    """Module of every node: 0 = stem, 1 + k = cells.k, num_cells + 1 = head; parameter-free nodes inherit the
-    module of the closest parameter-owning node before them."""
-    segments, current = [], 0
-    for module in graph.node_modules or [None] * len(graph.node_types):
-        if module is not None:
-            m = _CELL.match(module)
-            current = int(m.group(1)) + 1 if m else (0 if current == 0 else num_cells + 1)
-        segments.append(current)
+def node_scope_segments(graph: ArchGraph, num_cells: int) -> list[int]:
+    """Module of every node from the graph's scopes: 0 = stem, 1 + k = cells.k, num_cells + 1 = head."""
+    segments = []
+    for v, scope in enumerate(graph.node_scopes):
+        m = _CELL.fullmatch(scope or "")
+        if m:
+            segments.append(int(m.group(1)) + 1)
+        elif scope in ("stem", "head"):
+            segments.append(0 if scope == "stem" else num_cells + 1)
+        else:
+            raise ValueError(f"graph node {v} has scope {scope!r}; stacked GHN needs 'stem', 'cells.<k>' or 'head'")
     return segments
 
 
@@ -273,7 +272,10 @@ class GHN(HypernetMethod):
         dst = [d for _, d in graph.edges]
         if self.hp.stacked:
             num_cells = self._num_cells(plan.net)
-            seg_of = node_modules_segments(graph, num_cells)
+            if not graph.node_scopes:
+                raise ConfigError(f"space {space.name!r}: to_graph records no node scopes (ArchGraph.node_scopes), "
+                                  f"which stacked GHN needs; set stacked=false.")
+            seg_of = node_scope_segments(graph, num_cells)
             bounds = [(s, [v for v in range(n) if seg_of[v] == s]) for s in sorted(set(seg_of))]
             assert all(nodes == list(range(nodes[0], nodes[-1] + 1)) for _, nodes in bounds), "modules not contiguous"
             segments = [_segment(0 if self.hp.stacked_share_params else s, nodes[0], nodes[-1] + 1, src, dst, device)

@@ -101,6 +101,8 @@ class RunConfig:
     cache_dir: Optional[str] = None  # standalone-training ground truth cache; None: <results_dir>/cache
     resume: bool = True  # continue from the run's last checkpoint when one exists
     force: bool = False  # recompute even when a finished record exists
+    mode: str = "search"  # search (a benchmark run) | truth (only fill the ground-truth cache for the arch sample)
+    truth_shard: str = "0/1"  # mode=truth: "i/n" trains every n-th sample arch from the i-th (n parallel workers)
 
 
 def nets_for(budget: BudgetConfig, space: str) -> tuple[NetConfig, NetConfig]:

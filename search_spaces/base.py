@@ -70,12 +70,15 @@ class ArchGraph:
     Nodes are in topological order. `node_types[v]` is the operator type (a key of the space's
     `graph_node_types`), `edges` are (src, dst) data-flow pairs, and `node_modules[v]` is the qualified name of the
     module inside `space.build_standalone(arch, net)` whose parameters node v owns (None for parameter-free nodes
-    such as 'input', 'sum', 'output', pooling, skip).
+    such as 'input', 'sum', 'output', pooling, skip). `node_scopes[v]` names the top-level part of the net that
+    node v computes in, parameter-free nodes included: 'stem', 'cells.<k>' (a repeated module), 'head' (stacked
+    GHN propagates one scope after another).
     """
 
     node_types: list[str]
     edges: list[tuple[int, int]]
     node_modules: list[Optional[str]] = field(default_factory=list)
+    node_scopes: list[Optional[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.node_types)
@@ -84,6 +87,8 @@ class ArchGraph:
                 raise ValueError(f"edge ({s}, {d}) is not forward in a {n}-node topologically ordered graph")
         if self.node_modules and len(self.node_modules) != n:
             raise ValueError("node_modules must have one entry per node")
+        if self.node_scopes and len(self.node_scopes) != n:
+            raise ValueError("node_scopes must have one entry per node")
 
 
 class Supernet(nn.Module, ABC):

@@ -405,9 +405,10 @@ class DartsCellSpace(SearchSpace):
         with torch.device("meta"):  # only the module structure is needed
             model = self.build_standalone(arch, net)
         g = GraphBuilder()
+        g.scope = "stem"
         s0 = s1 = g.add("conv_3x3_bn", [g.add("input")], "stem")
         for k, cell in enumerate(model.cells):
-            name = f"cells.{k}"
+            name = g.scope = f"cells.{k}"
             states = [g.add_op(cell.preprocess0, f"{name}.preprocess0", s0),
                       g.add_op(cell.preprocess1, f"{name}.preprocess1", s1)]
             for i, inputs in enumerate(cell.inputs):
@@ -415,6 +416,7 @@ class DartsCellSpace(SearchSpace):
                 states.append(g.add_sum([g.add_op(cell.edges[key], f"{name}.edges.{key}", states[j])
                                          for key, j in zip(keys, inputs, strict=True)]))
             s0, s1 = s1, g.add("concat", states[NUM_INPUTS:])
+        g.scope = "head"
         g.add("output", [g.add("linear", [g.add("global_avg_pool", [s1])], "classifier")])
         return g.graph()
 

@@ -251,9 +251,12 @@ class MBNetChainSpace(SearchSpace):
         with torch.device("meta"):  # only the module structure is needed, no weights
             model = self.build_standalone(arch, net)
         g = _GraphBuilder()
+        g.scope = "stem"
         x = g.add_conv(model.stem, "stem", g.add("input"))
         for i, op in enumerate(model.layers):
+            g.scope = f"layers.{i}"
             x = g.add_op(op, f"layers.{i}", x)
+        g.scope = "head"
         x = g.add("avg_pool", [g.add_conv(model.head, "head", x)])
         g.add("output", [g.add("linear", [x], "classifier")])
         return g.graph()

@@ -243,9 +243,10 @@ class NB201Space(SearchSpace):
         with torch.device("meta"):  # only the module structure is needed
             model = self.build_standalone(arch, net)
         g = GraphBuilder()
+        g.scope = "stem"
         x = g.add("conv_3x3_bn", [g.add("input")], "stem")
         for k, cell in enumerate(model.cells):
-            name = f"cells.{k}"
+            name = g.scope = f"cells.{k}"
             if isinstance(cell, ResNetBasicblock):
                 main = g.add("relu_conv_bn_3x3", [g.add("relu_conv_bn_3x3", [x], f"{name}.conv_a")], f"{name}.conv_b")
                 shortcut = g.add("avg_pool_2x2_conv_1x1", [x], f"{name}.downsample")
@@ -257,6 +258,7 @@ class NB201Space(SearchSpace):
                          for e, j in _incoming(i) if EDGE_KEYS[e] in cell.edges]
                 nodes.append(g.add_sum(terms))
             x = nodes[-1]
+        g.scope = "head"
         x = g.add("global_avg_pool", [g.add("bn_relu", [x], "lastact")])
         g.add("output", [g.add("linear", [x], "classifier")])
         return g.graph()

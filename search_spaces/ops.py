@@ -234,17 +234,21 @@ def op_node_type(op: nn.Module) -> str:
 
 
 class GraphBuilder:
-    """Appends nodes in execution order, so every edge points forward as ArchGraph requires."""
+    """Appends nodes in execution order, so every edge points forward as ArchGraph requires. Nodes are tagged with
+    the current `scope` (set it to 'stem', 'cells.<k>', 'head' as the net is walked)."""
 
     def __init__(self) -> None:
         self.types: list[str] = []
         self.modules: list[str | None] = []
+        self.scopes: list[str | None] = []
         self.edges: list[tuple[int, int]] = []
+        self.scope: str | None = None
 
     def add(self, node_type: str, inputs: Sequence[int] = (), module: str | None = None) -> int:
         node = len(self.types)
         self.types.append(node_type)
         self.modules.append(module)
+        self.scopes.append(self.scope)
         self.edges.extend((src, node) for src in inputs)
         return node
 
@@ -260,4 +264,4 @@ class GraphBuilder:
         return terms[0] if len(terms) == 1 else self.add("sum", terms)
 
     def graph(self) -> ArchGraph:
-        return ArchGraph(self.types, self.edges, self.modules)
+        return ArchGraph(self.types, self.edges, self.modules, self.scopes)

@@ -41,3 +41,21 @@ def test_a_run_prints_its_summary(tmp_path, space):
     assert r.returncode == 0, r.stderr
     assert "kendall_tau" in r.stdout and "final test acc" in r.stdout
     assert list((tmp_path / "runs").glob("*/record.json"))
+
+
+def test_truth_mode_shards_fill_the_cache_a_search_run_then_reuses(tmp_path):
+    """mode=truth with shards 0/2 and 1/2 trains disjoint halves of the shared sample; a later search run finds
+    every sample arch cached (its ground-truth time is file reads only, no training)."""
+    common = ("space=darts_cell", "truth=trained", "budget.ranking_sample=4")
+    for shard in ("0/2", "1/2"):
+        r = run_cli("mode=truth", f"truth_shard={shard}", *common, tmp_path=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert "ground truth ready for 2 sample archs of darts_cell" in r.stdout
+    cached = list((tmp_path / "cache" / "truth" / "darts_cell").glob("*.json"))
+    assert len(cached) == 4
+    mtimes = {p: p.stat().st_mtime_ns for p in cached}
+    r = run_cli("method=random", *common, tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # read, never retrained
+    r = run_cli("mode=truth", "truth_shard=2/2", *common, tmp_path=tmp_path)
+    assert r.returncode == 2 and "i/n" in r.stderr and "Traceback" not in r.stderr

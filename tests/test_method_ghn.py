@@ -49,6 +49,8 @@ def test_graph_view_covers_every_parameter_once(space):
     for arch in archs(space, 10):
         graph = sp.to_graph(arch, NET)
         assert set(graph.node_types) <= set(sp.graph_node_types)
+        assert len(graph.node_scopes) == len(graph.node_types) and None not in graph.node_scopes
+        assert graph.node_scopes[0] == "stem" and graph.node_scopes[-1] == "head"
         net = sp.build_standalone(arch, NET)
         modules = dict(net.named_modules())
         owned = [m for m in graph.node_modules if m is not None]
@@ -194,20 +196,30 @@ def test_sync_updates_all_nodes_together_each_step(data):
     assert [(kind, nodes) for kind, _, nodes in method.hypernet.trace] == [("sync", tuple(range(n)))] * 3
 
 
-def test_stacked_modules_follow_the_cells(data):
-    """darts_cell: every parameter-owning node of cells.k lies in module k + 1; modules are propagated in order and
-    backward passes stay inside their module."""
-    method = make(data, "darts_cell", NetConfig(8, 2, 10, 1), stacked=True, stacked_share_params=False)
-    arch = archs("darts_cell", 1, seed=4)[0]
+@pytest.mark.parametrize("space", ("darts_cell", "nb201"))
+def test_stacked_modules_follow_the_cells(data, space):
+    """Every node of cells.k, parameter-free ones included (an nb201 skip edge or pooling from the cell input, a
+    'sum'), lies in module k + 1; modules are propagated in order and backward passes stay inside their module."""
+    net = NetConfig(8, 2, 10, 1)
+    method = make(data, space, net, stacked=True, stacked_share_params=False)
+    sp = get_space(space)
+    rng = random.Random(4)
+    # nb201: an arch whose cells start with a parameter-free op from the cell input (skip on edge 1<-0)
+    arch = (1, 0, 4, 3, 2, 0) if space == "nb201" else sp.sample(rng)
     plan = method.plan(arch)
-    graph = get_space("darts_cell").to_graph(arch, NetConfig(8, 2, 10, 1))
+    graph = sp.to_graph(arch, net)
     g = plan.extra["graph"]
-    num_cells = 3 * 2 + 2
+    num_cells = sum(1 for name, _ in plan.net.named_modules() if name.count(".") == 1 and name.startswith("cells."))
     assert len(method.hypernet.gnns) == num_cells + 2
     module_of = {v: seg.gnn for seg in g.segments for v in range(seg.start, seg.end)}
+    expected = {"stem": 0, "head": num_cells + 1, **{f"cells.{k}": k + 1 for k in range(num_cells)}}
+    assert [module_of[v] for v in range(len(graph.node_types))] == [expected[s] for s in graph.node_scopes]
     for v, module in enumerate(graph.node_modules):
         if module is not None and module.startswith("cells."):
-            assert module_of[v] == int(module.split(".")[1]) + 1
+            assert graph.node_scopes[v] == ".".join(module.split(".")[:2])
+    free_in_cells = [v for v, (m, s) in enumerate(zip(graph.node_modules, graph.node_scopes, strict=True))
+                     if m is None and s.startswith("cells.")]
+    assert free_in_cells  # parameter-free nodes inside cells exist and are scoped to their cell
     assert [seg.gnn for seg in g.segments] == list(range(num_cells + 2))
     method.hypernet.trace = []
     with torch.no_grad():
