@@ -128,11 +128,7 @@ def test_two_sweep_workers_on_one_storage_lose_no_trial(storage_url, tmp_path):
     import optuna
 
     n_trials = {1: 2, 2: 3}
-    # as conf/sweep/*.yaml says: initialise the storage and the study once, then start the workers (two workers
-    # creating the schema of a fresh storage at the same moment race on it)
-    optuna_cli = Path(sys.executable).with_name("optuna")
-    subprocess.run([str(optuna_cli), "create-study", "--storage", storage_url, "--study-name", "two-workers",
-                    "--direction", "maximize", "--skip-if-exists"], check=True, capture_output=True, timeout=120)
+    # both workers start at once on a fresh storage: the CreateOptunaStudy callback creates schema and study first
     workers = {i: start_worker(i, n, storage_url, tmp_path) for i, n in n_trials.items()}
     for i, proc in workers.items():
         rc = proc.wait(timeout=600)
@@ -153,3 +149,38 @@ def test_two_sweep_workers_on_one_storage_lose_no_trial(storage_url, tmp_path):
     # ask-to-tell intervals overlap were run by different workers at the same time
     assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
                for a in complete for b in complete if a.number < b.number)
+
+
+def test_workers_starting_at_once_create_one_study(tmp_path):
+    """The sweep callback's study creation, run by four processes released at the same instant on a fresh SQLite
+    storage: all succeed and exactly one study exists (without the retry, the schema race crashes some of them)."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'race.db'}"
+    go = tmp_path / "go"
+    code = ("import sys, time, pathlib\n"
+            "from oneshot_bench.sweep_study import create_study_once\n"
+            "import optuna, sqlalchemy\n"
+            "while not pathlib.Path(sys.argv[2]).exists(): time.sleep(0.001)\n"
+            "create_study_once(sys.argv[1], 'race', 'maximize')\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, storage, str(go)], cwd=REPO, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    import time
+
+    time.sleep(3)  # every process imported and is polling
+    go.touch()
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+    summaries = optuna.get_all_study_summaries(storage)
+    assert [s.study_name for s in summaries] == ["race"]
+    assert summaries[0].direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def test_the_callback_is_configured_for_every_sweep():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["+sweep=spos"], return_hydra_config=True)
+    targets = [c._target_ for c in cfg.hydra.callbacks.values()]
+    assert "oneshot_bench.sweep_study.CreateOptunaStudy" in targets
