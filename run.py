@@ -50,8 +50,15 @@ def main(cfg: DictConfig) -> float:
             print(f"ground truth ready for {done['archs']} sample archs of {done['space']} "
                   f"({done['truth']['kind']}, {done['seconds']:.0f} s, mean test acc {done['mean_test_acc']:.2f}%)")
             return done["mean_test_acc"]
+        if run_cfg.mode == "report":
+            from reports.__main__ import main as report_main
+
+            code = report_main(["--results", run_cfg.results_dir, "--out", run_cfg.report_dir])
+            if code:
+                sys.exit(code)
+            return 0.0
         if run_cfg.mode != "search":
-            raise ConfigError(f"unknown mode {run_cfg.mode!r}. Valid choices: search, truth.")
+            raise ConfigError(f"unknown mode {run_cfg.mode!r}. Valid choices: search, truth, report.")
         record = run_benchmark(run_cfg)
     except UserError as e:  # a message the user can act on, never a deep traceback
         print(f"error: {e}", file=sys.stderr)

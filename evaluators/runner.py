@@ -40,7 +40,7 @@ def resolved_config(cfg: RunConfig, hparams: dict[str, Any]) -> dict[str, Any]:
     config["method"]["params"] = hparams  # with defaults filled in, so the run id changes when a default does
     # where and how a run executes does not change what it measures, so these stay out of the run id
     for k in ("results_dir", "cache_dir", "resume", "force", "device", "threads", "objective", "mode",
-              "truth_shard"):
+              "truth_shard", "report_dir"):
         config.pop(k)
     return config
 

@@ -102,6 +102,8 @@ class RunConfig:
     resume: bool = True  # continue from the run's last checkpoint when one exists
     force: bool = False  # recompute even when a finished record exists
     mode: str = "search"  # search (a benchmark run) | truth (only fill the ground-truth cache for the arch sample)
+    #                       | report (rebuild the HTML report from the records under results_dir; nothing trains)
+    report_dir: str = "reports/out"  # mode=report: folder of report.html
     truth_shard: str = "0/1"  # mode=truth: "i/n" trains every n-th sample arch from the i-th (n parallel workers)
 
 

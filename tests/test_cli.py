@@ -59,3 +59,15 @@ def test_truth_mode_shards_fill_the_cache_a_search_run_then_reuses(tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # read, never retrained
     r = run_cli("mode=truth", "truth_shard=2/2", *common, tmp_path=tmp_path)
     assert r.returncode == 2 and "i/n" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_report_mode_rebuilds_the_report_from_records_only(tmp_path):
+    r = run_cli("method=spos", "space=mbnet_chain", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "report"
+    r = run_cli("mode=report", f"report_dir={out}", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    html = (out / "report.html").read_text()
+    assert "mbnet_chain" in html and "spos" in html.lower()
+    r = run_cli("mode=report", f"report_dir={out}", f"results_dir={tmp_path / 'none'}", tmp_path=tmp_path)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
