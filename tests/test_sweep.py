@@ -103,7 +103,8 @@ def postgres_url():
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# SQLite in the default run (seconds); PostgreSQL (a server started per test) with the slow tests
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def storage_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'sweeps.db'}"
@@ -123,7 +124,6 @@ def start_worker(i: int, n_trials: int, storage: str, tmp_path: Path) -> subproc
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-@pytest.mark.slow
 def test_two_sweep_workers_on_one_storage_lose_no_trial(storage_url, tmp_path):
     import optuna
 
