@@ -36,7 +36,7 @@ def slug(text: str) -> str:
 
 def method_table_row(run: pd.Series) -> dict[str, str]:
     """The per-method table's cells for one run, formatted; keys are the data-metric names in the HTML."""
-    row = {"run_id": run["run_id"], "method": run["method"], "seed": str(run["seed"])}
+    row = {"run_id": run["run_id"], "method": run["variant"], "seed": str(run["seed"])}
     for phase in PHASES:
         row[f"{phase}_seconds"] = fmt.seconds(run[f"{phase}_seconds"])
     row.update(
@@ -53,7 +53,7 @@ def build_settings(runs: pd.DataFrame, points: pd.DataFrame) -> list[Setting]:
     settings = []
     for title, group in runs.groupby("setting", sort=True):
         sid = slug(title)
-        rows = [method_table_row(r) for _, r in group.sort_values(["method", "seed"]).iterrows()]
+        rows = [method_table_row(r) for _, r in group.sort_values(["method", "variant", "seed"]).iterrows()]
         figures = setting_figures(group, points[points["setting"] == title], sid)
         settings.append(Setting(id=f"setting-{sid}", title=title, rows=rows, figures=figures))
     return settings

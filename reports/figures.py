@@ -40,9 +40,9 @@ def _palette(methods: list[str]) -> dict[str, tuple]:
 
 def proxy_vs_truth(points: pd.DataFrame, slug: str) -> Figure:
     """Per method: each architecture of the shared sample, proxy score against ground truth (one colour per seed)."""
-    methods = sorted(points["method"].unique())
+    methods = sorted(points["variant"].unique())
     data = points.assign(seed=points["seed"].astype(str))
-    grid = sns.relplot(data=data, x="truth", y="proxy", col="method", col_order=methods, hue="seed",
+    grid = sns.relplot(data=data, x="truth", y="proxy", col="variant", col_order=methods, hue="seed",
                        col_wrap=min(3, len(methods)), height=3.0, aspect=1.1, s=28,
                        facet_kws={"sharey": False, "sharex": True})
     grid.set_axis_labels("ground-truth accuracy (%)", "proxy score")
@@ -55,9 +55,9 @@ def proxy_vs_truth(points: pd.DataFrame, slug: str) -> Figure:
 
 def cost_vs_accuracy(runs: pd.DataFrame, slug: str) -> Figure:
     """Search cost (device-seconds, log scale) against final accuracy of the found architecture, per run."""
-    methods = sorted(runs["method"].unique())
+    methods = sorted(runs["variant"].unique())
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    sns.scatterplot(data=runs, x="search_seconds", y="final_test_acc", hue="method", hue_order=methods,
+    sns.scatterplot(data=runs, x="search_seconds", y="final_test_acc", hue="variant", hue_order=methods,
                     palette=_palette(methods), s=70, ax=ax)
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a narrow log range overlap each other
@@ -71,15 +71,15 @@ def cost_vs_accuracy(runs: pd.DataFrame, slug: str) -> Figure:
 
 def kendall_with_ci(runs: pd.DataFrame, slug: str) -> Figure:
     """Kendall tau of every run with its 95% bootstrap interval."""
-    runs = runs.sort_values(["method", "seed"]).reset_index(drop=True)
-    labels = [f"{m} (seed {s})" for m, s in zip(runs["method"], runs["seed"], strict=True)]
-    colors = _palette(sorted(runs["method"].unique()))
+    runs = runs.sort_values(["method", "variant", "seed"]).reset_index(drop=True)
+    labels = [f"{m} (seed {s})" for m, s in zip(runs["variant"], runs["seed"], strict=True)]
+    colors = _palette(sorted(runs["variant"].unique()))
     fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(runs) + 1.2))
     for i, r in runs.iterrows():
         lo, hi = r["kendall_tau_ci_low"], r["kendall_tau_ci_high"]
         if pd.notna(lo) and pd.notna(hi):
-            ax.plot([lo, hi], [i, i], color=colors[r["method"]], linewidth=2)
-        ax.plot([r["kendall_tau"]], [i], "o", color=colors[r["method"]], markersize=7)
+            ax.plot([lo, hi], [i, i], color=colors[r["variant"]], linewidth=2)
+        ax.plot([r["kendall_tau"]], [i], "o", color=colors[r["variant"]], markersize=7)
     ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
     ax.set_yticks(range(len(runs)), labels)
     ax.set_xlim(-1.05, 1.05)

@@ -15,9 +15,9 @@ import pandas as pd
 import yaml
 
 from . import formatting as fmt
+from .records import CONF_METHODS, variant_params
 
 PAPER_TABLES = Path(__file__).parent / "data" / "paper_tables.yaml"
-CONF_METHODS = Path(__file__).resolve().parents[1] / "conf" / "method"
 
 # measured quantity -> formatter; the keys are columns of records.runs_frame
 MEASURED_METRICS: dict[str, Callable[[Any], str]] = {
@@ -86,8 +86,10 @@ def _matching_runs(runs: pd.DataFrame, method: str, params: dict[str, Any], sett
     if runs.empty:
         return runs
     hit = (runs["method"] == method) & (runs["space"] == setting["space"]) & (runs["data"] == setting["data"])
-    if params:
-        hit &= runs["method_params"].map(lambda p: all(p.get(k) == v for k, v in params.items()))
+    # exactly the row's configuration: the row's params on top of the method's defaults, so that ablation runs
+    # (other hyperparameters changed) are never averaged into a paper table's row
+    wanted = variant_params(method, params)
+    hit &= runs["variant_params"].map(lambda p: p == wanted)
     return runs[hit]
 
 

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from evaluators.ranking import kendall_tau, pearson_r
 from oneshot_bench.atomic import read_json
 
 log = logging.getLogger("oneshot_bench.reports")
 
+CONF_METHODS = Path(__file__).resolve().parents[1] / "conf" / "method"
 REQUIRED_KEYS = ("run_id", "method", "space", "data", "budget", "seed", "summary", "ranking", "found", "cost")
 PHASES = ("supernet_train", "ranking", "derive", "final")
 
@@ -77,6 +80,26 @@ def method_params(record: dict[str, Any]) -> dict[str, Any]:
     return dict(record.get("config", {}).get("method", {}).get("params", {}))
 
 
+@cache
+def _method_defaults(method: str) -> tuple[tuple[str, Any], ...]:
+    path = CONF_METHODS / f"{method}.yaml"
+    if not path.is_file():
+        return ()
+    return tuple(((yaml.safe_load(path.read_text()) or {}).get("params") or {}).items())
+
+
+def variant_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters of a run that differ from the method's defaults (conf/method/<method>.yaml): what tells
+    an ablation run apart from the default one. Empty for a default run, or for a method without a config file."""
+    defaults = dict(_method_defaults(method))
+    return {k: v for k, v in sorted(params.items()) if k in defaults and defaults[k] != v}
+
+
+def variant_label(method: str, params: dict[str, Any]) -> str:
+    changed = variant_params(method, params)
+    return method + (f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
+
+
 def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run with everything the per-method table, the figures and the paper tables need."""
     rows = []
@@ -92,6 +115,8 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "found_arch": f.get("arch", "?"), "n_ranked": len(rk["proxy"]),
             "precision_at_top10pct": s["precision_at_top10pct"], "precision_at_5": s["precision_at_5"],
             "method_params": method_params(r), "budget_desc": budget_description(r),
+            "variant": variant_label(r["method"], method_params(r)),
+            "variant_params": variant_params(r["method"], method_params(r)),
         }
         for name in ("kendall_tau", "spearman_rho", "pearson_r"):
             row[name] = rk[name]
@@ -106,8 +131,8 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def points_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per ranked architecture: the method's proxy score against the ground truth."""
-    rows = [{"run_id": r["run_id"], "method": r["method"], "seed": r["seed"], "setting": setting_of(r),
-             "arch": arch, "proxy": p, "truth": t}
+    rows = [{"run_id": r["run_id"], "method": r["method"], "variant": variant_label(r["method"], method_params(r)),
+             "seed": r["seed"], "setting": setting_of(r), "arch": arch, "proxy": p, "truth": t}
             for r in records
             for arch, p, t in zip(r["ranking"]["archs"], r["ranking"]["proxy"], r["ranking"]["truth"], strict=True)]
-    return pd.DataFrame(rows, columns=["run_id", "method", "seed", "setting", "arch", "proxy", "truth"])
+    return pd.DataFrame(rows, columns=["run_id", "method", "variant", "seed", "setting", "arch", "proxy", "truth"])

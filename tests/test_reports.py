@@ -319,3 +319,19 @@ def test_link_check_reports_each_kind_of_broken_link(tmp_path):
     assert any("'nope'" in p for p in problems) and any("gone.html" in p for p in problems)
     assert any("not valid base64" in p for p in problems) and any("holds no PNG" in p for p in problems)
     assert any("no host" in p for p in problems)
+
+
+def test_ablation_runs_are_labelled_and_kept_out_of_the_paper_row(tmp_path):
+    """A GHN run with stacked=true beside the default GHN run: the method table names the changed hyperparameter,
+    and GHN Table 1's measured row is the default run alone (an ablation is not averaged into it)."""
+    defaults = yaml.safe_load((REPO / "conf" / "method" / "ghn.yaml").read_text())["params"]
+    default = make_record("ghn", 0, space="darts_cell", data="cifar10", params=defaults, final_acc=70.0)
+    stacked = make_record("ghn", 0, space="darts_cell", data="cifar10", params={**defaults, "stacked": True},
+                          final_acc=50.0)
+    write_records(tmp_path / "results", [default, stacked])
+    html = build_report(tmp_path / "results", tmp_path / "out").read_text()
+    methods = {attrs["data-run-id"]: cells[0][1] for attrs, cells in table_rows(html) if "data-run-id" in attrs}
+    assert methods == {default["run_id"]: "ghn", stacked["run_id"]: "ghn (stacked=True)"}
+    rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table1")
+    (measured,) = [r for r in rows if r.origin == "measured" and "ghn" in r.label]
+    assert measured.run_ids == [default["run_id"]] and measured.cells[2].text == "70.00"
