@@ -20,7 +20,7 @@ from methods.base import SearchContext, get_method
 from oneshot_bench.atomic import write_json
 from oneshot_bench.config import RunConfig, nets_for
 from oneshot_bench.data import load_data
-from oneshot_bench.device import resolve_device
+from oneshot_bench.device import configure_torch, resolve_device
 from oneshot_bench.errors import ConfigError
 from search_spaces.base import get_space
 
@@ -39,7 +39,7 @@ def resolved_config(cfg: RunConfig, hparams: dict[str, Any]) -> dict[str, Any]:
     config = asdict(cfg)
     config["method"]["params"] = hparams  # with defaults filled in, so the run id changes when a default does
     # where and how a run executes does not change what it measures, so these stay out of the run id
-    for k in ("results_dir", "cache_dir", "resume", "force", "device", "threads", "objective", "mode",
+    for k in ("results_dir", "cache_dir", "resume", "force", "device", "threads", "deterministic", "objective", "mode",
               "truth_shard", "report_dir"):
         config.pop(k)
     return config
@@ -58,9 +58,7 @@ def summarize(record: dict[str, Any]) -> dict[str, float]:
 
 def _data_nets_truth(cfg: RunConfig, space, device: torch.device, store: ResultsStore):
     """Data, (search net, final net) and the ground truth of a run: identical for every method, and for mode=truth."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    configure_torch(cfg.threads, cfg.seed, cfg.deterministic)
     budget = cfg.budget
     data = load_data(cfg.data, resolution=budget.resolution, seed=cfg.seed, max_train_images=budget.max_train_images,
                      max_val_images=budget.max_val_images).to(device)
@@ -163,6 +161,7 @@ def run_benchmark(cfg: RunConfig, *, progress: Optional[bool] = None) -> dict[st
         "seed": cfg.seed,
         "versions": versions(),
         "git_commit": git_commit(),
+        "execution": {"threads": torch.get_num_threads(), "deterministic": cfg.deterministic},
         "hashes": {"data_sha256": data.sha256, "truth": truth.describe()},
         "cost": meter.summary(),
         "truth_seconds": truth_seconds,

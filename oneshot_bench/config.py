@@ -96,6 +96,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     threads: Optional[int] = None  # CPU threads for torch; None keeps torch's default (one per core)
+    deterministic: bool = True  # torch's deterministic kernels: a run repeats bit for bit with the same seed/threads
     objective: str = "kendall_tau"  # value run.py returns to sweepers: any key of the record's "summary"
     results_dir: str = "results"
     cache_dir: Optional[str] = None  # standalone-training ground truth cache; None: <results_dir>/cache

@@ -62,3 +62,23 @@ def test_record_has_provenance(smoke_config):
     for v in record["cost"]["phases"].values():
         assert v["gpu_days"] == pytest.approx(v["device_seconds"] / 86400)
     assert len(record["ranking"]["archs"]) == len(record["ranking"]["proxy"]) == len(record["ranking"]["truth"]) == 12
+
+
+def test_a_multithreaded_hypernet_run_repeats_exactly(smoke_config):
+    """The same config run twice on 2 CPU threads gives the same losses, scores and found arch, with torch's
+    deterministic kernels requested (the default) and recorded in the record."""
+    import torch
+
+    from evaluators.runner import run_benchmark
+
+    before = torch.get_num_threads()
+    try:
+        records = [run_benchmark(smoke_config("method=ghn", "space=darts_cell", "threads=2", "budget.search_epochs=2",
+                                              "force=true"), progress=False) for _ in range(2)]
+    finally:
+        torch.set_num_threads(before)
+    first, second = records
+    assert first["execution"] == {"threads": 2, "deterministic": True}
+    assert [h["train_loss"] for h in first["history"]] == [h["train_loss"] for h in second["history"]]
+    assert first["ranking"]["proxy"] == second["ranking"]["proxy"]
+    assert first["found"]["arch"] == second["found"]["arch"]
