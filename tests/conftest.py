@@ -46,6 +46,19 @@ def assert_subnets_equal_standalone(space, supernet, net, archs, side: int) -> N
         assert torch.allclose(out_cl, expected, atol=1e-5), space.encode(arch)
 
 
+def assert_generated_forward_equals_standalone(method, space, arch, net, x) -> None:
+    """A hypernet method (GHN, SMASH) generates every parameter of `arch`'s standalone net, and its forward with
+    those weights equals the standalone net loaded strictly with them (batch-statistic BN, as the method runs)."""
+    plan = method.plan(arch)
+    params = method.generate(plan)
+    assert set(params) == {n for n, _ in plan.net.named_parameters()}
+    out = method.run(plan, params, x)
+    standalone = space.build_standalone(arch, net)
+    standalone.load_state_dict({**{k: v.detach() for k, v in params.items()}, **plan.buffers}, strict=True)
+    standalone.train()
+    torch.testing.assert_close(out, standalone(x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.fixture(scope="session")
 def cifar_root() -> Path:
     if not (CIFAR_SUBSET / "cifar-10-batches-py" / "data_batch_1").is_file():

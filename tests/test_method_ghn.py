@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_generated_forward_equals_standalone
 
 from methods import SearchContext, get_method
 from methods.ghn import GraphHyperNetwork
@@ -65,14 +66,7 @@ def test_generated_forward_equals_standalone_loaded_with_generated_weights(data,
     method = make(data, space)
     x, _ = batch(data)
     for arch in archs(space, 2, seed=1):
-        plan = method.plan(arch)
-        params = method.generate(plan)
-        assert set(params) == {n for n, _ in plan.net.named_parameters()}
-        out = method.run(plan, params, x)
-        net = get_space(space).build_standalone(arch, NET)
-        net.load_state_dict({**{k: v.detach() for k, v in params.items()}, **plan.buffers}, strict=True)
-        net.train()  # batch-statistic BN, as the method runs
-        torch.testing.assert_close(out, net(x), rtol=1e-5, atol=1e-5)
+        assert_generated_forward_equals_standalone(method, get_space(space), arch, NET, x)
 
 
 @pytest.mark.parametrize("hparams", [{}, {"propagation": "sync", "steps_T": 16}, {"stacked": True}])

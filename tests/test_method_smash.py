@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_generated_forward_equals_standalone
 
 from methods import SearchContext, get_method
 from methods.smash import slot_code
@@ -57,15 +58,7 @@ def test_slot_codes_are_fixed_per_name():
 def test_generated_forward_equals_standalone_loaded_with_generated_weights(data, space):
     method = make(data, space)
     x, _ = next(data.batches("train", 16, torch.Generator().manual_seed(0), augment=False))
-    arch = archs(space, 1, seed=1)[0]
-    plan = method.plan(arch)
-    params = method.generate(plan)
-    assert set(params) == {n for n, _ in plan.net.named_parameters()}
-    out = method.run(plan, params, x)
-    net = get_space(space).build_standalone(arch, NET)
-    net.load_state_dict({**{k: v.detach() for k, v in params.items()}, **plan.buffers}, strict=True)
-    net.train()
-    torch.testing.assert_close(out, net(x), rtol=1e-5, atol=1e-5)
+    assert_generated_forward_equals_standalone(method, get_space(space), archs(space, 1, seed=1)[0], NET, x)
 
 
 @pytest.mark.parametrize("space", SPACES)
