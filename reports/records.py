@@ -95,9 +95,10 @@ def variant_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sorted(params.items()) if k in defaults and defaults[k] != v}
 
 
-def variant_label(method: str, params: dict[str, Any]) -> str:
-    changed = variant_params(method, params)
-    return method + (f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
+def variant_label(record: dict[str, Any]) -> str:
+    """The method's name, followed by its non-default hyperparameters when there are any: `ghn (stacked=True)`."""
+    changed = variant_params(record["method"], method_params(record))
+    return record["method"] + (f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
 
 
 def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -105,6 +106,7 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in records:
         s, rk, f, c = r["summary"], r["ranking"], r["found"], r["cost"]
+        params = method_params(r)
         row = {
             "run_id": r["run_id"], "method": r["method"], "space": r["space"], "data": r["data"],
             "budget": r["budget"], "seed": r["seed"], "setting": setting_of(r),
@@ -114,9 +116,8 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "final_test_acc": s["final_test_acc"], "final_source": f.get("final_source", "?"),
             "found_arch": f.get("arch", "?"), "n_ranked": len(rk["proxy"]),
             "precision_at_top10pct": s["precision_at_top10pct"], "precision_at_5": s["precision_at_5"],
-            "method_params": method_params(r), "budget_desc": budget_description(r),
-            "variant": variant_label(r["method"], method_params(r)),
-            "variant_params": variant_params(r["method"], method_params(r)),
+            "method_params": params, "budget_desc": budget_description(r), "variant": variant_label(r),
+            "variant_params": variant_params(r["method"], params),
         }
         for name in ("kendall_tau", "spearman_rho", "pearson_r"):
             row[name] = rk[name]
@@ -131,8 +132,11 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def points_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per ranked architecture: the method's proxy score against the ground truth."""
-    rows = [{"run_id": r["run_id"], "method": r["method"], "variant": variant_label(r["method"], method_params(r)),
-             "seed": r["seed"], "setting": setting_of(r), "arch": arch, "proxy": p, "truth": t}
-            for r in records
-            for arch, p, t in zip(r["ranking"]["archs"], r["ranking"]["proxy"], r["ranking"]["truth"], strict=True)]
+    rows = []
+    for r in records:
+        run = {"run_id": r["run_id"], "method": r["method"], "variant": variant_label(r), "seed": r["seed"],
+               "setting": setting_of(r)}  # once per run, not per architecture
+        rk = r["ranking"]
+        rows += [{**run, "arch": arch, "proxy": p, "truth": t}
+                 for arch, p, t in zip(rk["archs"], rk["proxy"], rk["truth"], strict=True)]
     return pd.DataFrame(rows, columns=["run_id", "method", "variant", "seed", "setting", "arch", "proxy", "truth"])
