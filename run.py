@@ -7,35 +7,42 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from oneshot_bench.config import from_dictconfig
+from evaluators.hydra_config import register_configs
+from evaluators.record import RunRecord, Summary
+from oneshot_bench.cli import check_composes, check_overrides, override_args
+from oneshot_bench.config import Mode, from_dictconfig
 from oneshot_bench.errors import ConfigError, UserError
 
 log = logging.getLogger("oneshot_bench")
+CONF = Path(__file__).resolve().parent / "conf"
+register_configs()
 
 
-def print_summary(record: dict) -> None:
+def print_summary(record: RunRecord) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    s, r, f = record["summary"], record["ranking"], record["found"]
-    table = Table(title=f"{record['method']} on {record['space']} ({record['data']}, budget={record['budget']}, "
-                        f"seed={record['seed']})")
+    s, r, f = record.summary, record.ranking, record.found
+    table = Table(title=f"{record.method} on {record.space} ({record.data}, budget={record.budget}, "
+                        f"seed={record.seed})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name in ("kendall_tau", "spearman_rho", "pearson_r"):
-        table.add_row(name, f"{s[name]:.3f}  [{r[name + '_ci_low']:.3f}, {r[name + '_ci_high']:.3f}]")
-    table.add_row("precision@top10% / @5", f"{s['precision_at_top10pct']:.2f} / {s['precision_at_5']:.2f}")
-    table.add_row("found arch", f["arch"])
-    table.add_row("final test acc (%)", f"{s['final_test_acc']:.2f} ({f['final_source']})")
-    table.add_row("params / FLOPs", f"{s['params']:,} / {s['flops']:,}")
-    for phase, v in record["cost"]["phases"].items():
-        table.add_row(f"cost: {phase}", f"{v['device_seconds']:.1f} s ({v['gpu_days']:.2e} device-days)")
-    table.add_row("device", record["cost"]["device"])
-    table.add_row("record", record["run_id"])
+        low, high = getattr(r, f"{name}_ci_low"), getattr(r, f"{name}_ci_high")
+        table.add_row(name, f"{getattr(s, name):.3f}  [{low:.3f}, {high:.3f}]")
+    table.add_row("precision@top10% / @5", f"{s.precision_at_top10pct:.2f} / {s.precision_at_5:.2f}")
+    table.add_row("found arch", f.arch)
+    table.add_row("final test acc (%)", f"{s.final_test_acc:.2f} ({f.final_source})")
+    table.add_row("params / FLOPs", f"{s.params:,} / {s.flops:,}")
+    for phase, v in record.cost.phases.items():
+        table.add_row(f"cost: {phase}", f"{v.device_seconds:.1f} s ({v.gpu_days:.2e} device-days)")
+    table.add_row("device", record.cost.device)
+    table.add_row("record", record.run_id)
     Console().print(table)
 
 
@@ -45,31 +52,37 @@ def main(cfg: DictConfig) -> float:
 
     try:
         run_cfg = from_dictconfig(cfg)
-        if run_cfg.mode == "truth":
+        execution = run_cfg.execution
+        if execution.objective not in Summary.objectives():  # checked before any work, not after the run
+            raise ConfigError(f"unknown execution.objective {execution.objective!r}. Valid: "
+                              f"{', '.join(Summary.objectives())}.")
+        if execution.mode == Mode.truth:
             done = precompute_truth(run_cfg)
             print(f"ground truth ready for {done['archs']} sample archs of {done['space']} "
-                  f"({done['truth']['kind']}, {done['seconds']:.0f} s, mean test acc {done['mean_test_acc']:.2f}%)")
+                  f"({done['truth']['name']}, {done['seconds']:.0f} s, mean test acc {done['mean_test_acc']:.2f}%)")
             return done["mean_test_acc"]
-        if run_cfg.mode == "report":
+        if execution.mode == Mode.report:
             from reports.__main__ import main as report_main
 
-            code = report_main(["--results", run_cfg.results_dir, "--out", run_cfg.report_dir])
+            code = report_main(["--results", execution.results_dir, "--out", execution.report_dir])
             if code:
                 sys.exit(code)
             return 0.0
-        if run_cfg.mode != "search":
-            raise ConfigError(f"unknown mode {run_cfg.mode!r}. Valid choices: search, truth, report.")
         record = run_benchmark(run_cfg)
     except UserError as e:  # a message the user can act on, never a deep traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print_summary(record)
-    if run_cfg.objective not in record["summary"]:
-        print(f"error: unknown objective {run_cfg.objective!r}. Valid: {', '.join(record['summary'])}.",
-              file=sys.stderr)
-        sys.exit(2)
-    return float(record["summary"][run_cfg.objective])
+    return float(getattr(record.summary, execution.objective))
 
 
 if __name__ == "__main__":
+    try:  # before Hydra composes: the same message style and exit code as every other bad input
+        overrides = override_args(sys.argv[1:])
+        check_overrides(overrides, CONF)
+        if not {"-m", "--multirun"} & set(sys.argv[1:]):
+            check_composes(overrides, CONF)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     main()

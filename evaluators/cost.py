@@ -1,4 +1,4 @@
-"""Search cost per phase in device-seconds and GPU-days, plus parameter count and FLOPs of a network."""
+"""Search cost per phase in device-seconds and GPU-days (network size is measured by oneshot_bench.measure)."""
 from __future__ import annotations
 
 import time
@@ -7,10 +7,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from oneshot_bench.device import device_name, synchronize
+
+from .record import Cost, PhaseCost
 
 SECONDS_PER_DAY = 86400.0
 
@@ -36,26 +36,8 @@ class CostMeter:
             synchronize(self.device)
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
-    def summary(self) -> dict:
+    def summary(self) -> Cost:
         search = sum(v for k, v in self.seconds.items() if k != "final")
-        return {
-            "device": device_name(self.device),
-            "device_type": self.device.type,
-            "phases": {k: {"device_seconds": v, "gpu_days": v / SECONDS_PER_DAY} for k, v in self.seconds.items()},
-            "search_device_seconds": search,
-            "search_gpu_days": search / SECONDS_PER_DAY,
-        }
-
-
-def count_params(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
-@torch.no_grad()
-def count_flops(net: nn.Module, in_channels: int, resolution: int) -> int:
-    """FLOPs of one forward pass on one image, counted by torch's FlopCounterMode (a multiply-add = 2 FLOPs)."""
-    net = net.eval()
-    x = torch.zeros(1, in_channels, resolution, resolution, device=next(net.parameters()).device)
-    with FlopCounterMode(display=False) as counter:
-        net(x)
-    return int(counter.get_total_flops())
+        return Cost(device=device_name(self.device), device_type=self.device.type,
+                    phases={k: PhaseCost(v, v / SECONDS_PER_DAY) for k, v in self.seconds.items()},
+                    search_device_seconds=search, search_gpu_days=search / SECONDS_PER_DAY)

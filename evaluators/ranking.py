@@ -46,7 +46,7 @@ def ranking_metrics(proxy: Sequence[float], truth: Sequence[float], *, resamples
         raise ValueError(f"need matching score lists of length >= 2, got {len(p)} and {len(t)}")
     if not np.all(np.isfinite(p)):
         raise ValueError("proxy scores contain NaN/inf; the method's scoring diverged")
-    out: dict[str, float] = {"n": float(len(p))}
+    out: dict[str, float] = {"n": len(p)}
     with np.errstate(invalid="ignore", divide="ignore"):
         for name, fn in (("kendall_tau", kendall_tau), ("spearman_rho", spearman_rho), ("pearson_r", pearson_r)):
             constant = np.ptp(p) == 0 or np.ptp(t) == 0  # correlation undefined: report 0 rather than NaN

@@ -10,7 +10,9 @@ from typing import Any, Optional
 
 import torch
 
-from oneshot_bench.atomic import read_json, torch_save, write_json
+from oneshot_bench.atomic import torch_save, write_json
+
+from .record import RunRecord
 
 
 def run_id_for(config: dict[str, Any]) -> str:
@@ -44,13 +46,19 @@ class ResultsStore:
     def has_record(self, run_id: str) -> bool:
         return self.record_path(run_id).is_file()
 
-    def load_record(self, run_id: str) -> dict[str, Any]:
-        return read_json(self.record_path(run_id))
+    def load_record(self, run_id: str) -> RunRecord:
+        return RunRecord.load(self.record_path(run_id))
 
-    def save_record(self, run_id: str, record: dict[str, Any]) -> Path:
+    def save_record(self, run_id: str, record: RunRecord) -> Path:
         path = self.record_path(run_id)
-        write_json(path, record)
+        record.save(path)
         self.checkpoint_path(run_id).unlink(missing_ok=True)
+        return path
+
+    def write_artifact(self, run_id: str, name: str, content: Any) -> Path:
+        """A method's JSON artifact (e.g. a latency table), beside the record as <name>.json."""
+        path = self.run_dir(run_id) / f"{name}.json"
+        write_json(path, content)
         return path
 
     def save_checkpoint(self, run_id: str, state: dict[str, Any]) -> None:
@@ -60,7 +68,7 @@ class ResultsStore:
         path = self.checkpoint_path(run_id)
         return torch.load(path, weights_only=False) if path.is_file() else None
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[RunRecord]:
         """Every finished record (unfinished runs have no record.json and are skipped)."""
         for path in sorted(self.runs_dir.glob("*/record.json")):
-            yield read_json(path)
+            yield RunRecord.load(path)

@@ -39,12 +39,12 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from oneshot_bench.config import NetConfig
+from oneshot_bench.config import Choice, NetConfig
 from oneshot_bench.errors import ConfigError
-from oneshot_bench.training import accuracy, check_finite, cosine, steps_per_epoch
+from oneshot_bench.training import accuracy, cosine, optimizer_step, steps_per_epoch
 from search_spaces.base import ENCODE, SAMPLE, STANDALONE, Arch, SearchSpace
 
-from .base import Method
+from .base import Method, best_of
 
 _NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
@@ -139,7 +139,8 @@ class ChunkDecoder(nn.Module):
     h = act(A cond + B sinusoid(j) + E[j] + b), then `layers - 1` hidden layers, then a linear map to the chunk;
     LeakyReLU(0.02) as in SMASH's hypernet. E is a learned table over chunk indices j < max_chunks (zero beyond):
     with the sinusoid alone the chunks of one row are too alike to fit even one fixed arch well (measured: 22% vs
-    72% val accuracy after 120 steps on digits, nb201 C=8). The parameter count does not depend on the target net.
+    72% val accuracy after 120 steps on digits, a 4-node cell space at C=8). The parameter count does not depend on
+    the target net.
     """
 
     def __init__(self, cond_dim: int, hidden: int, chunk_size: int, pos_dim: int = 16, layers: int = 2,
@@ -179,9 +180,14 @@ class ChunkDecoder(nn.Module):
         return self.body(h).reshape(-1)[layout.keep]
 
 
+class Optimizer(Choice):
+    adam = "adam"
+    sgd = "sgd"  # with the budget's momentum, nesterov
+
+
 @dataclass
 class HypernetHparams:
-    optimizer: str = "adam"  # adam | sgd (sgd uses the budget's momentum, nesterov)
+    optimizer: Optimizer = Optimizer.adam  # adam | sgd (sgd uses the budget's momentum, nesterov)
     lr: float = 1e-3  # on the hypernetwork parameters phi, cosine-annealed to 0 over the search
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
@@ -194,6 +200,18 @@ class HypernetHparams:
     weight_norm: bool = True  # whole-tensor weight normalisation of generated conv/linear weights (see above)
     plan_cache: int = 64  # archs whose meta net / graph tensors are kept (LRU); 0 disables
 
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"method.params.lr must be > 0, got {self.lr}.")
+        if self.weight_decay < 0 or self.plan_cache < 0 or self.max_chunks < 0:
+            raise ConfigError(f"method.params.weight_decay, plan_cache and max_chunks must be >= 0, got "
+                              f"{self.weight_decay}, {self.plan_cache} and {self.max_chunks}.")
+        if (self.chunk_size < 1 or self.decoder_hidden < 1 or self.decoder_layers < 1 or self.pos_dim < 2
+                or self.pos_dim % 2):
+            raise ConfigError(f"method.params: chunk_size, decoder_hidden and decoder_layers must be >= 1 and "
+                              f"pos_dim even and >= 2; got chunk_size={self.chunk_size}, decoder_hidden="
+                              f"{self.decoder_hidden}, decoder_layers={self.decoder_layers}, pos_dim={self.pos_dim}.")
+
 
 class HypernetMethod(Method):
     """Trains a hypernetwork on uniformly sampled archs; scores an arch by its val accuracy with generated weights;
@@ -201,6 +219,7 @@ class HypernetMethod(Method):
 
     required_capabilities = frozenset({SAMPLE, ENCODE, STANDALONE})
     Hparams = HypernetHparams
+    draws_candidates = True
 
     # ---- subclass hooks -------------------------------------------------------------------------------------------
     @abstractmethod
@@ -215,19 +234,11 @@ class HypernetMethod(Method):
     def generate(self, plan: StandalonePlan) -> dict[str, torch.Tensor]:
         """Generated parameters of `plan.net` by qualified name (all of them)."""
 
-    def check_hparams(self) -> None:
-        hp = self.hp
-        if hp.optimizer not in ("adam", "sgd"):
-            raise ConfigError(f"method {self.name!r}: optimizer must be 'adam' or 'sgd', got {hp.optimizer!r}.")
-        if hp.lr <= 0:
-            raise ConfigError(f"method {self.name!r}: lr must be > 0, got {hp.lr}.")
-
     # ---- lifecycle ------------------------------------------------------------------------------------------------
     def build(self) -> None:
-        self.check_hparams()
         ctx, hp = self.ctx, self.hp
         self.hypernet = self.make_hypernet().to(ctx.device)
-        if hp.optimizer == "adam":
+        if hp.optimizer == Optimizer.adam:
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
                 self.hypernet.parameters(), lr=hp.lr, betas=(hp.adam_beta1, 0.999), eps=hp.adam_eps,
                 weight_decay=hp.weight_decay)
@@ -264,13 +275,8 @@ class HypernetMethod(Method):
         for x, y in self.ctx.data.batches("train", b.batch_size, self.generator, max_batches=self.steps_per_epoch):
             plan = self.plan(self.ctx.space.sample(self.rng))  # a new uniformly sampled arch every step
             loss = F.cross_entropy(self.run(plan, self.generate(plan), x), y)
-            check_finite(loss, f"{self.name} hypernetwork training")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.hypernet.parameters(), b.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            losses.append(loss.item())
+            losses.append(optimizer_step(loss, self.optimizer, self.hypernet, b.grad_clip, self.scheduler,
+                                         where=f"{self.name} hypernetwork training"))
         return {"train_loss": sum(losses) / len(losses), "lr": self.scheduler.get_last_lr()[0]}
 
     @torch.no_grad()
@@ -291,10 +297,10 @@ class HypernetMethod(Method):
 
     def derive(self) -> Arch:
         """The papers' search: rank `budget.candidates` uniformly sampled archs by generated-weight accuracy."""
-        candidates = [self.ctx.space.sample(self.rng) for _ in range(self.ctx.budget.candidates)]
-        scores = self.score(candidates)
-        self.derive_scores = sorted(zip(candidates, scores, strict=True), key=lambda t: -t[1])
-        return self.derive_scores[0][0]
+        best, scores = best_of(self.candidate_archs(self.ctx.budget.candidates), self.generated_accuracy,
+                               f"{self.name} search")
+        self.derive_scores = sorted(scores.items(), key=lambda t: -t[1])
+        return best
 
     def artifacts(self) -> dict[str, Any]:
         space = self.ctx.space

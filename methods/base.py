@@ -14,16 +14,18 @@ from __future__ import annotations
 import dataclasses
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 import torch
+from tqdm.auto import tqdm
 
 from oneshot_bench.config import BudgetConfig, NetConfig, params_to_dataclass
 from oneshot_bench.data import DataBundle
 from oneshot_bench.errors import ConfigError
 from oneshot_bench.registry import Registry
-from search_spaces.base import ENCODE, SAMPLE, Arch, SearchSpace
+from search_spaces.base import ENCODE, SAMPLE, SPACES, Arch, SearchSpace
 
 METHODS: Registry[Method] = Registry("method", "methods")
 register_method = METHODS.register
@@ -40,6 +42,9 @@ class SearchContext:
     seed: int
     net: NetConfig  # network size during search, with in_channels/num_classes filled from the data
     final_net: NetConfig  # size of the final network (constraints on params/FLOPs refer to it)
+    # the archs the ground truth covers when it covers only a subset of the space (None: all); a method's own
+    # candidates are drawn from it, so that the final accuracy of what it finds is a lookup
+    arch_pool: Optional[Sequence[Arch]] = None
 
 
 @dataclass
@@ -51,11 +56,12 @@ class Method(ABC):
     name: ClassVar[str]
     Hparams: ClassVar[type] = NoHparams
     required_capabilities: ClassVar[frozenset[str]] = frozenset({SAMPLE, ENCODE})
-    # None = every space that has the required capabilities; else the spaces where the paper's idea applies
-    supported_spaces: ClassVar[Optional[frozenset[str]]] = None
-    why_unsupported: ClassVar[str] = ""
+    # True when derive() picks among `candidate_archs` (so it stays inside a ground-truth subset, `arch_pool`);
+    # False when it can reach any arch of the space (evolution, argmax of weights, a controller)
+    draws_candidates: ClassVar[bool] = False
 
     def __init__(self, hparams: Optional[dict[str, Any]] = None):
+        # validated here (types and ranges, in the dataclass' __post_init__), before any data is loaded
         self.hp = params_to_dataclass(self.Hparams, dict(hparams or {}), f"method {self.name!r}")
         self.ctx: Optional[SearchContext] = None
         self.rng = random.Random(0)
@@ -64,23 +70,27 @@ class Method(ABC):
         self.extra_scores: dict[str, list[float]] = {}
 
     @classmethod
-    def check_supports(cls, space: SearchSpace) -> None:
-        missing = cls.required_capabilities - space.capabilities
-        if (cls.supported_spaces is not None and space.name not in cls.supported_spaces) or missing:
-            from search_spaces.base import SPACES
+    def unsupported_reason(cls, space: SearchSpace) -> Optional[str]:
+        """Why this method cannot run on `space`, from what the space declares; None when it can. Subclasses
+        whose idea needs more structure than capabilities (e.g. no input-selection constraints) extend it."""
+        missing = sorted(cls.required_capabilities - space.capabilities)
+        if not missing:
+            return None
+        why = [f"{c}: {space.unavailable[c]}" for c in missing if c in space.unavailable]
+        return (f"it needs the space's {' and '.join(missing)} capability, which {space.name!r} does not have"
+                + (f" ({'; '.join(why)})" if why else ""))
 
+    @classmethod
+    def check_supports(cls, space: SearchSpace) -> None:
+        reason = cls.unsupported_reason(space)
+        if reason is not None:
             ok = [s for s in SPACES.names() if cls.supports_name(s)]
-            why = f" ({cls.why_unsupported})" if cls.why_unsupported else ""
-            raise ConfigError(f"method {cls.name!r} does not support space {space.name!r}{why}. "
-                              f"Spaces it supports: {', '.join(ok)}.")
+            raise ConfigError(f"method {cls.name!r} does not support space {space.name!r}: {reason}. "
+                              f"Spaces it supports: {', '.join(ok) or '(no registered space)'}.")
 
     @classmethod
     def supports_name(cls, space_name: str) -> bool:
-        from search_spaces.base import SPACES
-
-        if cls.supported_spaces is not None and space_name not in cls.supported_spaces:
-            return False
-        return cls.required_capabilities <= SPACES.get(space_name).capabilities
+        return cls.unsupported_reason(SPACES.get(space_name)()) is None
 
     def hparams_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.hp)
@@ -109,6 +119,15 @@ class Method(ABC):
     def derive(self) -> Arch:
         """The method's own final search; returns its best architecture."""
 
+    # ---- shared search helpers ----------------------------------------------------------------------------------
+    def candidate_archs(self, n: int) -> list[Arch]:
+        """`n` distinct archs drawn uniformly, from the ground truth's subset when there is one (else the space);
+        fewer only when the pool (or, after 100 n draws, the space) holds fewer."""
+        pool = self.ctx.arch_pool
+        if pool is not None:
+            return self.rng.sample(list(pool), min(n, len(pool)))
+        return distinct_archs(lambda: self.ctx.space.sample(self.rng), n, max_draws=100 * n)
+
     def artifacts(self) -> dict[str, Any]:
         """JSON-serializable files to keep with the run (e.g. ProxylessNAS' measured latency table), by name."""
         return {}
@@ -120,6 +139,25 @@ class Method(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.setstate(state["rng"])
         self.generator.set_state(state["generator"])
+
+
+def distinct_archs(draw: Callable[[], Arch], n: int, max_draws: int) -> list[Arch]:
+    """Up to `n` distinct archs from repeated `draw()` calls, in draw order, stopping after `max_draws` draws."""
+    out: dict[Arch, None] = {}
+    for _ in range(max_draws):
+        if len(out) >= n:
+            break
+        out.setdefault(tuple(draw()))
+    return list(out)
+
+
+def best_of(archs: Sequence[Arch], score: Callable[[Arch], float], desc: str) -> tuple[Arch, dict[Arch, float]]:
+    """Score every arch (higher is better) and return the best one with all scores, in the given order; ties go
+    to the earlier arch. The "sample n, score, keep the best" search of One-Shot, ENAS, GHN, SMASH and random."""
+    if not archs:
+        raise ValueError("best_of needs at least one architecture")
+    scores = {a: float(score(a)) for a in tqdm(archs, desc=desc, leave=False)}
+    return max(scores, key=scores.__getitem__), scores
 
 
 def get_method(name: str, hparams: Optional[dict] = None) -> Method:

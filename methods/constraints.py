@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from evaluators.cost import count_flops, count_params
 from oneshot_bench.config import NetConfig
+from oneshot_bench.measure import count_flops, count_params
 from search_spaces.base import Arch, SearchSpace
 
 

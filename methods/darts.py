@@ -1,6 +1,6 @@
 """DARTS: Differentiable Architecture Search (Liu, Simonyan & Yang, ICLR 2019).
 
-Every supernet choice point (an nb201/darts_cell edge, an mbnet_chain layer) becomes a mixed op: the softmax over
+Every supernet choice point (an edge of a cell, a layer of a chain) becomes a mixed op: the softmax over
 its architecture parameters alpha weights the sum of all candidates (`WeightedChoice(all indices, softmax(alpha))`).
 Weights w and alphas are trained by alternating, per training batch (Alg. 1 of the paper, `train_search.py`):
 
@@ -19,11 +19,11 @@ training set with the training transform). `unrolled_momentum_wd: true` makes th
 the weight optimizer's momentum buffer and weight decay as the official `architect.py` does; the default is the
 paper's plain gradient step (Eq. 6). Neither changes the Hessian term.
 
-Derive: `space.derive_from_weights(softmax(alpha))` (argmax per choice point; darts_cell keeps the top-2 incoming
-edges per node, 'none' excluded). Ranking: supernet accuracy of each sampled arch's single path after BN
-recalibration; `score` also stores, in `extra_scores["alpha_log_likelihood"]`, each arch's log-likelihood under the
-architecture distribution, sum over choice points of log softmax(alpha)[chosen op] (darts_cell: the 'none' entry on
-the 20 edges an arch leaves unused).
+Derive: `space.derive_from_weights(softmax(alpha))` (argmax per choice point, within the space's input-selection
+constraints: a DARTS cell keeps the top-2 incoming edges per node, the zero op excluded). Ranking: supernet
+accuracy of each sampled arch's single path after BN recalibration; `score` also stores, in
+`extra_scores["alpha_log_likelihood"]`, each arch's log-likelihood under the architecture distribution, sum over
+choice points of log softmax(alpha)[chosen op] (on the edges an arch leaves unused, the zero op's entry).
 
 `ArchDistributionMethod` (alpha bookkeeping, derive, second proxy, checkpoints) and the alpha helpers are shared with
 ProxylessNAS.
@@ -120,16 +120,22 @@ class DARTSHparams:
     fd_scale: float = 0.01  # finite-difference step eps = fd_scale / ||grad_w' L_val|| (paper, Eq. 8: 0.01)
     unrolled_momentum_wd: bool = False  # include the SGD momentum buffer and weight decay in w' (official code)
 
+    def __post_init__(self) -> None:
+        if self.order not in (1, 2):
+            raise ConfigError(f"method.params.order must be 1 or 2, got {self.order}.")
+        if self.fd_scale <= 0:
+            raise ConfigError(f"method.params.fd_scale must be > 0, got {self.fd_scale}.")
+        if self.arch_lr <= 0:
+            raise ConfigError(f"method.params.arch_lr must be > 0, got {self.arch_lr}.")
+        if self.xi is not None and self.xi < 0:
+            raise ConfigError(f"method.params.xi must be >= 0 or null, got {self.xi}.")
+
 
 @register_method("darts")
 class DARTS(ArchDistributionMethod):
     Hparams = DARTSHparams
 
     def build(self) -> None:
-        if self.hp.order not in (1, 2):
-            raise ConfigError(f"darts: order must be 1 or 2, got {self.hp.order}.")
-        if self.hp.fd_scale <= 0:
-            raise ConfigError(f"darts: fd_scale must be > 0, got {self.hp.fd_scale}.")
         super().build()
         self.alphas = init_alphas(self.supernet, self.hp.alpha_init_std, self.generator, self.ctx.device)
         self.a_optimizer = torch.optim.Adam(self.alphas, lr=self.hp.arch_lr,

@@ -23,9 +23,12 @@ controller): h = LSTM(input), logits = tanh_constant * tanh(W_i h / temperature)
 input. All controller parameters start uniform in [-0.1, 0.1] (paper). The official micro controller's fixed
 op-logit biases and its attention-based input selection are not reproduced.
 
-darts_cell: an arch is valid only when each node's input_a < input_b. The controller masks invalid choices
-before the softmax (input_a may not take the node's last input, input_b must exceed the sampled input_a), so every
-sample is valid and log-probabilities are those of the renormalised (masked) distribution; nothing is resampled.
+Ordering constraints: a space may declare that a decision's choice must exceed an earlier one's
+(`Decision.greater_than`; in a DARTS cell a node's second input comes after its first). The controller masks
+invalid choices before the softmax (the earlier decision may not take a choice that leaves the later one nothing,
+the later one must exceed the sampled earlier one), so every sample is valid and log-probabilities are those of the
+renormalised (masked) distribution; nothing is resampled. Spaces with validity rules that decisions cannot declare
+would need rejection sampling; none of the supernet spaces has one.
 
 Ranking proxy: supernet accuracy of each arch after BN recalibration (the spine's); `extra_scores` adds the
 controller's log-probability of each arch (`controller_log_prob`). Derive: sample `budget.candidates` archs from
@@ -34,7 +37,6 @@ the trained controller (distinct ones, up to 10 rounds of sampling), keep the be
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -42,29 +44,29 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from oneshot_bench.errors import ConfigError
 from oneshot_bench.training import batch_stat_bn
 from search_spaces.base import Arch, Decision, Path
 
-from .base import register_method
+from .base import best_of, distinct_archs, register_method
 from .supernet import SupernetMethod
 
 
-def input_pairs(decisions: Sequence[Decision]) -> dict[int, Optional[int]]:
-    """Decisions constrained by darts_cell's input_a < input_b rule, found by name ('<node>.input_a' and
-    '<node>.input_b'): maps the index of an input_a to None and the index of an input_b to its input_a's index."""
-    index = {d.name: i for i, d in enumerate(decisions)}
-    pairs: dict[int, Optional[int]] = {}
+def ordering_constraints(decisions: Sequence[Decision]) -> tuple[dict[int, int], dict[int, int]]:
+    """The declared `greater_than` constraints as masks need them: (later decision -> the earlier one it must
+    exceed, earlier decision -> the bound its choice must stay below so that every later one keeps a choice)."""
+    exceeds: dict[int, int] = {}
+    below: dict[int, int] = {}
     for i, d in enumerate(decisions):
-        m = re.fullmatch(r"(.+)\.input_b", d.name)
-        if m and f"{m.group(1)}.input_a" in index:
-            a = index[f"{m.group(1)}.input_a"]
-            if a >= i:
-                raise ValueError(f"decision {decisions[a].name} must come before {d.name}")
-            pairs[a], pairs[i] = None, a
-    return pairs
+        if d.greater_than is None:
+            continue
+        a = d.greater_than
+        if not 0 <= a < i:
+            raise ValueError(f"decision {d.name} must exceed an earlier decision, not decision {a}")
+        exceeds[i] = a
+        below[a] = min(below.get(a, len(decisions[a].choices)), len(d.choices) - 1)
+    return exceeds, below
 
 
 class Controller(nn.Module):
@@ -75,7 +77,7 @@ class Controller(nn.Module):
         super().__init__()
         self.sizes = [len(d.choices) for d in decisions]
         self.tanh_constant, self.temperature = tanh_constant, temperature
-        self.pairs = input_pairs(decisions)
+        self.exceeds, self.below = ordering_constraints(decisions)
         self.g_emb = nn.Parameter(torch.empty(1, lstm_size))
         self.lstm = nn.LSTMCell(lstm_size, lstm_size)
         self.heads = nn.ModuleList(nn.Linear(lstm_size, n) for n in self.sizes)
@@ -90,12 +92,15 @@ class Controller(nn.Module):
             z = z / self.temperature
         if self.tanh_constant is not None:
             z = self.tanh_constant * torch.tanh(z)
-        if i in self.pairs:
+        if i in self.exceeds or i in self.below:
             choices = torch.arange(self.sizes[i], device=z.device)[None, :]
-            a = self.pairs[i]
-            allowed = ((choices < self.sizes[i] - 1) if a is None else (choices > chosen[a][:, None])).expand_as(z)
-            # a row with nothing allowed comes from a forced invalid input_a (teacher forcing): its log-prob is
-            # already -inf, so leave this decision unmasked rather than produce NaNs
+            allowed = torch.ones_like(z, dtype=torch.bool)
+            if i in self.below:
+                allowed = allowed & (choices < self.below[i])
+            if i in self.exceeds:
+                allowed = allowed & (choices > chosen[self.exceeds[i]][:, None])
+            # a row with nothing allowed comes from a forced invalid earlier choice (teacher forcing): its log-prob
+            # is already -inf, so leave this decision unmasked rather than produce NaNs
             allowed = allowed | ~allowed.any(-1, keepdim=True)
             z = z.masked_fill(~allowed, float("-inf"))
         return z
@@ -146,6 +151,17 @@ class ENASHparams:
     # sample per shared-weight step, the official ratio (30 x 10 = 300 samples per ~281 steps of 45k images / 160)
     controller_steps: Optional[int] = None
 
+    def __post_init__(self) -> None:
+        if self.lstm_size < 1 or self.controller_aggregate < 1:
+            raise ConfigError(f"method.params.lstm_size and controller_aggregate must be >= 1, got {self.lstm_size} "
+                              f"and {self.controller_aggregate}.")
+        if self.controller_steps is not None and self.controller_steps < 0:
+            raise ConfigError(f"method.params.controller_steps must be >= 0 or null, got {self.controller_steps}.")
+        if not 0.0 <= self.baseline_decay < 1.0:
+            raise ConfigError(f"method.params.baseline_decay must be in [0, 1), got {self.baseline_decay}.")
+        if self.controller_lr <= 0:
+            raise ConfigError(f"method.params.controller_lr must be > 0, got {self.controller_lr}.")
+
 
 @register_method("enas")
 class ENAS(SupernetMethod):
@@ -153,11 +169,6 @@ class ENAS(SupernetMethod):
 
     def build(self) -> None:
         hp = self.hp
-        if hp.lstm_size < 1 or hp.controller_aggregate < 1 or (hp.controller_steps is not None
-                                                              and hp.controller_steps < 0):
-            raise ConfigError("enas: lstm_size and controller_aggregate must be >= 1, controller_steps >= 0.")
-        if not 0.0 <= hp.baseline_decay < 1.0:
-            raise ConfigError(f"enas: baseline_decay must be in [0, 1), got {hp.baseline_decay}.")
         super().build()
         # The controller is tiny and stays on the CPU (sampling with the CPU generator) whatever the device.
         self.controller = Controller(self.ctx.space.decisions, hp.lstm_size, hp.tanh_constant, hp.temperature)
@@ -228,16 +239,10 @@ class ENAS(SupernetMethod):
 
     def derive(self) -> Arch:
         n = self.ctx.budget.candidates
-        candidates: list[Arch] = []
-        for _ in range(10):  # a converged controller repeats itself; a few rounds to find n distinct archs
-            for a in self.sample_archs(n):
-                if a not in candidates and len(candidates) < n:
-                    candidates.append(a)
-            if len(candidates) >= n:
-                break
-        self.derive_candidates = {a: self.supernet_accuracy(a)
-                                  for a in tqdm(candidates, desc="enas derive", leave=False)}
-        return max(candidates, key=self.derive_candidates.__getitem__)
+        # a converged controller repeats itself: up to 10 n samples to find n distinct archs
+        candidates = distinct_archs(lambda: self.sample_archs(1)[0], n, max_draws=10 * n)
+        best, self.derive_candidates = best_of(candidates, self.supernet_accuracy, "enas derive")
+        return best
 
     def artifacts(self) -> dict[str, Any]:
         if not self.derive_candidates:

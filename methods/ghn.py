@@ -20,13 +20,13 @@ Propagation (`propagation`):
 `steps_T` repeats either scheme (one forward-backward round covers the whole graph; sync needs about the graph's
 depth to do so).
 
-Stacked GHN (`stacked`): the graph is cut into modules, the stem, each `cells.<k>` of the standalone net (nb201
-also lists its ResNet blocks there) and the head; modules are propagated one after the other, each with its own
-GNN (`stacked_share_params: false`) or one GNN for all (true). A module's nodes receive the final embeddings of
-their predecessors in earlier modules and propagate (forward-backward or sync, T steps) only within the module;
-later modules never send messages back. The type embedding and H are shared. Not for mbnet_chain (no repeated
-cells). Every node's module, parameter-free ones (sum, concat, pooling, zeros) included, comes from the graph
-view's `node_scopes`.
+Stacked GHN (`stacked`): the graph is cut into the modules its view declares (`ArchGraph.node_scopes`: the stem,
+each cell or fixed block between cells, the head, parameter-free nodes such as sums, concats, pooling and zeros
+included); modules are propagated one after the other, each with its own GNN (`stacked_share_params: false`) or
+one GNN for all (true). A module's nodes receive the final embeddings of their predecessors in earlier modules and
+propagate (forward-backward or sync, T steps) only within the module; later modules never send messages back. The
+type embedding and H are shared. It needs a graph view with repeated cells (a scope of kind CELL); a chain of
+layers has none.
 
 Weight generation: H is `methods._hypernet.ChunkDecoder` conditioned on h_v: the node's parameters (every tensor
 of the module it owns, in `named_parameters` order, e.g. both depthwise/pointwise convs and BNs of a sep_conv) are
@@ -40,30 +40,37 @@ budget.grad_clip; loss is cross-entropy on training batches of budget.batch_size
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import nn
 
+from oneshot_bench.config import Choice
 from oneshot_bench.errors import ConfigError
-from search_spaces.base import ENCODE, SAMPLE, STANDALONE, TO_GRAPH, ArchGraph
+from search_spaces.base import CELL, ENCODE, SAMPLE, STANDALONE, TO_GRAPH, ArchGraph
 
-from ._hypernet import ChunkDecoder, HypernetHparams, HypernetMethod, StandalonePlan, shape_params, standalone_plan
+from ._hypernet import ChunkDecoder, HypernetHparams, HypernetMethod, StandalonePlan, shape_params
 from .base import register_method
 
-PROPAGATIONS = ("forward_backward", "sync")
-_CELL = re.compile(r"cells\.(\d+)")
+
+class Propagation(Choice):
+    forward_backward = "forward_backward"  # the paper's: topological order, then reverse order
+    sync = "sync"  # every node at once from all its neighbours
 
 
 @dataclass
 class GHNHparams(HypernetHparams):
     hidden: int = 32  # node embedding size (ppuda's GHN-1: 32)
-    propagation: str = "forward_backward"  # forward_backward (paper) | sync
+    propagation: Propagation = Propagation.forward_backward  # forward_backward (paper) | sync
     steps_T: int = 1  # propagation steps (forward_backward: rounds of forward + backward pass)
     stacked: bool = False  # one GNN per repeated module (cell), modules propagated in order
     stacked_share_params: bool = True  # stacked: one GNN shared by all modules (true) or one per module (false)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.steps_T < 1 or self.hidden < 1:
+            raise ConfigError(f"method.params.steps_T and hidden must be >= 1, got {self.steps_T} and {self.hidden}.")
 
 
 # ---- graph tensors --------------------------------------------------------------------------------------------------
@@ -103,18 +110,15 @@ def _tensor(values, device) -> torch.Tensor:
     return torch.tensor(list(values), dtype=torch.long, device=device)
 
 
-def node_scope_segments(graph: ArchGraph, num_cells: int) -> list[int]:
-    """Module of every node from the graph's scopes: 0 = stem, 1 + k = cells.k, num_cells + 1 = head."""
-    segments = []
+def scope_bounds(graph: ArchGraph) -> list[tuple[int, int]]:
+    """[start, end) node range of every declared scope, in network order (ArchGraph checks they are contiguous)."""
+    bounds: list[tuple[int, int]] = []
     for v, scope in enumerate(graph.node_scopes):
-        m = _CELL.fullmatch(scope or "")
-        if m:
-            segments.append(int(m.group(1)) + 1)
-        elif scope in ("stem", "head"):
-            segments.append(0 if scope == "stem" else num_cells + 1)
+        if v == 0 or graph.node_scopes[v - 1] != scope:
+            bounds.append((v, v + 1))
         else:
-            raise ValueError(f"graph node {v} has scope {scope!r}; stacked GHN needs 'stem', 'cells.<k>' or 'head'")
-    return segments
+            bounds[-1] = (bounds[-1][0], v + 1)
+    return bounds
 
 
 def _segment(gnn: int, start: int, end: int, src: list[int], dst: list[int], device) -> Segment:
@@ -203,7 +207,7 @@ class GraphHyperNetwork(nn.Module):
         for k, seg in enumerate(g.segments):
             gnn = self.gnns[seg.gnn]
             for _ in range(self.steps):
-                if self.propagation == "sync":
+                if self.propagation == Propagation.sync:
                     self._record("sync", k, seg.sync_in.nodes)
                     h = gnn.update(h, seg.sync_in, g.src, gnn.msg_fwd, (seg.sync_out, g.dst, gnn.msg_bwd))
                     continue
@@ -231,33 +235,21 @@ class GHN(HypernetMethod):
     Hparams = GHNHparams
     required_capabilities = frozenset({SAMPLE, ENCODE, STANDALONE, TO_GRAPH})
 
-    def check_hparams(self) -> None:
-        super().check_hparams()
-        hp = self.hp
-        if hp.propagation not in PROPAGATIONS:
-            raise ConfigError(f"method 'ghn': propagation must be one of {list(PROPAGATIONS)}, got "
-                              f"{hp.propagation!r}.")
-        if hp.steps_T < 1 or hp.hidden < 1:
-            raise ConfigError(f"method 'ghn': steps_T and hidden must be >= 1, got {hp.steps_T}, {hp.hidden}.")
-
-    @staticmethod
-    def _num_cells(net: nn.Module) -> int:
-        return sum(1 for name, _ in net.named_modules() if re.fullmatch(r"cells\.\d+", name))
-
     def make_hypernet(self) -> GraphHyperNetwork:
         space = self.ctx.space
         if not space.graph_node_types:
             raise ConfigError(f"space {space.name!r} declares no graph_node_types; GHN needs its graph view.")
         num_gnns = 1
+        self.num_scopes = None
         if self.hp.stacked:
-            # the number of cells of the search net is the same for every arch of a space
-            probe = standalone_plan(space, space.sample(random.Random(0)), self.ctx.net, torch.device("cpu"))
-            num_cells = self._num_cells(probe.net)
-            if num_cells == 0:
-                raise ConfigError(f"stacked GHN needs a space whose standalone nets repeat cells (modules named "
-                                  f"cells.<k>: nb201, darts_cell); space {space.name!r} has none. Set "
-                                  f"stacked=false.")
-            num_gnns = 1 if self.hp.stacked_share_params else num_cells + 2  # stem, cells, head
+            # every arch of a space has the same modules (stem, cells, blocks, head); a probe arch shows them
+            probe = space.to_graph(space.sample(random.Random(0)), self.ctx.net)
+            if not probe.node_scopes or CELL not in probe.scope_kinds.values():
+                raise ConfigError(f"stacked GHN needs a graph view whose modules include repeated cells (scopes of "
+                                  f"kind {CELL!r}); space {space.name!r} declares "
+                                  f"{sorted(set(probe.scope_kinds.values())) or 'no scopes'}. Set stacked=false.")
+            self.num_scopes = len(probe.scopes())
+            num_gnns = 1 if self.hp.stacked_share_params else self.num_scopes
         return GraphHyperNetwork(tuple(space.graph_node_types), self.hp, num_gnns)
 
     def graph_tensors(self, graph: ArchGraph, plan: StandalonePlan) -> tuple[GraphTensors, list]:
@@ -271,15 +263,13 @@ class GHN(HypernetMethod):
         src = [s for s, _ in graph.edges]
         dst = [d for _, d in graph.edges]
         if self.hp.stacked:
-            num_cells = self._num_cells(plan.net)
-            if not graph.node_scopes:
-                raise ConfigError(f"space {space.name!r}: to_graph records no node scopes (ArchGraph.node_scopes), "
-                                  f"which stacked GHN needs; set stacked=false.")
-            seg_of = node_scope_segments(graph, num_cells)
-            bounds = [(s, [v for v in range(n) if seg_of[v] == s]) for s in sorted(set(seg_of))]
-            assert all(nodes == list(range(nodes[0], nodes[-1] + 1)) for _, nodes in bounds), "modules not contiguous"
-            segments = [_segment(0 if self.hp.stacked_share_params else s, nodes[0], nodes[-1] + 1, src, dst, device)
-                        for s, nodes in bounds]
+            bounds = scope_bounds(graph)
+            if len(bounds) != self.num_scopes:
+                raise ValueError(f"space {space.name!r}: the graph of {space.encode(plan.arch)} has {len(bounds)} "
+                                 f"scopes, the probe arch {self.num_scopes}; stacked GHN needs the same modules in "
+                                 f"every arch")
+            segments = [_segment(0 if self.hp.stacked_share_params else k, start, end, src, dst, device)
+                        for k, (start, end) in enumerate(bounds)]
         else:
             segments = [_segment(0, 0, n, src, dst, device)]
 

@@ -91,6 +91,17 @@ class GreedyNASHparams(SPOSHparams):
     epsilon_max: float = 0.8  # probability of sampling from the pool, reached linearly at the end (paper: 0.8)
     val_batch_size: Optional[int] = None  # examples of the search-val batch that scores paths; null = batch_size
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.num_kept <= self.num_paths:
+            raise ConfigError(f"method.params: need 1 <= num_kept <= num_paths, got {self.num_kept} and "
+                              f"{self.num_paths}.")
+        if self.pool_size < 1 or not 0.0 <= self.epsilon_max <= 1.0:
+            raise ConfigError(f"method.params: pool_size must be >= 1 and epsilon_max in [0, 1], got "
+                              f"{self.pool_size} and {self.epsilon_max}.")
+        if self.val_batch_size is not None and self.val_batch_size < 1:
+            raise ConfigError(f"method.params.val_batch_size must be >= 1 or null, got {self.val_batch_size}.")
+
 
 @register_method("greedynas")
 class GreedyNAS(SPOS):
@@ -98,10 +109,6 @@ class GreedyNAS(SPOS):
 
     def build(self) -> None:
         hp = self.hp
-        if not 1 <= hp.num_kept <= hp.num_paths:
-            raise ConfigError(f"greedynas: need 1 <= num_kept <= num_paths, got {hp.num_kept} and {hp.num_paths}.")
-        if hp.pool_size < 1 or not 0.0 <= hp.epsilon_max <= 1.0:
-            raise ConfigError("greedynas: pool_size must be >= 1 and epsilon_max in [0, 1].")
         super().build()
         self.pool = CandidatePool(hp.pool_size)
         self.iterations_per_epoch = math.ceil(self.steps_per_epoch / hp.num_kept)

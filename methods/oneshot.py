@@ -8,9 +8,10 @@ the non-'none' candidates with weights 1; 'none' adds nothing). Training uses:
   is the number of paths feeding the same sum, so the chance of losing all k is r(t) whatever k (the paper's
   rule). A dropped op is not run at all (no forward call, no gradient). When every path of a sum would be
   dropped, one of them, chosen uniformly, is kept, so no sum is ever empty. The sum ("dropout unit") is a cell
-  node with `dropout_unit: node` (nb201 and darts_cell: all ops on all edges into the node, so whole edges can be
-  switched off, as an architecture does) or a choice point with `dropout_unit: point` (an edge or layer);
-  mbnet_chain has no multi-edge nodes, so both mean a layer there. No rescaling of the kept ops (weights stay 1).
+  node with `dropout_unit: node` (the choice points that declare the same `node`: all ops on all edges into it,
+  so whole edges can be switched off, as an architecture does) or a choice point with `dropout_unit: point` (an
+  edge or layer); a point that declares no node (a layer of a chain) is its own unit either way. The zero op (the
+  candidate whose trait says so) is never a path. No rescaling of the kept ops (weights stay 1).
 * ghost batch normalization: the batch is split into chunks of `ghost_batch_size` (the paper: 128 of 1024) and the
   supernet runs once per chunk, so every BatchNorm normalises with that chunk's statistics; the logits are
   concatenated, the loss is the mean over the whole batch and one SGD step follows. Each ghost batch draws its
@@ -24,66 +25,69 @@ Evaluation (ranking proxy): the one-shot accuracy of an arch is the one-shot mod
 the arch zeroed out, i.e. its single path (`arch_to_path`, 'none' edges contribute nothing), after BN
 recalibration for that path, the spine's `supernet_accuracy`. Derive: random search, the best of
 `budget.candidates` distinct uniformly sampled archs by one-shot accuracy.
+
+Departures from the paper: the schedule, the ghost batches and the one-shot accuracy follow it; the supernet is
+the harness' shared one (BatchNorm affine and tracking running statistics everywhere, so a path's weights copy
+exactly into a standalone net), and the paper's own search space and its F=32/64 filter settings are not built.
 """
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from tqdm.auto import tqdm
 
+from oneshot_bench.config import Choice
 from oneshot_bench.errors import ConfigError
-from oneshot_bench.training import check_finite
+from oneshot_bench.training import optimizer_step
 from search_spaces.base import Arch, ChoicePoint, Path, PathEntry, WeightedChoice
 
-from .base import register_method
+from .base import best_of, register_method
 from .supernet import SupernetMethod
 
-NONE = "none"
-_NODE_EDGE = re.compile(r"(?:(?P<cell>.+)\.)?(?P<to>\d+)<-(?P<src>\d+)")  # 'i<-j' (nb201), 'normal.i<-j' (darts)
+
+class DropoutUnit(Choice):
+    node = "node"  # the choice points that declare the same node (the edges into one cell node) share a sum
+    point = "point"  # every choice point alone
 
 
-def dropout_groups(points: Sequence[ChoicePoint], unit: str) -> list[list[int]]:
-    """Choice points whose op paths feed the same sum. unit='point': one group per choice point; unit='node': the
-    edges into one cell node (recognised by edge names 'i<-j' or '<cell>.i<-j'), other points alone."""
-    if unit == "point":
-        return [[p] for p in range(len(points))]
-    if unit != "node":
-        raise ConfigError(f"oneshot: dropout_unit must be 'node' or 'point', got {unit!r}.")
+def dropout_groups(points: Sequence[ChoicePoint], unit: DropoutUnit) -> list[list[int]]:
+    """Choice points whose op paths feed the same sum, from the points' declared `node`: unit='point': one group
+    per choice point; unit='node': the points sharing a node, and each point without a node alone."""
     groups: dict[Any, list[int]] = {}
     for p, cp in enumerate(points):
-        m = _NODE_EDGE.fullmatch(cp.name)
-        groups.setdefault((m.group("cell"), m.group("to")) if m else ("point", p), []).append(p)
+        shared = unit == DropoutUnit.node and cp.node is not None
+        groups.setdefault(("node", cp.node) if shared else ("point", p), []).append(p)
     return list(groups.values())
 
 
 @dataclass
 class OneShotHparams:
     r_max: float = 0.2  # final path-dropout rate r; each path is dropped with probability r^(1/k) (paper's rule)
-    dropout_unit: str = "node"  # node | point: the sum whose k paths share r^(1/k) and keep at least one path
+    dropout_unit: DropoutUnit = DropoutUnit.node  # the sum whose k paths share r^(1/k) and keep at least one path
     ghost_batch_size: int = 128  # BatchNorm statistics per chunk of this many examples (paper: 128 of 1024)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.r_max < 1.0:
+            raise ConfigError(f"method.params.r_max must be in [0, 1), got {self.r_max}.")
+        if self.ghost_batch_size < 1:
+            raise ConfigError(f"method.params.ghost_batch_size must be >= 1, got {self.ghost_batch_size}.")
 
 
 @register_method("oneshot")
 class OneShot(SupernetMethod):
     Hparams = OneShotHparams
+    draws_candidates = True
 
     def build(self) -> None:
-        if not 0.0 <= self.hp.r_max < 1.0:
-            raise ConfigError(f"oneshot: r_max must be in [0, 1), got {self.hp.r_max}.")
-        if self.hp.ghost_batch_size < 1:
-            raise ConfigError(f"oneshot: ghost_batch_size must be >= 1, got {self.hp.ghost_batch_size}.")
         super().build()
         points = self.supernet.choice_points
         self.groups = dropout_groups(points, self.hp.dropout_unit)
-        self.ops = [[k for k, name in enumerate(cp.candidates) if name != NONE] for cp in points]
-        self.none_index = [cp.candidates.index(NONE) if NONE in cp.candidates else None for cp in points]
+        self.ops = [list(cp.nonzero_indices) for cp in points]
+        self.none_index = [cp.zero_index for cp in points]
         self.total_steps = self.ctx.budget.search_epochs * self.steps_per_epoch
         self.step = 0  # training steps taken (drives the dropout schedule)
         self.kept_ops = self.total_ops = 0  # kept / all op paths over the epoch's ghost batches
@@ -100,7 +104,7 @@ class OneShot(SupernetMethod):
         return rate ** (1.0 / k) if rate > 0 else 0.0
 
     def sample_kept(self, rate: float) -> list[list[int]]:
-        """Kept (non-'none') candidate indices per choice point under path dropout at `rate`."""
+        """Kept (non-zero) candidate indices per choice point under path dropout at `rate`."""
         kept: list[list[int]] = [[] for _ in self.ops]
         for group in self.groups:
             paths = [(p, k) for p in group for k in self.ops[p]]
@@ -110,13 +114,13 @@ class OneShot(SupernetMethod):
                 survivors = [self.rng.choice(paths)]
             for p, k in survivors:
                 kept[p].append(k)
-            for p in group:  # a point that cannot be empty (no 'none' candidate) keeps one of its ops
+            for p in group:  # a point that cannot be empty (no zero op) keeps one of its ops
                 if not kept[p] and self.none_index[p] is None:
                     kept[p].append(self.rng.choice(self.ops[p]))
         return kept
 
     def path_from_kept(self, kept: Sequence[Sequence[int]]) -> list[PathEntry]:
-        """The one-shot path: the kept ops of each point summed with weight 1; 'none' where nothing is kept."""
+        """The one-shot path: the kept ops of each point summed with weight 1; the zero op where nothing is kept."""
         return [WeightedChoice(tuple(k), self._weights(len(k))) if k else self.none_index[p]
                 for p, k in enumerate(kept)]
 
@@ -146,14 +150,11 @@ class OneShot(SupernetMethod):
         self.total_ops += n_ghost * sum(len(o) for o in self.ops)
         self.supernet.train()
         loss = F.cross_entropy(self.ghost_logits(x, [self.path_from_kept(k) for k in kept]), y)
-        check_finite(loss, "oneshot supernet training")
-        self.w_optimizer.zero_grad(set_to_none=True)  # dropped ops get no gradient, hence no weight decay
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.supernet.parameters(), self.ctx.budget.grad_clip)
-        self.w_optimizer.step()
-        self.w_scheduler.step()
+        # dropped ops get no gradient (grad None), hence no weight decay or momentum step
+        value = optimizer_step(loss, self.w_optimizer, self.supernet, self.ctx.budget.grad_clip, self.w_scheduler,
+                               where="oneshot supernet training")
         self.step += 1
-        return loss.item()
+        return value
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.kept_ops = self.total_ops = 0
@@ -163,17 +164,9 @@ class OneShot(SupernetMethod):
 
     # ---- search -----------------------------------------------------------------------------------------------------
     def derive(self) -> Arch:
-        n = self.ctx.budget.candidates
-        candidates: list[Arch] = []
-        for _ in range(100 * n):
-            if len(candidates) >= n:
-                break
-            arch = self.ctx.space.sample(self.rng)
-            if arch not in candidates:
-                candidates.append(arch)
-        self.derive_candidates = {a: self.supernet_accuracy(a)
-                                  for a in tqdm(candidates, desc="oneshot random search", leave=False)}
-        return max(candidates, key=self.derive_candidates.__getitem__)
+        best, self.derive_candidates = best_of(self.candidate_archs(self.ctx.budget.candidates),
+                                               self.supernet_accuracy, "oneshot random search")
+        return best
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "step": self.step}

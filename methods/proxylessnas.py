@@ -18,15 +18,15 @@ Each supernet choice point has architecture parameters alpha, p = softmax(alpha)
   `binary_gate_alpha_grad` applies the formula (a straight-through estimate g + p~ - stop_grad(p~) gives the same
   numbers; tests check both). After Adam's step the two involved alphas are shifted together so that their
   log-sum-exp is unchanged, which keeps the probabilities of the unsampled candidates as they were (official
-  `rescale_updated_arch_param`). A choice point whose active candidate is 'none' (a zero op) gets no architecture
-  update in that step, as in the official code.
+  `rescale_updated_arch_param`). A choice point whose active candidate is the zero op (by the space's op traits)
+  gets no architecture update in that step, as in the official code.
 - Hardware loss: E[cost] = fixed + sum over choice points of sum_i p_i * table[point][i] (the paper's expected
   latency, with the full p; differentiable in alpha), combined with the cross-entropy as
   `latency_loss: add`:  L_CE + lambda * (E - target) / target  (the paper's L_CE + lambda_2 E[LAT], normalized by
                         the target as the official `add#linear`, so lambda has no unit), or
   `latency_loss: mul`:  L_CE * (E / target) ** beta  (multiplicative form).
   `latency_metric: latency` uses a lookup table MEASURED on the run's device (see `measure_cost_table`),
-  `flops` a table of FLOPs per candidate from torch.utils.flop_counter, `none` no hardware loss.
+  `flops` a table of FLOPs per candidate from torch.utils.flop_counter, `off` no hardware loss.
 
 The table is built at the start of the first training epoch (its cost counts as search cost), kept in
 `self.latency_table` (a JSON-able dict) and in `state_dict`, and the runner writes it to
@@ -35,35 +35,46 @@ The table is built at the start of the first training epoch (its cost counts as 
 Derive: argmax of alpha per choice point (`space.derive_from_weights(softmax(alpha))`). Ranking: supernet accuracy
 of the single path after BN recalibration; `extra_scores["alpha_log_likelihood"]` as in DARTS.
 
-Spaces: mbnet_chain (the paper's setting: one op per layer of a chain) and nb201 (one op per edge; 'none' costs 0).
-Not darts_cell: the paper's gates pick one op per layer of a chain, while a DARTS cell also picks which two
-inputs each node keeps, which the binarized single-path gates do not model.
+Spaces: any space with a supernet whose choice points each pick one op freely (the paper's setting: one op per
+layer of a chain; a cell whose edges each pick an op, the zero op costing 0). Not a space that declares
+input-selection constraints (a DARTS cell also picks which two inputs each node keeps), which the binarized
+single-path gates do not model.
 """
 from __future__ import annotations
 
-import math
 import random
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from oneshot_bench.device import device_name, synchronize
+from oneshot_bench.config import Choice
+from oneshot_bench.device import device_name
 from oneshot_bench.errors import ConfigError
+from oneshot_bench.measure import flops_of_calls, min_latency_ms
 from oneshot_bench.training import check_finite
-from search_spaces.base import WeightedChoice
+from search_spaces.base import SearchSpace, WeightedChoice
 
 from .base import register_method
 from .darts import ArchDistributionMethod, alpha_entropy, alpha_probs, init_alphas
 
-NONE = "none"
-UNITS = {"latency": "ms", "flops": "FLOPs"}
+
+class CostMetric(Choice):
+    latency = "latency"  # lookup table measured on the run's device (ms)
+    flops = "flops"  # FLOPs per candidate (FlopCounterMode)
+    off = "off"  # no hardware loss
+
+
+class CostLoss(Choice):
+    add = "add"  # L_CE + lambda * (E - T) / T (paper)
+    mul = "mul"  # L_CE * (E / T) ** beta
+
+
+UNITS = {CostMetric.latency: "ms", CostMetric.flops: "FLOPs"}
 
 
 def binary_gate_alpha_grad(gate_grads: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -84,8 +95,8 @@ class ProxylessNASHparams:
     arch_update_every: int = 5  # one architecture update per this many weight steps (official: 5)
     arch_update_steps: int = 1  # architecture steps per update (official: 1)
     warmup_fraction: float = 0.25  # share of search epochs with weight steps only (official: 40 of 40 + 120)
-    latency_metric: str = "latency"  # latency (measured lookup table) | flops | none
-    latency_loss: str = "add"  # add: L_CE + lambda * (E - T) / T (paper) | mul: L_CE * (E / T) ** beta
+    latency_metric: CostMetric = CostMetric.latency  # latency (measured lookup table) | flops | off
+    latency_loss: CostLoss = CostLoss.add  # add: L_CE + lambda * (E - T) / T (paper) | mul: L_CE * (E / T) ** beta
     latency_lambda: float = 0.1  # lambda of the additive form (official add#linear default: 0.1)
     latency_beta: float = 0.3  # beta of the multiplicative form (official search script: 0.3)
     latency_target_ms: Optional[float] = None  # target T for latency_metric=latency; null: E[latency] at uniform p
@@ -93,29 +104,40 @@ class ProxylessNASHparams:
     latency_batch_size: int = 1  # batch size of the latency measurements (the paper: 1 image on the device)
     latency_repeats: int = 20  # timed runs per candidate (the fastest counts), after 3 warm-up runs
 
+    def __post_init__(self) -> None:
+        if self.arch_update_every < 1 or self.arch_update_steps < 0 or not 0.0 <= self.warmup_fraction <= 1.0:
+            raise ConfigError(f"method.params: need arch_update_every >= 1, arch_update_steps >= 0 and "
+                              f"0 <= warmup_fraction <= 1, got {self.arch_update_every}, {self.arch_update_steps} "
+                              f"and {self.warmup_fraction}.")
+        if self.latency_batch_size < 1 or self.latency_repeats < 1:
+            raise ConfigError(f"method.params.latency_batch_size and latency_repeats must be >= 1, got "
+                              f"{self.latency_batch_size} and {self.latency_repeats}.")
+        for key in ("latency_target_ms", "flops_target"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ConfigError(f"method.params.{key} must be > 0 or null, got {getattr(self, key)}.")
+
 
 @register_method("proxylessnas")
 class ProxylessNAS(ArchDistributionMethod):
     Hparams = ProxylessNASHparams
-    supported_spaces = frozenset({"mbnet_chain", "nb201"})
-    why_unsupported = ("ProxylessNAS' binary gates choose one op per layer of a chain (or per nb201 edge); a DARTS "
-                       "cell also chooses which two inputs each node keeps, which single-path gates do not model")
+
+    @classmethod
+    def unsupported_reason(cls, space: SearchSpace) -> Optional[str]:
+        reason = super().unsupported_reason(space)
+        if reason is None and space.input_selections:
+            reason = ("its binary gates pick one op per choice point independently, while this space's archs also "
+                      "select which inputs each node keeps (it declares input-selection constraints), which "
+                      "single-path gates do not model")
+        return reason
 
     def build(self) -> None:
         hp = self.hp
-        if hp.latency_metric not in ("latency", "flops", "none"):
-            raise ConfigError(f"proxylessnas: latency_metric must be latency, flops or none, got "
-                              f"{hp.latency_metric!r}.")
-        if hp.latency_loss not in ("add", "mul"):
-            raise ConfigError(f"proxylessnas: latency_loss must be add or mul, got {hp.latency_loss!r}.")
-        if hp.arch_update_every < 1 or hp.arch_update_steps < 0 or not 0.0 <= hp.warmup_fraction <= 1.0:
-            raise ConfigError("proxylessnas: need arch_update_every >= 1, arch_update_steps >= 0 and "
-                              "0 <= warmup_fraction <= 1.")
         super().build()
         self.alphas = init_alphas(self.supernet, hp.alpha_init_std, self.generator, self.ctx.device)
         self.a_optimizer = torch.optim.Adam(self.alphas, lr=hp.arch_lr, betas=(hp.arch_beta1, hp.arch_beta2),
                                             eps=hp.arch_eps, weight_decay=hp.arch_weight_decay)
         self.candidate_names = [cp.candidates for cp in self.supernet.choice_points]
+        self.zero_index = [cp.zero_index for cp in self.supernet.choice_points]
         self.warmup_epochs = int(round(hp.warmup_fraction * self.ctx.budget.search_epochs))
         self.global_step = 0
         self.latency_table: Optional[dict[str, Any]] = None
@@ -152,12 +174,12 @@ class ProxylessNAS(ArchDistributionMethod):
 
     def hardware_loss(self, ce: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
         target = float(self.latency_table["target"])
-        if self.hp.latency_loss == "add":
+        if self.hp.latency_loss == CostLoss.add:
             return ce + self.hp.latency_lambda * (expected - target) / target
         return ce * (expected / target) ** self.hp.latency_beta
 
     def ensure_cost_table(self) -> None:
-        if self.hp.latency_metric == "none" or self.latency_table is not None:
+        if self.hp.latency_metric == CostMetric.off or self.latency_table is not None:
             return
         self.latency_table = self.measure_cost_table()
         self._set_cost_tensors()
@@ -170,13 +192,13 @@ class ProxylessNAS(ArchDistributionMethod):
         """Per choice point and candidate: latency (ms, in eval mode, fastest of `latency_repeats` timed runs,
         round-robin over all modules, since other processes on a shared machine only ever slow a run down) or FLOPs
         (per image, torch's FlopCounterMode) of the candidate module, summed over every module instance that follows
-        that choice point (nb201: all cells; mbnet_chain: the one layer). Instances come from the ChoiceOp modules
-        of that point, else from `supernet.candidate_modules(point)`; each is run alone on a random tensor of the
-        input shape that forward pre-hooks recorded during one forward pass of the full supernet. 'none' costs 0.
+        that choice point (`supernet.choice_ops(point)`: one per cell of a cell space, the one layer of a chain);
+        each is run alone on a random tensor of the input shape that forward pre-hooks recorded during one forward
+        pass of the full supernet. The zero op costs 0.
         `fixed` is the rest of the network (stem, fixed blocks, head): whole-network cost of 3 random single paths
         minus their table entries (median, at least 0)."""
         metric, sn, ctx = self.hp.latency_metric, self.supernet, self.ctx
-        instances = [self._candidate_instances(point) for point in range(len(sn.choice_points))]
+        instances = [sn.choice_ops(point) for point in range(len(sn.choice_points))]
         shapes: dict[int, tuple[int, ...]] = {}
 
         def record_shape(module: nn.Module, args: tuple[Any, ...]) -> None:  # returning None keeps the inputs
@@ -194,13 +216,13 @@ class ProxylessNAS(ArchDistributionMethod):
             for h in hooks:
                 h.remove()
             # one job per (choice point, candidate, instance), then whole networks for the fixed part
-            batch = self.hp.latency_batch_size if metric == "latency" else 1
+            batch = self.hp.latency_batch_size if metric == CostMetric.latency else 1
             gen = torch.Generator().manual_seed(ctx.seed)
             jobs: list[Callable[[], Any]] = []
             owners: list[tuple[int, int]] = []
             for point, inst in enumerate(instances):
                 for k, name in enumerate(self.candidate_names[point]):
-                    if name == NONE:
+                    if k == self.zero_index[point]:
                         continue
                     for cands in inst:
                         if id(cands[k]) not in shapes:
@@ -212,10 +234,10 @@ class ProxylessNAS(ArchDistributionMethod):
             paths = [ctx.space.arch_to_path(ctx.space.sample(rng)) for _ in range(3)]
             net_input = _random_input((1, *x.shape[1:]), batch, gen, ctx.device)
             jobs.extend(_bind(sn, net_input, path) for path in paths)
-            if metric == "flops":
-                costs = _flops(jobs)
+            if metric == CostMetric.flops:
+                costs = flops_of_calls(jobs)
             else:
-                costs = _interleaved_min_ms(jobs, ctx.device, self.hp.latency_repeats)
+                costs = min_latency_ms(jobs, ctx.device, self.hp.latency_repeats)
         finally:
             for h in hooks:
                 h.remove()
@@ -227,31 +249,19 @@ class ProxylessNAS(ArchDistributionMethod):
         fixed = max(0.0, statistics.median(w - sum(row[k] for row, k in zip(table, path, strict=True))
                                            for w, path in zip(wholes, paths, strict=True)))
         uniform = fixed + sum(sum(row) / len(row) for row in table)
-        given = self.hp.latency_target_ms if metric == "latency" else self.hp.flops_target
+        given = self.hp.latency_target_ms if metric == CostMetric.latency else self.hp.flops_target
         target = float(given) if given is not None else uniform
         if target <= 0:
             raise ConfigError(f"proxylessnas: the {metric} target must be > 0, got {target}.")
         how = ("each candidate module run alone on a random input of the shape that forward pre-hooks recorded in "
                "one full supernet pass, summed over the module instances of its choice point; fixed = whole network "
                "minus its ops (median over 3 random archs)")
-        if metric == "latency":
+        if metric == CostMetric.latency:
             how += f"; latency = fastest of {self.hp.latency_repeats} timed runs, interleaved over all modules"
-        return {"metric": metric, "unit": UNITS[metric], "device": device_name(ctx.device),
+        return {"metric": metric.value, "unit": UNITS[metric], "device": device_name(ctx.device),
                 "batch_size": batch, "how": how, "choice_points": [cp.name for cp in sn.choice_points],
                 "candidates": [list(n) for n in self.candidate_names],
                 "table": table, "fixed": fixed, "target": target, "target_is_uniform_expectation": given is None}
-
-    def _candidate_instances(self, point: int) -> list[list[nn.Module]]:
-        found = [list(m.candidates) for m in self.supernet.modules()
-                 if getattr(m, "point", None) == point and isinstance(getattr(m, "candidates", None), nn.ModuleList)]
-        if found:
-            return found
-        try:
-            return [list(self.supernet.candidate_modules(point))]
-        except NotImplementedError:
-            raise ConfigError(f"proxylessnas needs the candidate modules of each choice point to build its cost "
-                              f"table; space {self.ctx.space.name!r} implements neither ChoiceOp modules nor "
-                              f"Supernet.candidate_modules") from None
 
     # ---- steps -------------------------------------------------------------------------------------------------------
     def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -265,7 +275,7 @@ class ProxylessNAS(ArchDistributionMethod):
         ce = F.cross_entropy(self.supernet(x, path), y)
         check_finite(ce, "proxylessnas architecture step")
         loss, stats = ce, {"arch_ce": ce.item()}
-        if self.hp.latency_metric != "none":
+        if self.hp.latency_metric != CostMetric.off:
             expected = self.expected_cost()
             loss = self.hardware_loss(ce, expected)
             check_finite(loss, f"proxylessnas architecture step (hardware loss {self.hp.latency_loss!r})")
@@ -276,9 +286,9 @@ class ProxylessNAS(ArchDistributionMethod):
 
         self.a_optimizer.zero_grad(set_to_none=True)
         involved: list[Optional[tuple[list[int], torch.Tensor]]] = []
-        for a, names, (i, j, active), gg, dg in zip(self.alphas, self.candidate_names, sample, gate_grads, direct,
-                                                     strict=True):
-            if names[active] == NONE:  # the active path is a zero op: no update of this point (official code)
+        for a, zero, (i, j, active), gg, dg in zip(self.alphas, self.zero_index, sample, gate_grads, direct,
+                                                    strict=True):
+            if active == zero:  # the active path is the zero op: no update of this point (official code)
                 involved.append(None)
                 continue
             grad = torch.zeros_like(a) if dg is None else dg.detach().clone()
@@ -312,7 +322,7 @@ class ProxylessNAS(ArchDistributionMethod):
                "alpha_entropy": alpha_entropy(self.alphas), "arch_steps": float(len(arch_stats))}
         for key in arch_stats[0] if arch_stats else ():
             out[key] = sum(s[key] for s in arch_stats) / len(arch_stats)
-        if self.hp.latency_metric != "none":
+        if self.hp.latency_metric != CostMetric.off:
             with torch.no_grad():
                 out["expected_cost_end"] = self.expected_cost().item()
         return out
@@ -341,32 +351,3 @@ def _random_input(shape: tuple[int, ...], batch: int, gen: torch.Generator, devi
 
 def _bind(module: nn.Module, *args: Any) -> Callable[[], Any]:
     return lambda: module(*args)
-
-
-@torch.no_grad()
-def _flops(jobs: Sequence[Callable[[], Any]]) -> list[float]:
-    out = []
-    for job in jobs:
-        with FlopCounterMode(display=False) as counter:
-            job()
-        out.append(float(counter.get_total_flops()))
-    return out
-
-
-@torch.no_grad()
-def _interleaved_min_ms(jobs: Sequence[Callable[[], Any]], device: torch.device, repeats: int,
-                        warmup: int = 3) -> list[float]:
-    """Fastest of `repeats` timed runs of each job, in milliseconds. Runs go round-robin over the jobs, so that a
-    burst of interference from other processes slows one run of many jobs rather than every run of one job."""
-    for _ in range(warmup):
-        for job in jobs:
-            job()
-    best = [math.inf] * len(jobs)
-    for _ in range(max(1, repeats)):
-        for n, job in enumerate(jobs):
-            synchronize(device)
-            start = time.perf_counter()
-            job()
-            synchronize(device)
-            best[n] = min(best[n], time.perf_counter() - start)
-    return [1000.0 * b for b in best]

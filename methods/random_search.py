@@ -7,21 +7,27 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
+from oneshot_bench.errors import ConfigError
 from oneshot_bench.training import train_standalone
 from search_spaces.base import ENCODE, SAMPLE, STANDALONE, Arch
 
-from .base import Method, register_method
+from .base import Method, best_of, register_method
 
 
 @dataclass
 class RandomHparams:
     epochs_per_arch: Optional[int] = None  # standalone epochs per candidate (None: the budget's standalone epochs)
 
+    def __post_init__(self) -> None:
+        if self.epochs_per_arch is not None and self.epochs_per_arch < 1:
+            raise ConfigError(f"method.params.epochs_per_arch must be >= 1 or null, got {self.epochs_per_arch}.")
+
 
 @register_method("random")
 class RandomSearch(Method):
     Hparams = RandomHparams
     required_capabilities = frozenset({SAMPLE, ENCODE, STANDALONE})
+    draws_candidates = True
 
     def build(self) -> None:
         train = self.ctx.budget.standalone
@@ -41,9 +47,8 @@ class RandomSearch(Method):
         return [self._val_accuracy(a) for a in tqdm(archs, desc="random scoring", leave=False)]
 
     def derive(self) -> Arch:
-        candidates = [self.ctx.space.sample(self.rng) for _ in range(self.ctx.budget.candidates)]
-        scores = self.score(candidates)
-        return max(zip(scores, candidates, strict=True))[1]
+        best, _ = best_of(self.candidate_archs(self.ctx.budget.candidates), self._val_accuracy, "random search")
+        return best
 
     def state_dict(self):
         return {**super().state_dict(), "val_acc": dict(self.val_acc)}

@@ -20,13 +20,13 @@ position; a layer with fewer units slices the generated tensor (dynamic weight s
 - the hypernet H (`methods._hypernet.ChunkDecoder`, an MLP, i.e. a 1x1-conv hypernet over positions) generates
   each slot's values as consecutive chunks, chunk j from [c, z_slot] and a code of j;
 - dynamic weight slicing: the slot key is the name without the shape, so ops of different widths at the same place
-  (mbnet_chain's MBv2 expansion 3 vs 6 on the expand conv) read a prefix of one value stream, i.e. the first
+  (MBv2 blocks of expansion 3 vs 6 on the expand conv) read a prefix of one value stream, i.e. the first
   output channels of the wider op's weights, as SMASH's `weight[:n_out]`.
 Simplified: (1) c is one global encoding fed to every position, not SMASH's per-position conditioning, so H must
 learn which decisions matter at a slot; (2) H is per-position (1x1), SMASH's 3x3 convs also mix neighbouring
 positions; (3) every parameter is generated (stem, BN, classifier included), whereas SMASH generates only the 1x1
 read convs and learns the main convs (shared per block, sliced to kernel size/width), stem, BN and classifier
-directly; (4) kernel-size changes at one place (nb201 conv 1x1 vs 3x3) share a value stream by flat prefix,
+directly; (4) kernel-size changes at one place (a 1x1 vs a 3x3 conv on one edge) share a value stream by flat prefix,
 not SMASH's centre slice; (5) no SMASH-specific sampling of bank sizes/budgets: archs come from the space's
 uniform sampler like every method. Generated conv/linear weights get SMASH's whole-tensor weight normalisation
 (wn2d; rescaled, see `_hypernet`), BN uses batch statistics in training and scoring.
@@ -55,6 +55,11 @@ class SMASHHparams(HypernetHparams):
     decoder_layers: int = 3
     z_dim: int = 16  # size of the fixed random code of each parameter slot (SMASH's z)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.z_dim < 0:
+            raise ConfigError(f"method.params.z_dim must be >= 0, got {self.z_dim}.")
+
 
 def slot_code(name: str, dim: int) -> torch.Tensor:
     """Fixed N(0, I) code of a parameter slot, the same in every process (seeded from a hash of the name)."""
@@ -65,11 +70,6 @@ def slot_code(name: str, dim: int) -> torch.Tensor:
 @register_method("smash")
 class SMASH(HypernetMethod):
     Hparams = SMASHHparams
-
-    def check_hparams(self) -> None:
-        super().check_hparams()
-        if self.hp.z_dim < 0:
-            raise ConfigError(f"method 'smash': z_dim must be >= 0, got {self.hp.z_dim}.")
 
     def make_hypernet(self) -> ChunkDecoder:
         self.encoding_dim = sum(len(d.choices) for d in self.ctx.space.decisions)

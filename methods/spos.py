@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from oneshot_bench.errors import ConfigError
+
 from .base import register_method
 from .constraints import ResourceConstraint
 from .evolution import evolutionary_search
@@ -20,6 +22,16 @@ class SPOSHparams:
     mutation_prob: float = 0.1  # per-decision resampling probability (the paper: 0.1)
     max_params: Optional[float] = None  # constraint on the final network's parameter count
     max_flops: Optional[float] = None  # constraint on its FLOPs (multiply-add = 2), at the budget's resolution
+
+    def __post_init__(self) -> None:
+        if self.topk < 1:
+            raise ConfigError(f"method.params.topk must be >= 1, got {self.topk}.")
+        if not 0.0 <= self.mutation_prob <= 1.0:
+            raise ConfigError(f"method.params.mutation_prob must be in [0, 1], got {self.mutation_prob}.")
+        for key in ("max_params", "max_flops"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ConfigError(f"method.params.{key} must be > 0 or null (no constraint), got "
+                                  f"{getattr(self, key)}.")
 
 
 @register_method("spos")

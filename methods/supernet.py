@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from oneshot_bench.training import accuracy, check_finite, cosine, recalibrate_bn, sgd, steps_per_epoch
+from oneshot_bench.training import accuracy, cosine, optimizer_step, recalibrate_bn, sgd, steps_per_epoch
 from search_spaces.base import ENCODE, SAMPLE, SUPERNET, Arch, Path
 
 from .base import Method
@@ -37,14 +37,8 @@ class SupernetMethod(Method):
     def weight_step(self, path: Path, x: torch.Tensor, y: torch.Tensor) -> float:
         """One SGD step (and cosine LR step) of the supernet weights on the sub-network `path`."""
         self.supernet.train()
-        loss = F.cross_entropy(self.supernet(x, path), y)
-        check_finite(loss, f"{self.name} supernet training")
-        self.w_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.supernet.parameters(), self.ctx.budget.grad_clip)
-        self.w_optimizer.step()
-        self.w_scheduler.step()
-        return loss.item()
+        return optimizer_step(F.cross_entropy(self.supernet(x, path), y), self.w_optimizer, self.supernet,
+                              self.ctx.budget.grad_clip, self.w_scheduler, where=f"{self.name} supernet training")
 
     def random_val_batch(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A random search-val minibatch of n images (default: the budget's batch size), no augmentation."""

@@ -6,9 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
 from .errors import ConfigError
+
+
+class Choice(str, Enum):
+    """A configuration choice among named options: compares equal to, prints as and serialises as its value, and
+    OmegaConf rejects any other string naming the valid ones."""
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
@@ -63,9 +72,14 @@ class BudgetConfig:
     bootstrap_resamples: int = 1000
 
 
+class Dataset(Choice):
+    digits = "digits"  # scikit-learn's bundled 8x8 digits (offline)
+    cifar10 = "cifar10"  # the official python batches from data.root or $ONESHOT_CIFAR10_ROOT
+
+
 @dataclass
 class DataConfig:
-    name: str = "digits"
+    name: Dataset = Dataset.digits
     root: Optional[str] = None  # dataset folder; None falls back to the env var named in `root_env`
     root_env: str = "ONESHOT_CIFAR10_ROOT"
     download: bool = False  # allow torchvision to download when the root holds no data (needs internet)
@@ -86,26 +100,47 @@ class MethodConfig:
 
 
 @dataclass
+class TruthConfig:
+    """Which ground-truth source scores the rankings (a name registered with `register_truth`; `auto` = the
+    space's default) and that source's own parameters (e.g. `truth.params.dataset=cifar100` for nb201)."""
+
+    name: str = "auto"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class Mode(Choice):
+    search = "search"  # a benchmark run
+    truth = "truth"  # only fill the ground-truth cache for the shared arch sample
+    report = "report"  # rebuild the HTML report from the records under results_dir; nothing trains
+
+
+@dataclass
+class ExecutionConfig:
+    """Where and how a run executes: locations and controls. Nothing here changes what a run measures, so a run's
+    identity (its id) is the whole RunConfig except this group. Select `mode` with `mode=<name>` (conf/mode/)."""
+
+    results_dir: str = "${oc.env:ONESHOT_RESULTS_DIR,results}"
+    cache_dir: Optional[str] = None  # standalone-training ground truth cache; None: <results_dir>/cache
+    report_dir: str = "reports/out"  # mode=report: folder of report.html
+    resume: bool = True  # continue from the run's last checkpoint when one exists
+    force: bool = False  # recompute even when a finished record exists
+    threads: Optional[int] = None  # CPU threads for torch; None keeps torch's default (one per core)
+    mode: Mode = Mode.search
+    truth_shard: str = "0/1"  # mode=truth: "i/n" trains every n-th sample arch from the i-th (n parallel workers)
+    objective: str = "kendall_tau"  # what run.py returns to a sweeper: a field of the record's summary
+
+
+@dataclass
 class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
-    truth: str = "auto"  # auto | tabular | trained (standalone training under the budget, cached)
-    truth_dataset: str = "cifar10"  # which NB201 column is ground truth: cifar10 | cifar100 | imagenet16-120
+    truth: TruthConfig = field(default_factory=TruthConfig)
     seed: int = 0
-    device: str = "auto"
-    threads: Optional[int] = None  # CPU threads for torch; None keeps torch's default (one per core)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N; the device type is part of a run's identity
     deterministic: bool = True  # torch's deterministic kernels: a run repeats bit for bit with the same seed/threads
-    objective: str = "kendall_tau"  # value run.py returns to sweepers: any key of the record's "summary"
-    results_dir: str = "results"
-    cache_dir: Optional[str] = None  # standalone-training ground truth cache; None: <results_dir>/cache
-    resume: bool = True  # continue from the run's last checkpoint when one exists
-    force: bool = False  # recompute even when a finished record exists
-    mode: str = "search"  # search (a benchmark run) | truth (only fill the ground-truth cache for the arch sample)
-    #                       | report (rebuild the HTML report from the records under results_dir; nothing trains)
-    report_dir: str = "reports/out"  # mode=report: folder of report.html
-    truth_shard: str = "0/1"  # mode=truth: "i/n" trains every n-th sample arch from the i-th (n parallel workers)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
 
 def nets_for(budget: BudgetConfig, space: str) -> tuple[NetConfig, NetConfig]:
@@ -115,25 +150,49 @@ def nets_for(budget: BudgetConfig, space: str) -> tuple[NetConfig, NetConfig]:
 
 def from_dictconfig(cfg: Any) -> RunConfig:
     """Validate a Hydra/OmegaConf config against RunConfig and return plain dataclasses."""
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, SCMode
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+        # Hydra composes a method's (or truth source's) params against its own dataclass (evaluators/
+        # hydra_config.py), which would drop a key added with `+`; core code takes every given key as a plain dict,
+        # validated by that dataclass where it is used (an unknown key is named there)
+        params = {group: OmegaConf.to_container(merged[group].params, resolve=True,
+                                                structured_config_mode=SCMode.DICT) for group in ("method", "truth")}
         run = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"invalid configuration: {e}".replace("\n", " ")) from None
+        raise ConfigError(f"invalid configuration: {_omegaconf_message(e)}") from None
     assert isinstance(run, RunConfig)
+    run.method.params, run.truth.params = params["method"], params["truth"]
     return run
 
 
 def params_to_dataclass(cls: type, params: dict[str, Any], what: str) -> Any:
-    """Build a method's or a space's hyperparameter dataclass, naming unknown keys and valid ones."""
+    """Build a method's or a space's hyperparameter dataclass from user values: unknown keys are named with the
+    valid ones, values are type-checked against the fields (OmegaConf: "abc" for an int fails, enum names are
+    accepted), and the dataclass' __post_init__ checks ranges, all before any data is loaded."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - names)
     if unknown:
         raise ConfigError(f"unknown {what} parameter(s) {unknown}. Valid: {sorted(names)}.")
-    return cls(**params)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), params))
+    except OmegaConfBaseException as e:
+        cause = e.__cause__ if isinstance(e.__cause__, ConfigError) else None
+        if cause is not None:  # a range check in __post_init__, wrapped by OmegaConf
+            raise cause from None
+        raise ConfigError(f"invalid {what} parameter: {_omegaconf_message(e)}") from None
+
+
+def _omegaconf_message(e: Exception) -> str:
+    """OmegaConf's message without its multi-line object_type/full_key trailer."""
+    first = str(e).strip().splitlines()[0]
+    key = getattr(e, "full_key", None)
+    return f"{key}: {first}" if key else first
 
 
 def to_plain(obj: Any) -> Any:

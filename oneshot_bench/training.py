@@ -25,6 +25,21 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
             f"raise gradient clipping (budget.grad_clip); the run's last checkpoint is kept.")
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, module: nn.Module, grad_clip: float,
+                   scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, *, where: str) -> float:
+    """The one training step every loop takes: fail on a non-finite loss (naming `where`), backpropagate, clip the
+    gradient norm of `module`'s parameters at `grad_clip`, step the optimizer and the LR schedule. Parameters that
+    received no gradient keep grad None (`set_to_none`), so the optimizer neither decays nor moves them."""
+    check_finite(loss, where)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.item()
+
+
 def sgd(params: Iterable[torch.nn.Parameter], lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
 
@@ -98,13 +113,8 @@ def train_standalone(net: nn.Module, data: DataBundle, cfg: TrainConfig, device:
     bar = tqdm(total=cfg.epochs * steps, desc=desc, leave=False, disable=progress is False or None)
     for epoch in range(cfg.epochs):
         for x, y in data.batches("train", cfg.batch_size, generator, max_batches=steps):
-            loss = F.cross_entropy(net(x), y)
-            check_finite(loss, f"{desc} training (epoch {epoch})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
+            optimizer_step(F.cross_entropy(net(x), y), opt, net, cfg.grad_clip, sched,
+                           where=f"{desc} training (epoch {epoch})")
             bar.update()
     bar.close()
     net.eval()

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not os.path.isdir(args.results):
         print(f"error: results folder {args.results!r} does not exist; pass --results DIR (where run.py wrote "
-              f"results_dir=DIR).", file=sys.stderr)
+              f"execution.results_dir=DIR).", file=sys.stderr)
         return 2
     from .build import build_report  # after the argument checks: it imports pandas, matplotlib, seaborn
 

@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 
 from . import formatting as fmt
-from .records import CONF_METHODS, variant_params
+from .records import variant_params
 
 PAPER_TABLES = Path(__file__).parent / "data" / "paper_tables.yaml"
 
@@ -73,8 +73,10 @@ def load_specs(path: Path = PAPER_TABLES) -> dict[str, Any]:
 
 
 def method_is_configured(method: str) -> bool:
-    """Whether `method=<name>` can be run (its conf/method/<name>.yaml exists); the report does not import code."""
-    return (CONF_METHODS / f"{method}.yaml").is_file()
+    """Whether `method=<name>` can be run: the installed registry has it (names never resolve as paths)."""
+    from methods import METHODS
+
+    return method in METHODS.names()
 
 
 def run_command(method: str, params: dict[str, Any], setting: dict[str, str], budget: str) -> str:

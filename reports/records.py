@@ -1,10 +1,12 @@
 """Finished run records from a results store, flattened into tables the report is built from (no retraining).
 
 One row per run in `runs_frame`, one row per (run, architecture of the shared ranking sample) in `points_frame`.
-Records that do not have the layout of evaluators/runner.py are skipped with a warning, never half-read.
+Records are read as `evaluators.record.RunRecord` (validated, older layouts migrated); a record that does not load
+is skipped with a warning naming its file, never half-read.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from functools import cache
@@ -13,38 +15,28 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from evaluators.ranking import kendall_tau, pearson_r
-from oneshot_bench.atomic import read_json
+from evaluators.record import PHASES, RecordError, RunRecord
 
 log = logging.getLogger("oneshot_bench.reports")
 
-CONF_METHODS = Path(__file__).resolve().parents[1] / "conf" / "method"
-REQUIRED_KEYS = ("run_id", "method", "space", "data", "budget", "seed", "summary", "ranking", "found", "cost")
-PHASES = ("supernet_train", "ranking", "derive", "final")
 
-
-def load_records(results_dir: str | Path) -> list[dict[str, Any]]:
-    """Every finished record under `results_dir`, sorted by (space, data, budget, method, seed).
-
-    Reads the layout of evaluators.store.ResultsStore (runs/<run_id>/record.json) without importing it: the store
-    pulls in torch, which would make regenerating a report several seconds slower for nothing.
-    """
+def load_records(results_dir: str | Path) -> list[RunRecord]:
+    """Every finished record under `results_dir` (runs/<run_id>/record.json), sorted by (space, data, budget,
+    method, seed); unreadable or malformed ones are skipped with a warning that names the file."""
     records = []
     for path in sorted(Path(results_dir).glob("runs/*/record.json")):
-        record = read_json(path)
-        missing = [k for k in REQUIRED_KEYS if k not in record]
-        if missing:
-            log.warning("skipping record %s: missing %s", record.get("run_id", "?"), missing)
-            continue
-        records.append(record)
-    return sorted(records, key=lambda r: (r["space"], r["data"], r["budget"], r["method"], r["seed"], r["run_id"]))
+        try:
+            records.append(RunRecord.load(path))
+        except RecordError as e:
+            log.warning("skipping %s", e)
+    return sorted(records, key=lambda r: (r.space, r.data, r.budget, r.method, r.seed, r.run_id))
 
 
-def setting_of(record: dict[str, Any]) -> str:
+def setting_of(record: RunRecord) -> str:
     """What a comparison holds fixed: methods are only compared within one setting."""
-    return f"{record['space']} / {record['data']} / budget={record['budget']}"
+    return f"{record.space} / {record.data} / budget={record.budget}"
 
 
 def _correlation(fn, proxy: np.ndarray, truth: np.ndarray) -> float:
@@ -53,90 +45,94 @@ def _correlation(fn, proxy: np.ndarray, truth: np.ndarray) -> float:
     return fn(proxy, truth)
 
 
-def top_half_correlations(record: dict[str, Any]) -> dict[str, float]:
+def top_half_correlations(record: RunRecord) -> dict[str, float]:
     """Pearson and Kendall on the truly better half of the ranking sample (GHN Table 4's "Top-50" of 100)."""
-    proxy = np.asarray(record["ranking"]["proxy"], dtype=float)
-    truth = np.asarray(record["ranking"]["truth"], dtype=float)
+    proxy = np.asarray(record.ranking.proxy, dtype=float)
+    truth = np.asarray(record.ranking.truth, dtype=float)
     top = np.argsort(-truth, kind="stable")[: len(truth) // 2]
     return {"pearson_top_half": _correlation(pearson_r, proxy[top], truth[top]),
             "kendall_top_half": _correlation(kendall_tau, proxy[top], truth[top])}
 
 
-def budget_description(record: dict[str, Any]) -> str:
+def budget_description(record: RunRecord) -> str:
     """The budget a number was measured under, in words (paper tables state it beside every measured cell)."""
-    b = record.get("config", {}).get("budget", {})
-    f = record["found"]
-    net = f.get("net", {})
+    b = record.config.get("budget", {})
+    f = record.found
     imgs = b.get("max_train_images") or "all"
-    final = (f"final net C={net.get('channels', '?')} N={net.get('cells_per_stage', '?')}, accuracy "
-             f"{f.get('final_source', '?')}")
-    if f.get("final_source") == "retrained":
+    final = (f"final net C={f.net.get('channels', '?')} N={f.net.get('cells_per_stage', '?')}, accuracy "
+             f"{f.final_source}")
+    if f.final_source == "retrained":
         final += f" {b.get('final', {}).get('epochs', '?')} epochs"
-    return (f"budget={record['budget']}: {b.get('resolution', '?')} px, {imgs} train images, "
-            f"{b.get('search_epochs', '?')} search epochs, {len(record['ranking']['proxy'])} ranked archs; {final}")
-
-
-def method_params(record: dict[str, Any]) -> dict[str, Any]:
-    return dict(record.get("config", {}).get("method", {}).get("params", {}))
+    return (f"budget={record.budget}: {b.get('resolution', '?')} px, {imgs} train images, "
+            f"{b.get('search_epochs', '?')} search epochs, {len(record.ranking.proxy)} ranked archs; {final}")
 
 
 @cache
 def _method_defaults(method: str) -> tuple[tuple[str, Any], ...]:
-    path = CONF_METHODS / f"{method}.yaml"
-    if not path.is_file():
+    """The method's hyperparameter defaults from its installed Hparams dataclass (the one source of them); empty
+    for a method this installation does not register. Names resolve through the registry, never as paths."""
+    from methods import METHODS
+
+    if method not in METHODS.names():
         return ()
-    return tuple(((yaml.safe_load(path.read_text()) or {}).get("params") or {}).items())
+    hp = METHODS.get(method).Hparams
+    defaults = []
+    for f in dataclasses.fields(hp):
+        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        defaults.append((f.name, str(value) if hasattr(value, "value") else value))  # choices by their name
+    return tuple(defaults)
 
 
 def variant_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The hyperparameters of a run that differ from the method's defaults (conf/method/<method>.yaml): what tells
-    an ablation run apart from the default one. Empty for a default run, or for a method without a config file."""
+    """The hyperparameters of a run that differ from the method's defaults: what tells an ablation run apart from
+    the default one. Empty for a default run, or for a method this installation does not register."""
     defaults = dict(_method_defaults(method))
     return {k: v for k, v in sorted(params.items()) if k in defaults and defaults[k] != v}
 
 
-def variant_label(record: dict[str, Any]) -> str:
+def variant_label(record: RunRecord) -> str:
     """The method's name, followed by its non-default hyperparameters when there are any: `ghn (stacked=True)`."""
-    changed = variant_params(record["method"], method_params(record))
-    return record["method"] + (f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
+    changed = variant_params(record.method, record.method_params)
+    return record.method + (f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
 
 
-def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
     """One row per run with everything the per-method table, the figures and the paper tables need."""
     rows = []
     for r in records:
-        s, rk, f, c = r["summary"], r["ranking"], r["found"], r["cost"]
-        params = method_params(r)
+        s, rk, f, c = r.summary, r.ranking, r.found, r.cost
+        params = r.method_params
         row = {
-            "run_id": r["run_id"], "method": r["method"], "space": r["space"], "data": r["data"],
-            "budget": r["budget"], "seed": r["seed"], "setting": setting_of(r),
-            "device": c.get("device", "?"), "device_type": c.get("device_type", "?"),
-            "search_seconds": s["search_device_seconds"], "search_gpu_days": s["search_gpu_days"],
-            "params": s["params"], "params_m": s["params"] / 1e6, "flops": s["flops"],
-            "final_test_acc": s["final_test_acc"], "final_source": f.get("final_source", "?"),
-            "found_arch": f.get("arch", "?"), "n_ranked": len(rk["proxy"]),
-            "precision_at_top10pct": s["precision_at_top10pct"], "precision_at_5": s["precision_at_5"],
+            "run_id": r.run_id, "method": r.method, "space": r.space, "data": r.data,
+            "budget": r.budget, "seed": r.seed, "setting": setting_of(r),
+            "device": c.device, "device_type": c.device_type,
+            "search_seconds": s.search_device_seconds, "search_gpu_days": s.search_gpu_days,
+            "params": s.params, "params_m": s.params / 1e6, "flops": s.flops,
+            "final_test_acc": s.final_test_acc, "final_source": f.final_source,
+            "found_arch": f.arch, "n_ranked": len(rk.proxy),
+            "precision_at_top10pct": s.precision_at_top10pct, "precision_at_5": s.precision_at_5,
             "method_params": params, "budget_desc": budget_description(r), "variant": variant_label(r),
-            "variant_params": variant_params(r["method"], params),
+            "variant_params": variant_params(r.method, params),
         }
         for name in ("kendall_tau", "spearman_rho", "pearson_r"):
-            row[name] = rk[name]
-            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = rk.get(f"{name}_ci_low"), rk.get(f"{name}_ci_high")
+            row[name] = getattr(rk, name)
+            for end in ("ci_low", "ci_high"):
+                row[f"{name}_{end}"] = getattr(rk, f"{name}_{end}")
         for phase in PHASES:
-            row[f"{phase}_seconds"] = c["phases"].get(phase, {}).get("device_seconds", math.nan)
-        row["pearson_all"], row["kendall_all"] = rk["pearson_r"], rk["kendall_tau"]
+            row[f"{phase}_seconds"] = c.phases[phase].device_seconds if phase in c.phases else math.nan
+        row["pearson_all"], row["kendall_all"] = rk.pearson_r, rk.kendall_tau
         row.update(top_half_correlations(r))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def points_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def points_frame(records: list[RunRecord]) -> pd.DataFrame:
     """One row per ranked architecture: the method's proxy score against the ground truth."""
     rows = []
     for r in records:
-        run = {"run_id": r["run_id"], "method": r["method"], "variant": variant_label(r), "seed": r["seed"],
+        run = {"run_id": r.run_id, "method": r.method, "variant": variant_label(r), "seed": r.seed,
                "setting": setting_of(r)}  # once per run, not per architecture
-        rk = r["ranking"]
+        rk = r.ranking
         rows += [{**run, "arch": arch, "proxy": p, "truth": t}
-                 for arch, p, t in zip(rk["archs"], rk["proxy"], rk["truth"], strict=True)]
+                 for arch, p, t in zip(rk.archs, rk.proxy, rk.truth, strict=True)]
     return pd.DataFrame(rows, columns=["run_id", "method", "variant", "seed", "setting", "arch", "proxy", "truth"])

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .paper_tables import method_is_configured, table_methods
+from .paper_tables import table_methods
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-subset"
@@ -30,9 +30,9 @@ def registered_methods() -> set[str]:
 
 
 def missing_methods(methods: list[str]) -> list[str]:
-    """Methods that cannot run: not registered in methods/ or without conf/method/<name>.yaml."""
+    """Methods that cannot run: not registered in methods/ or without conf/method/<name>.yaml (Hydra's group)."""
     registered = registered_methods()
-    return [m for m in methods if m not in registered or not method_is_configured(m)]
+    return [m for m in methods if m not in registered or not (REPO / "conf" / "method" / f"{m}.yaml").is_file()]
 
 
 def cifar_root_env(env: dict[str, str]) -> dict[str, str]:
@@ -47,7 +47,7 @@ def run_commands(methods: list[str], setting: dict[str, str], budget: str, resul
                  overrides: list[str]) -> list[list[str]]:
     has_budget = any(o.startswith("budget=") for o in overrides)
     return [[sys.executable, "run.py", f"method={m}", f"space={setting['space']}", f"data={setting['data']}",
-             *([] if has_budget else [f"budget={budget}"]), f"results_dir={results}",
+             *([] if has_budget else [f"budget={budget}"]), f"execution.results_dir={results}",
              f"hydra.run.dir={results}/hydra/{m}", *overrides] for m in methods]
 
 

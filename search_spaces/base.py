@@ -8,6 +8,7 @@ Decisions and choice points coincide in nb201 and mbnet_chain; in darts_cell a d
 """
 from __future__ import annotations
 
+import operator
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -33,18 +34,70 @@ SAMPLE, MUTATE, ENCODE, ENUMERATE, TO_GRAPH, SUPERNET, STANDALONE = (
 
 @dataclass(frozen=True)
 class Decision:
-    """One categorical choice of an architecture; arch[i] indexes `choices` of decision i."""
+    """One categorical choice of an architecture; arch[i] indexes `choices` of decision i.
+
+    `greater_than` declares an ordering constraint between decisions: this decision's chosen index must exceed the
+    chosen index of the earlier decision `greater_than` (darts_cell: a node's second input comes after its first,
+    which makes the encoding canonical). Generic samplers such as an RNN controller mask choices with it.
+    """
 
     name: str
     choices: tuple[str, ...]
+    greater_than: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Op:
+    """A candidate operation at a choice point, with the traits methods act on (never its name).
+
+    zero: outputs nothing (the op of an unused edge): a path through it carries no signal and holds no weights.
+    parameter_free: has no trainable weights at this place (pooling, identity, zero).
+    pooling: a pooling op (e.g. DARTS adds a BatchNorm after pooling in its mixed op).
+    """
+
+    name: str
+    zero: bool = False
+    parameter_free: bool = False
+    pooling: bool = False
 
 
 @dataclass(frozen=True)
 class ChoicePoint:
-    """A place in the supernet with candidate ops (an edge of a cell, a layer of a chain)."""
+    """A place in the supernet with candidate ops (an edge of a cell, a layer of a chain).
+
+    `node` names the sum this point's output feeds: choice points that share a node are added together there (the
+    edges into one cell node); None means the point feeds nothing shared (a layer of a chain). `cell` names the
+    repeated module type it belongs to (None outside cells).
+    """
 
     name: str
-    candidates: tuple[str, ...]
+    ops: tuple[Op, ...]
+    node: Optional[str] = None
+    cell: Optional[str] = None
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """Candidate op names, in index order."""
+        return tuple(op.name for op in self.ops)
+
+    @property
+    def zero_index(self) -> Optional[int]:
+        """Index of the zero op, or None when every candidate computes something."""
+        return next((k for k, op in enumerate(self.ops) if op.zero), None)
+
+    @property
+    def nonzero_indices(self) -> tuple[int, ...]:
+        return tuple(k for k, op in enumerate(self.ops) if not op.zero)
+
+
+@dataclass(frozen=True)
+class InputSelection:
+    """An input-selection constraint: every arch keeps exactly `keep` of the choice points `points` (all feeding
+    `node`) with a non-zero op; the others take their zero op (a DARTS node keeps 2 of its incoming edges)."""
+
+    node: str
+    points: tuple[int, ...]
+    keep: int
 
 
 @dataclass(frozen=True, eq=False)  # eq on tensors is elementwise; compare by identity
@@ -62,6 +115,9 @@ class WeightedChoice:
 PathEntry = Union[int, WeightedChoice]  # int = exactly one candidate runs (single path)
 Path = Sequence[PathEntry]  # one entry per supernet choice point
 
+# Kinds of the top-level parts of a network in a graph view (ArchGraph.scope_kinds)
+STEM, CELL, BLOCK, HEAD = "stem", "cell", "block", "head"
+
 
 @dataclass
 class ArchGraph:
@@ -71,14 +127,16 @@ class ArchGraph:
     `graph_node_types`), `edges` are (src, dst) data-flow pairs, and `node_modules[v]` is the qualified name of the
     module inside `space.build_standalone(arch, net)` whose parameters node v owns (None for parameter-free nodes
     such as 'input', 'sum', 'output', pooling, skip). `node_scopes[v]` names the top-level part of the net that
-    node v computes in, parameter-free nodes included: 'stem', 'cells.<k>' (a repeated module), 'head' (stacked
-    GHN propagates one scope after another).
+    node v computes in, parameter-free nodes included; each scope is one contiguous run of nodes, and
+    `scope_kinds[scope]` says what it is: STEM, CELL (a repeated cell), BLOCK (a fixed block between cells) or
+    HEAD. Stacked GHN propagates one scope after another.
     """
 
     node_types: list[str]
     edges: list[tuple[int, int]]
     node_modules: list[Optional[str]] = field(default_factory=list)
-    node_scopes: list[Optional[str]] = field(default_factory=list)
+    node_scopes: list[str] = field(default_factory=list)
+    scope_kinds: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.node_types)
@@ -87,8 +145,61 @@ class ArchGraph:
                 raise ValueError(f"edge ({s}, {d}) is not forward in a {n}-node topologically ordered graph")
         if self.node_modules and len(self.node_modules) != n:
             raise ValueError("node_modules must have one entry per node")
-        if self.node_scopes and len(self.node_scopes) != n:
-            raise ValueError("node_scopes must have one entry per node")
+        if self.node_scopes:
+            if len(self.node_scopes) != n:
+                raise ValueError("node_scopes must have one entry per node")
+            missing = sorted(set(self.node_scopes) - set(self.scope_kinds))
+            if missing:
+                raise ValueError(f"scopes {missing} have no entry in scope_kinds")
+            runs = [s for i, s in enumerate(self.node_scopes) if i == 0 or self.node_scopes[i - 1] != s]
+            if len(runs) != len(set(runs)):
+                raise ValueError("every scope must be one contiguous run of nodes")
+
+    def scopes(self) -> list[str]:
+        """Scope names in network order."""
+        return list(dict.fromkeys(self.node_scopes))
+
+
+class ChoiceOp(nn.Module):
+    """All candidate ops of one place in a supernet (a DARTS MixedOp that also runs a single path).
+
+    forward(x, entry): an int runs only that candidate; a WeightedChoice sums weights[k] * candidates[indices[k]](x).
+    A zero op is never run: it contributes nothing, and forward returns None when nothing was added, so the cell
+    decides what an empty sum is. `point` is the index of the supernet choice point whose path entry selects here;
+    several ChoiceOps (one per cell) may follow the same point.
+    """
+
+    def __init__(self, point: int, ops: Sequence[Op], candidates: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(ops) != len(candidates):
+            raise ValueError(f"{len(ops)} ops for {len(candidates)} candidate modules")
+        self.point = point
+        self.ops = tuple(ops)
+        self.zero_index = next((k for k, op in enumerate(self.ops) if op.zero), None)
+        self.candidates = nn.ModuleList(candidates)
+
+    def _check_index(self, k: int) -> int:
+        k = operator.index(k)
+        if not 0 <= k < len(self.ops):
+            raise IndexError(f"candidate index {k} out of range for {len(self.ops)} candidates "
+                             f"{[op.name for op in self.ops]}")
+        return k
+
+    def forward(self, x: torch.Tensor, entry: PathEntry) -> Optional[torch.Tensor]:
+        if not isinstance(entry, WeightedChoice):
+            k = self._check_index(entry)
+            return None if k == self.zero_index else self.candidates[k](x)
+        if len(entry.indices) == 0 or entry.weights.shape != (len(entry.indices),):
+            raise ValueError(f"WeightedChoice needs one weight per index, got indices {entry.indices} and weights "
+                             f"of shape {tuple(entry.weights.shape)}")
+        out: Optional[torch.Tensor] = None
+        for k, weight in zip(entry.indices, entry.weights, strict=True):
+            k = self._check_index(k)
+            if k == self.zero_index:  # weight * 0: adds nothing and gives the weight no gradient either way
+                continue
+            term = weight * self.candidates[k](x)
+            out = term if out is None else out + term
+        return out
 
 
 class Supernet(nn.Module, ABC):
@@ -96,6 +207,7 @@ class Supernet(nn.Module, ABC):
 
     forward(x, path) computes the network selected by `path` (one entry per choice point). A single-path `int`
     entry runs exactly one candidate and no other candidate of that point receives activations or gradients.
+    Choice points are run by `ChoiceOp` modules, so `choice_ops` finds every instance of a point's candidates.
     """
 
     choice_points: list[ChoicePoint]
@@ -108,9 +220,13 @@ class Supernet(nn.Module, ABC):
         """Weights (and BN buffers) of `arch`'s subnet, loadable with strict=True into
         `space.build_standalone(arch, same_net_config)`; the two then compute the same function."""
 
-    def candidate_modules(self, point: int) -> Sequence[nn.Module]:
-        """The candidate op modules of choice point `point` (for per-op statistics, e.g. latency tables)."""
-        raise NotImplementedError
+    def choice_ops(self, point: int) -> list[Sequence[nn.Module]]:
+        """The candidate modules of choice point `point`, one list per ChoiceOp that follows it (nb201 and
+        darts_cell: one per cell), indexed like `choice_points[point].ops`."""
+        found = [list(m.candidates) for m in self.modules() if isinstance(m, ChoiceOp) and m.point == point]
+        if not found:
+            raise ValueError(f"no ChoiceOp follows choice point {point} of {type(self).__name__}")
+        return found
 
 
 class SearchSpace(ABC):
@@ -178,25 +294,36 @@ class SearchSpace(ABC):
 
     graph_node_types: ClassVar[tuple[str, ...]] = ()
 
+    # ---- structure that methods read ----------------------------------------------------------------------------
+    # Why a capability is missing, for the error a method gets on this space (e.g. {SUPERNET: "..."}).
+    unavailable: ClassVar[dict[str, str]] = {}
+
+    @property
+    def choice_points(self) -> list[ChoicePoint]:
+        """The supernet's choice points, in path order (spaces with the SUPERNET capability)."""
+        raise NotImplementedError(f"space {self.name} has no supernet")
+
+    @property
+    def input_selections(self) -> list[InputSelection]:
+        """Input-selection constraints over the choice points (empty: every point picks its op freely)."""
+        return []
+
     # ---- networks -------------------------------------------------------------------------------------------------
-    @abstractmethod
-    def build_supernet(self, net: NetConfig) -> Supernet: ...
+    def build_supernet(self, net: NetConfig) -> Supernet:
+        raise NotImplementedError(f"space {self.name} has no supernet")
 
     @abstractmethod
     def build_standalone(self, arch: Arch, net: NetConfig) -> nn.Module:
         """A plain nn.Module computing `arch` alone (forward(x) -> logits)."""
 
-    @abstractmethod
     def arch_to_path(self, arch: Arch) -> list[int]:
         """Single-path view of `arch` in the supernet: one candidate index per choice point."""
+        raise NotImplementedError(f"space {self.name} has no supernet")
 
-    @abstractmethod
     def derive_from_weights(self, weights: Sequence[torch.Tensor]) -> Arch:
-        """Discretize continuous per-choice-point weights (DARTS alphas, ProxylessNAS gate probabilities):
-        argmax per point, and in darts_cell the top-2 incoming edges per node with 'none' excluded."""
-
-    def num_choice_points(self) -> int:
-        return len(self.arch_to_path(self.sample(random.Random(0))))
+        """Discretize continuous per-choice-point weights (DARTS alphas, ProxylessNAS gate probabilities): the
+        argmax per point, within the space's input-selection constraints."""
+        raise NotImplementedError(f"space {self.name} has no supernet")
 
 
 def argmax_per_point(weights: Sequence[torch.Tensor], points: Sequence[ChoicePoint]) -> Arch:

@@ -36,23 +36,28 @@ from oneshot_bench.config import NetConfig
 from oneshot_bench.errors import ArchStringError, ConfigError
 
 from .base import (
+    CELL,
     ENCODE,
+    HEAD,
     MUTATE,
     SAMPLE,
     STANDALONE,
+    STEM,
     SUPERNET,
     TO_GRAPH,
     Arch,
     ArchGraph,
+    ChoiceOp,
     ChoicePoint,
     Decision,
+    InputSelection,
+    Op,
     Path,
     SearchSpace,
     Supernet,
     register_space,
 )
 from .ops import (
-    ChoiceOp,
     DilConv,
     FactorizedReduce,
     GraphBuilder,
@@ -85,6 +90,15 @@ _OP_FACTORIES: dict[str, Callable[[int, int], nn.Module]] = {  # (channels, stri
 }
 SUPERNET_OPS: tuple[str, ...] = tuple(_OP_FACTORIES)
 OPS: tuple[str, ...] = SUPERNET_OPS[1:]  # an arch's ops: never 'none'
+
+
+def op_specs(reduction: bool) -> tuple[Op, ...]:
+    """Traits of SUPERNET_OPS in a normal or a reduction cell (a strided skip is a FactorizedReduce with weights)."""
+    return (Op("none", zero=True, parameter_free=True),
+            Op("max_pool_3x3", parameter_free=True, pooling=True),
+            Op("avg_pool_3x3", parameter_free=True, pooling=True),
+            Op("skip_connect", parameter_free=not reduction),
+            *(Op(name) for name in SUPERNET_OPS[4:]))
 
 # Edges j -> i of one cell in DARTS order (i = 2..5, j = 0..i-1), keyed "i<-j" in module names.
 EDGES: tuple[tuple[int, int], ...] = tuple((i, j) for i in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES) for j in range(i))
@@ -145,6 +159,16 @@ def arch_to_path(arch: Arch) -> list[int]:
     return path
 
 
+# Choice points: the 14 edges of the normal cell, then the reduction cell's; the edges into node i are summed there.
+CHOICE_POINTS: tuple[ChoicePoint, ...] = tuple(
+    ChoicePoint(f"{cell}.{i}<-{j}", op_specs(cell == "reduce"), node=f"{cell}.node{i}", cell=cell)
+    for cell in CELL_TYPES for i, j in EDGES)
+# Each intermediate node keeps exactly 2 of its incoming edges (the others take 'none').
+INPUT_SELECTIONS: tuple[InputSelection, ...] = tuple(
+    InputSelection(f"{cell}.node{i}", tuple(c * EDGES_PER_CELL + EDGE_INDEX[(i, j)] for j in range(i)), keep=2)
+    for c, cell in enumerate(CELL_TYPES) for i in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES))
+
+
 # ---- networks -------------------------------------------------------------------------------------------------------
 
 class _CellBase(nn.Module):
@@ -193,8 +217,8 @@ class DartsSearchCell(_CellBase):
         super().__init__()
         self._build_preprocess(c_prev_prev, c_prev, c, reduction, reduction_prev)
         self.edges = nn.ModuleDict({
-            f"{i}<-{j}": ChoiceOp(first_point + e, SUPERNET_OPS, [_OP_FACTORIES[n](c, self._stride(j))
-                                                                  for n in SUPERNET_OPS])
+            f"{i}<-{j}": ChoiceOp(first_point + e, op_specs(reduction), [_OP_FACTORIES[n](c, self._stride(j))
+                                                                         for n in SUPERNET_OPS])
             for e, (i, j) in enumerate(EDGES)})
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, path: Path) -> torch.Tensor:
@@ -269,7 +293,7 @@ class DartsSupernet(Supernet, _NetworkCIFAR):
             return DartsSearchCell(first_point, c_prev_prev, c_prev, c, reduction, reduction_prev)
 
         self._build(net, make_cell)
-        self.choice_points = [ChoicePoint(f"{cell}.{i}<-{j}", SUPERNET_OPS) for cell in CELL_TYPES for i, j in EDGES]
+        self.choice_points = list(CHOICE_POINTS)
 
     def forward(self, x: torch.Tensor, path: Path) -> torch.Tensor:
         if len(path) != len(self.choice_points):
@@ -283,13 +307,6 @@ class DartsSupernet(Supernet, _NetworkCIFAR):
 
     def subnet_state_dict(self, arch: Arch) -> dict[str, torch.Tensor]:
         return subnet_state_dict(self, arch_to_path(arch))
-
-    def candidate_modules(self, point: int) -> Sequence[nn.Module]:
-        """The candidates of edge `point` in the first cell of its type; other cells hold same-type copies."""
-        reduction, e = divmod(point, EDGES_PER_CELL)
-        cell = next(c for c in self.cells if c.reduction == bool(reduction))
-        i, j = EDGES[e]
-        return list(cell.edges[f"{i}<-{j}"].candidates)
 
 
 # ---- the space ------------------------------------------------------------------------------------------------------
@@ -309,9 +326,18 @@ class DartsCellSpace(SearchSpace):
             for i in range(NUM_NODES):
                 inputs = tuple(str(j) for j in range(NUM_INPUTS + i))
                 node = f"{cell}.node{NUM_INPUTS + i}"
+                input_a = len(out)
                 out += [Decision(f"{node}.input_a", inputs), Decision(f"{node}.op_a", OPS),
-                        Decision(f"{node}.input_b", inputs), Decision(f"{node}.op_b", OPS)]
+                        Decision(f"{node}.input_b", inputs, greater_than=input_a), Decision(f"{node}.op_b", OPS)]
         return out
+
+    @property
+    def choice_points(self) -> list[ChoicePoint]:
+        return list(CHOICE_POINTS)
+
+    @property
+    def input_selections(self) -> list[InputSelection]:
+        return list(INPUT_SELECTIONS)
 
     def is_valid(self, arch: Arch) -> bool:
         return _is_valid(tuple(arch))
@@ -405,10 +431,10 @@ class DartsCellSpace(SearchSpace):
         with torch.device("meta"):  # only the module structure is needed
             model = self.build_standalone(arch, net)
         g = GraphBuilder()
-        g.scope = "stem"
+        g.enter("stem", STEM)
         s0 = s1 = g.add("conv_3x3_bn", [g.add("input")], "stem")
         for k, cell in enumerate(model.cells):
-            name = g.scope = f"cells.{k}"
+            name = g.enter(f"cells.{k}", CELL)
             states = [g.add_op(cell.preprocess0, f"{name}.preprocess0", s0),
                       g.add_op(cell.preprocess1, f"{name}.preprocess1", s1)]
             for i, inputs in enumerate(cell.inputs):
@@ -416,7 +442,7 @@ class DartsCellSpace(SearchSpace):
                 states.append(g.add_sum([g.add_op(cell.edges[key], f"{name}.edges.{key}", states[j])
                                          for key, j in zip(keys, inputs, strict=True)]))
             s0, s1 = s1, g.add("concat", states[NUM_INPUTS:])
-        g.scope = "head"
+        g.enter("head", HEAD)
         g.add("output", [g.add("linear", [g.add("global_avg_pool", [s1])], "classifier")])
         return g.graph()
 

@@ -29,31 +29,33 @@ from oneshot_bench.config import NetConfig
 from oneshot_bench.errors import ArchStringError, ConfigError
 
 from .base import (
+    BLOCK,
     ENCODE,
     ENUMERATE,
+    HEAD,
     MUTATE,
     SAMPLE,
     STANDALONE,
+    STEM,
     SUPERNET,
     TO_GRAPH,
     Arch,
     ArchGraph,
+    ChoiceOp,
     ChoicePoint,
     Decision,
+    Op,
     Path,
-    PathEntry,
     SearchSpace,
     Supernet,
-    WeightedChoice,
     argmax_per_point,
     register_space,
 )
 from .mbv2_ops import CANDIDATE_OPS, OP_NAMES, ConvBN, InvertedResidual, SkipOrDownsample
-from .ops import GraphBuilder
+from .ops import GraphBuilder, subnet_state_dict
 
 STAGE_DEPTHS = (2, 3, 3)
 NUM_LAYERS = sum(STAGE_DEPTHS)
-CHOICE_POINTS = tuple(ChoicePoint(f"layer{i}", OP_NAMES) for i in range(NUM_LAYERS))
 IDENTITY = OP_NAMES.index("identity")
 PAPER_STEM_CHANNELS = 32
 HEAD_CHANNELS_PER_STEM_CHANNEL = 40  # 1280 / 32
@@ -78,6 +80,17 @@ def layer_shapes(stem_channels: int) -> list[LayerShape]:
         width *= 2
         shapes.extend(LayerShape(width, width, 1) for _ in range(depth - 1))
     return shapes
+
+
+def op_specs(shape: LayerShape) -> tuple[Op, ...]:
+    """Traits of OP_NAMES on a layer: the identity has weights only where it must project (stride or width)."""
+    return tuple(Op(name, parameter_free=(k == IDENTITY and shape.stride == 1 and shape.in_ch == shape.out_ch))
+                 for k, name in enumerate(OP_NAMES))
+
+
+# A chain: every layer picks one op, nothing is summed across layers (no node, no cell). Traits at paper width.
+CHOICE_POINTS = tuple(ChoicePoint(f"layer{i}", op_specs(shape))
+                      for i, shape in enumerate(layer_shapes(PAPER_STEM_CHANNELS)))
 
 
 def real_arch(arch: Arch) -> Arch:
@@ -136,34 +149,16 @@ class MBNetChainNet(_ChainTrunk):
         return self._logits(self.layers(self.stem(x)))
 
 
-class ChoiceLayer(nn.Module):
-    """All candidate ops of one layer; forward runs only those named by the path entry."""
-
-    def __init__(self, shape: LayerShape) -> None:
-        super().__init__()
-        self.candidates = nn.ModuleList(CANDIDATE_OPS[name](shape.in_ch, shape.out_ch, shape.stride)
-                                        for name in OP_NAMES)
-
-    def forward(self, x: torch.Tensor, entry: PathEntry) -> torch.Tensor:
-        if not isinstance(entry, WeightedChoice):
-            return self.candidates[operator.index(entry)](x)
-        if len(entry.indices) == 0 or entry.weights.shape != (len(entry.indices),):
-            raise ValueError(f"WeightedChoice needs one weight per index, got indices {entry.indices} and weights "
-                             f"of shape {tuple(entry.weights.shape)}")
-        out: torch.Tensor | None = None
-        for k, weight in zip(entry.indices, entry.weights, strict=True):
-            term = weight * self.candidates[k](x)
-            out = term if out is None else out + term
-        return out
-
-
 class MBNetChainSupernet(Supernet, _ChainTrunk):
     """Weight-sharing net over all 6,561 archs: a shared stem/head and one ChoiceLayer per searchable layer."""
 
     def __init__(self, net: NetConfig) -> None:
         super().__init__()
         self._build_trunk(net)
-        self.layers = nn.ModuleList(ChoiceLayer(shape) for shape in layer_shapes(net.channels))
+        self.layers = nn.ModuleList(
+            ChoiceOp(i, op_specs(shape), [CANDIDATE_OPS[name](shape.in_ch, shape.out_ch, shape.stride)
+                                          for name in OP_NAMES])
+            for i, shape in enumerate(layer_shapes(net.channels)))
         self.choice_points = list(CHOICE_POINTS)
 
     def forward(self, x: torch.Tensor, path: Path) -> torch.Tensor:
@@ -176,15 +171,7 @@ class MBNetChainSupernet(Supernet, _ChainTrunk):
 
     def subnet_state_dict(self, arch: Arch) -> dict[str, torch.Tensor]:
         # Standalone names are the supernet's with "candidates.{k}." dropped from the chosen candidate.
-        state: dict[str, torch.Tensor] = {}
-        for name in ("stem", "head", "classifier"):
-            getattr(self, name).state_dict(destination=state, prefix=f"{name}.")
-        for i, (layer, op) in enumerate(zip(self.layers, _check_arch(arch), strict=True)):
-            layer.candidates[op].state_dict(destination=state, prefix=f"layers.{i}.")
-        return state
-
-    def candidate_modules(self, point: int) -> Sequence[nn.Module]:
-        return list(self.layers[point].candidates)
+        return subnet_state_dict(self, _check_arch(arch))
 
 
 # ---- graph view -----------------------------------------------------------------------------------------------------
@@ -220,6 +207,10 @@ class MBNetChainSpace(SearchSpace):
     def decisions(self) -> list[Decision]:
         return [Decision(f"layer{i}", OP_NAMES) for i in range(NUM_LAYERS)]
 
+    @property
+    def choice_points(self) -> list[ChoicePoint]:
+        return list(CHOICE_POINTS)
+
     def encode(self, arch: Arch) -> str:
         return "".join(str(op) for op in _check_arch(arch))
 
@@ -251,12 +242,12 @@ class MBNetChainSpace(SearchSpace):
         with torch.device("meta"):  # only the module structure is needed, no weights
             model = self.build_standalone(arch, net)
         g = _GraphBuilder()
-        g.scope = "stem"
+        g.enter("stem", STEM)
         x = g.add_conv(model.stem, "stem", g.add("input"))
         for i, op in enumerate(model.layers):
-            g.scope = f"layers.{i}"
+            g.enter(f"layers.{i}", BLOCK)
             x = g.add_op(op, f"layers.{i}", x)
-        g.scope = "head"
+        g.enter("head", HEAD)
         x = g.add("avg_pool", [g.add_conv(model.head, "head", x)])
         g.add("output", [g.add("linear", [x], "classifier")])
         return g.graph()

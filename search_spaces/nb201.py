@@ -27,17 +27,23 @@ from oneshot_bench.config import NetConfig
 from oneshot_bench.errors import ArchStringError, ConfigError
 
 from .base import (
+    BLOCK,
+    CELL,
     ENCODE,
     ENUMERATE,
+    HEAD,
     MUTATE,
     SAMPLE,
     STANDALONE,
+    STEM,
     SUPERNET,
     TO_GRAPH,
     Arch,
     ArchGraph,
+    ChoiceOp,
     ChoicePoint,
     Decision,
+    Op,
     Path,
     SearchSpace,
     Supernet,
@@ -45,8 +51,6 @@ from .base import (
     register_space,
 )
 from .ops import (
-    NONE,
-    ChoiceOp,
     GraphBuilder,
     ReLUConvBN,
     ResNetBasicblock,
@@ -56,11 +60,20 @@ from .ops import (
     sum_or_zeros,
 )
 
-OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+OP_SPECS: tuple[Op, ...] = (
+    Op("none", zero=True, parameter_free=True),
+    Op("skip_connect", parameter_free=True),
+    Op("nor_conv_1x1"),
+    Op("nor_conv_3x3"),
+    Op("avg_pool_3x3", parameter_free=True, pooling=True),
+)
+OPS: tuple[str, ...] = tuple(op.name for op in OP_SPECS)
 NUM_NODES = 4
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from), official order
 EDGE_KEYS: tuple[str, ...] = tuple(f"{i}<-{j}" for i, j in EDGES)
-CHOICE_POINTS = tuple(ChoicePoint(key, OPS) for key in EDGE_KEYS)
+# Edges into one node are summed there; one cell type, repeated (each cell has its own weights).
+CHOICE_POINTS = tuple(ChoicePoint(key, OP_SPECS, node=f"node{i}", cell="cell") for key, (i, _) in
+                      zip(EDGE_KEYS, EDGES, strict=True))
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
 _HELP = f"an nb201 arch string has 3 '+'-separated nodes of '|op~input|' tokens, ops {list(OPS)}, e.g. {EXAMPLE}"
 
@@ -99,7 +112,7 @@ class NB201Cell(nn.Module):
     def __init__(self, arch: Arch, channels: int) -> None:
         super().__init__()
         self.edges = nn.ModuleDict({key: _OP_FACTORIES[OPS[op]](channels)
-                                    for key, op in zip(EDGE_KEYS, arch, strict=True) if OPS[op] != NONE})
+                                    for key, op in zip(EDGE_KEYS, arch, strict=True) if not OP_SPECS[op].zero})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
@@ -114,7 +127,7 @@ class NB201SearchCell(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.edges = nn.ModuleDict({key: ChoiceOp(e, OPS, [_OP_FACTORIES[name](channels) for name in OPS])
+        self.edges = nn.ModuleDict({key: ChoiceOp(e, OP_SPECS, [_OP_FACTORIES[name](channels) for name in OPS])
                                     for e, key in enumerate(EDGE_KEYS)})
 
     def forward(self, x: torch.Tensor, path: Path) -> torch.Tensor:
@@ -182,11 +195,6 @@ class NB201Supernet(Supernet, _TinyNetwork):
     def subnet_state_dict(self, arch: Arch) -> dict[str, torch.Tensor]:
         return subnet_state_dict(self, _check_arch(arch))
 
-    def candidate_modules(self, point: int) -> Sequence[nn.Module]:
-        """The candidates of edge `point` in the first cell (stage 1); other cells hold same-type copies."""
-        first_cell = next(c for c in self.cells if isinstance(c, NB201SearchCell))
-        return list(first_cell.edges[EDGE_KEYS[point]].candidates)
-
 
 # ---- the space ------------------------------------------------------------------------------------------------------
 
@@ -201,6 +209,10 @@ class NB201Space(SearchSpace):
     @property
     def decisions(self) -> list[Decision]:
         return [Decision(key, OPS) for key in EDGE_KEYS]
+
+    @property
+    def choice_points(self) -> list[ChoicePoint]:
+        return list(CHOICE_POINTS)
 
     def encode(self, arch: Arch) -> str:
         arch = _check_arch(arch)
@@ -243,10 +255,10 @@ class NB201Space(SearchSpace):
         with torch.device("meta"):  # only the module structure is needed
             model = self.build_standalone(arch, net)
         g = GraphBuilder()
-        g.scope = "stem"
+        g.enter("stem", STEM)
         x = g.add("conv_3x3_bn", [g.add("input")], "stem")
         for k, cell in enumerate(model.cells):
-            name = g.scope = f"cells.{k}"
+            name = g.enter(f"cells.{k}", BLOCK if isinstance(cell, ResNetBasicblock) else CELL)
             if isinstance(cell, ResNetBasicblock):
                 main = g.add("relu_conv_bn_3x3", [g.add("relu_conv_bn_3x3", [x], f"{name}.conv_a")], f"{name}.conv_b")
                 shortcut = g.add("avg_pool_2x2_conv_1x1", [x], f"{name}.downsample")
@@ -258,7 +270,7 @@ class NB201Space(SearchSpace):
                          for e, j in _incoming(i) if EDGE_KEYS[e] in cell.edges]
                 nodes.append(g.add_sum(terms))
             x = nodes[-1]
-        g.scope = "head"
+        g.enter("head", HEAD)
         x = g.add("global_avg_pool", [g.add("bn_relu", [x], "lastact")])
         g.add("output", [g.add("linear", [x], "classifier")])
         return g.graph()

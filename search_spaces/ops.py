@@ -1,4 +1,4 @@
-"""Candidate ops of the cell spaces (nb201, darts_cell), the choice module that runs them, and graph helpers.
+"""Candidate ops of the cell spaces (nb201, darts_cell), subnet weight extraction, and graph helpers.
 
 The ops follow the reference code (AutoDL-Projects' `cell_operations.py` for NAS-Bench-201, DARTS'
 `operations.py`) and keep its submodule names (`op.1.weight`...). Every BatchNorm is affine and tracks running
@@ -6,15 +6,12 @@ statistics, in the supernet too, so that a subnet's supernet weights copy exactl
 """
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .base import ArchGraph, PathEntry, WeightedChoice
-
-NONE = "none"
+from .base import ArchGraph, ChoiceOp
 
 
 class ReLUConvBN(nn.Module):
@@ -157,46 +154,6 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 
 # ---- choice points --------------------------------------------------------------------------------------------------
 
-class ChoiceOp(nn.Module):
-    """All candidate ops of one place in a supernet (a DARTS MixedOp that also runs a single path).
-
-    forward(x, entry): an int runs only that candidate; a WeightedChoice sums weights[k] * candidates[indices[k]](x).
-    'none' is never run: it contributes nothing, and forward returns None when nothing was added, so the cell
-    decides what an empty sum is. `point` is the index of the supernet choice point whose path entry selects here.
-    """
-
-    def __init__(self, point: int, names: Sequence[str], candidates: Sequence[nn.Module]) -> None:
-        super().__init__()
-        if len(names) != len(candidates):
-            raise ValueError(f"{len(names)} names for {len(candidates)} candidates")
-        self.point = point
-        self.names = tuple(names)
-        self.none_index = self.names.index(NONE) if NONE in self.names else None
-        self.candidates = nn.ModuleList(candidates)
-
-    def _check_index(self, k: int) -> int:
-        k = operator.index(k)
-        if not 0 <= k < len(self.names):
-            raise IndexError(f"candidate index {k} out of range for {len(self.names)} candidates {self.names}")
-        return k
-
-    def forward(self, x: torch.Tensor, entry: PathEntry) -> torch.Tensor | None:
-        if not isinstance(entry, WeightedChoice):
-            k = self._check_index(entry)
-            return None if k == self.none_index else self.candidates[k](x)
-        if len(entry.indices) == 0 or entry.weights.shape != (len(entry.indices),):
-            raise ValueError(f"WeightedChoice needs one weight per index, got indices {entry.indices} and weights "
-                             f"of shape {tuple(entry.weights.shape)}")
-        out: torch.Tensor | None = None
-        for k, weight in zip(entry.indices, entry.weights, strict=True):
-            k = self._check_index(k)
-            if k == self.none_index:  # weight * 0: adds nothing and gives the weight no gradient either way
-                continue
-            term = weight * self.candidates[k](x)
-            out = term if out is None else out + term
-        return out
-
-
 def subnet_state_dict(supernet: nn.Module, path: Sequence[int]) -> dict[str, torch.Tensor]:
     """`supernet.state_dict()` with every ChoiceOp replaced by its chosen candidate `path[op.point]`.
 
@@ -235,14 +192,21 @@ def op_node_type(op: nn.Module) -> str:
 
 class GraphBuilder:
     """Appends nodes in execution order, so every edge points forward as ArchGraph requires. Nodes are tagged with
-    the current `scope` (set it to 'stem', 'cells.<k>', 'head' as the net is walked)."""
+    the current scope: call `enter(name, kind)` as the net is walked (stem, each cell or block, head)."""
 
     def __init__(self) -> None:
         self.types: list[str] = []
         self.modules: list[str | None] = []
-        self.scopes: list[str | None] = []
+        self.scopes: list[str] = []
+        self.scope_kinds: dict[str, str] = {}
         self.edges: list[tuple[int, int]] = []
-        self.scope: str | None = None
+        self.scope: str = ""
+
+    def enter(self, scope: str, kind: str) -> str:
+        """Nodes added from now on belong to `scope` (of kind STEM, CELL, BLOCK or HEAD); returns the name."""
+        self.scope = scope
+        self.scope_kinds[scope] = kind
+        return scope
 
     def add(self, node_type: str, inputs: Sequence[int] = (), module: str | None = None) -> int:
         node = len(self.types)
@@ -264,4 +228,4 @@ class GraphBuilder:
         return terms[0] if len(terms) == 1 else self.add("sum", terms)
 
     def graph(self) -> ArchGraph:
-        return ArchGraph(self.types, self.edges, self.modules, self.scopes)
+        return ArchGraph(self.types, self.edges, self.modules, self.scopes, dict(self.scope_kinds))

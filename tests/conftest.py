@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from evaluators.hydra_config import register_configs
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ONESHOT_SHARED_DATA", REPO.parent / "shared" / "data"))
 CIFAR_SUBSET = SHARED_DATA / "cifar10-subset"
@@ -14,6 +16,7 @@ CIFAR_SUBSET = SHARED_DATA / "cifar10-subset"
 # Test models are tiny: one thread is fastest, and several OpenMP threads on a loaded 2-core machine spin at
 # barriers (a 1x1 conv step measured 0.4 ms with 1 thread vs 75 ms with 2 under load).
 torch.set_num_threads(1)
+register_configs()  # Hydra's schemas (RunConfig, each method's and truth source's parameters), as run.py does
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the CLI subprocesses
 
 
@@ -81,8 +84,8 @@ def smoke_config(tmp_path, truth_cache):
 
     def make(*overrides: str):
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=[f"results_dir={tmp_path / 'results'}", f"cache_dir={truth_cache}",
-                                                  "device=cpu", *overrides])
+            cfg = compose("config", overrides=[f"execution.results_dir={tmp_path / 'results'}",
+                                                  f"execution.cache_dir={truth_cache}", "device=cpu", *overrides])
         return from_dictconfig(cfg)
 
     return make

@@ -7,8 +7,9 @@ from conftest import REPO
 
 
 def run_cli(*args, tmp_path):
-    return subprocess.run([sys.executable, "run.py", f"results_dir={tmp_path}", "hydra.run.dir=" + str(tmp_path / "h"),
-                           *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "run.py", f"execution.results_dir={tmp_path}",
+                           "hydra.run.dir=" + str(tmp_path / "h"), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 def test_unknown_method_lists_valid_choices(tmp_path):
@@ -48,7 +49,7 @@ def test_truth_mode_shards_fill_the_cache_a_search_run_then_reuses(tmp_path):
     every sample arch cached (its ground-truth time is file reads only, no training)."""
     common = ("space=darts_cell", "truth=trained", "budget.ranking_sample=4")
     for shard in ("0/2", "1/2"):
-        r = run_cli("mode=truth", f"truth_shard={shard}", *common, tmp_path=tmp_path)
+        r = run_cli("mode=truth", f"execution.truth_shard={shard}", *common, tmp_path=tmp_path)
         assert r.returncode == 0, r.stderr
         assert "ground truth ready for 2 sample archs of darts_cell" in r.stdout
     cached = list((tmp_path / "cache" / "truth" / "darts_cell").glob("*.json"))
@@ -57,7 +58,7 @@ def test_truth_mode_shards_fill_the_cache_a_search_run_then_reuses(tmp_path):
     r = run_cli("method=random", *common, tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # read, never retrained
-    r = run_cli("mode=truth", "truth_shard=2/2", *common, tmp_path=tmp_path)
+    r = run_cli("mode=truth", "execution.truth_shard=2/2", *common, tmp_path=tmp_path)
     assert r.returncode == 2 and "i/n" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -65,9 +66,10 @@ def test_report_mode_rebuilds_the_report_from_records_only(tmp_path):
     r = run_cli("method=spos", "space=mbnet_chain", tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "report"
-    r = run_cli("mode=report", f"report_dir={out}", tmp_path=tmp_path)
+    r = run_cli("mode=report", f"execution.report_dir={out}", tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
     html = (out / "report.html").read_text()
     assert "mbnet_chain" in html and "spos" in html.lower()
-    r = run_cli("mode=report", f"report_dir={out}", f"results_dir={tmp_path / 'none'}", tmp_path=tmp_path)
+    r = run_cli("mode=report", f"execution.report_dir={out}", f"execution.results_dir={tmp_path / 'none'}",
+                tmp_path=tmp_path)
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr

@@ -9,8 +9,12 @@ from search_spaces import get_space
 
 class ChainOnly(Method):
     name = "chain_only"
-    supported_spaces = frozenset({"mbnet_chain"})
-    why_unsupported = "its idea needs a chain of layers"
+
+    @classmethod
+    def unsupported_reason(cls, space):
+        if any(cp.node is not None for cp in space.choice_points):
+            return "its idea needs a chain of layers, and this space's choice points feed shared cell nodes"
+        return None
 
     def build(self):
         pass
@@ -34,11 +38,11 @@ def test_unknown_method_parameter_is_named(smoke_config):
         run_benchmark(smoke_config("method=spos", "space=mbnet_chain", "+method.params.mutation_prop=0.2"))
 
 
-def test_unknown_truth_and_tabular_truth_without_a_table(smoke_config):
-    with pytest.raises(ConfigError, match="auto, tabular, trained"):
-        run_benchmark(smoke_config("method=spos", "space=mbnet_chain", "truth=oracle"))
-    with pytest.raises(ConfigError, match="no tabular benchmark"):
-        run_benchmark(smoke_config("method=spos", "space=darts_cell", "truth=tabular"))
+def test_unknown_truth_and_a_truth_that_does_not_cover_the_space(smoke_config):
+    with pytest.raises(ConfigError, match="unknown truth 'oracle'. Valid choices: nas_bench_macro, nb201, trained"):
+        run_benchmark(smoke_config("method=spos", "space=mbnet_chain", "truth.name=oracle"))
+    with pytest.raises(ConfigError, match="truth 'nb201' does not cover space 'darts_cell'.*auto, trained"):
+        run_benchmark(smoke_config("method=spos", "space=darts_cell", "truth=nb201"))
 
 
 def test_diverging_supernet_training_stops_with_advice_and_keeps_earlier_epochs(smoke_config):

@@ -67,9 +67,10 @@ def test_nb201_controller_is_a_distribution_over_all_archs():
 
 
 def test_input_masks_put_all_mass_on_valid_input_pairs():
-    # one darts-style node with 4 candidate inputs: exactly the pairs a < b carry the whole probability
-    decisions = [Decision("n.input_a", tuple("0123")), Decision("n.op_a", ("x", "y")),
-                 Decision("n.input_b", tuple("0123")), Decision("n.op_b", ("x", "y"))]
+    # one darts-style node with 4 candidate inputs: exactly the pairs a < b carry the whole probability. The
+    # constraint comes from the declaration (greater_than), not from the names, which say nothing here
+    decisions = [Decision("first", tuple("0123")), Decision("second", ("x", "y")),
+                 Decision("third", tuple("0123"), greater_than=0), Decision("fourth", ("x", "y"))]
     controller = Controller(decisions, lstm_size=16)
     archs = list(itertools.product(range(4), range(2), range(4), range(2)))
     with torch.no_grad():

@@ -232,7 +232,7 @@ def test_stacked_modules_follow_the_cells(data, space):
 def test_config_errors(data):
     with pytest.raises(ConfigError, match="propagation"):
         make(data, "nb201", propagation="async")
-    with pytest.raises(ConfigError, match="repeat cells"):
+    with pytest.raises(ConfigError, match="repeated cells"):
         make(data, "mbnet_chain", stacked=True)
 
 

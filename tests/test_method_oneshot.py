@@ -9,9 +9,7 @@ from methods.base import SearchContext, get_method
 from oneshot_bench.config import BudgetConfig, DataConfig, NetConfig
 from oneshot_bench.data import load_data
 from search_spaces import get_space
-from search_spaces.base import WeightedChoice
-from search_spaces.mbnet_chain import ChoiceLayer
-from search_spaces.ops import ChoiceOp
+from search_spaces.base import ChoiceOp, WeightedChoice
 
 
 def make_oneshot(space="nb201", epochs=2, **hparams):
@@ -26,7 +24,7 @@ def make_oneshot(space="nb201", epochs=2, **hparams):
 
 
 def choice_modules(supernet):
-    return [m for m in supernet.modules() if isinstance(m, (ChoiceOp, ChoiceLayer))]
+    return [m for m in supernet.modules() if isinstance(m, ChoiceOp)]
 
 
 def test_dropout_rate_ramps_linearly_from_zero_to_r_max():
@@ -74,7 +72,7 @@ def test_dropped_ops_are_not_run_and_not_updated(monkeypatch):
     method = make_oneshot("nb201")
     kept = [[3], [2, 4], [], [1], [3], [2]]  # edge 2 fully dropped (its node keeps edge 1)
     monkeypatch.setattr(method, "sample_kept", lambda rate: [list(k) for k in kept])
-    points = {name: m for name, m in method.supernet.named_modules() if isinstance(m, (ChoiceOp, ChoiceLayer))}
+    points = {name: m for name, m in method.supernet.named_modules() if isinstance(m, ChoiceOp)}
     calls = set()
     for name, m in points.items():
         for k, cand in enumerate(m.candidates):

@@ -53,7 +53,7 @@ class CallCounter:
         self.calls: dict[int, list[int]] = defaultdict(list)  # point -> candidate indices called (all instances)
         self.handles = []
         for point in range(len(m.alphas)):
-            for cands in m._candidate_instances(point):
+            for cands in m.supernet.choice_ops(point):
                 for k, mod in enumerate(cands):
                     self.handles.append(mod.register_forward_hook(
                         lambda mod, args, out, point=point, k=k: self.calls[point].append(k)))
@@ -67,7 +67,7 @@ class CallCounter:
 
 @pytest.mark.parametrize("space", ["mbnet_chain", "nb201"])
 def test_weight_step_activates_and_trains_only_the_sampled_candidate(space):
-    m = make(space, latency_metric="none")
+    m = make(space, latency_metric="off")
     names = m.candidate_names
     x, y = batch(m, "train")
     path = m.sample_single_path()
@@ -78,7 +78,7 @@ def test_weight_step_activates_and_trains_only_the_sampled_candidate(space):
     for point, k in enumerate(path):
         expected = set() if names[point][k] == "none" else {k}
         assert set(counter.calls[point]) == expected
-        for cands in m._candidate_instances(point):
+        for cands in m.supernet.choice_ops(point):
             for j, mod in enumerate(cands):
                 for p in mod.parameters():
                     assert p.grad is None or j == k, (point, j, k)  # no gradient reaches unsampled candidates
@@ -87,7 +87,7 @@ def test_weight_step_activates_and_trains_only_the_sampled_candidate(space):
 
 
 def test_train_epoch_weight_steps_use_single_paths_from_softmax_alpha(monkeypatch):
-    m = make("mbnet_chain", latency_metric="none", arch_update_steps=0)
+    m = make("mbnet_chain", latency_metric="off", arch_update_steps=0)
     with torch.no_grad():
         for a in m.alphas:
             a.copy_(torch.tensor([-20.0, -20.0, 20.0]))  # p(mb_k5_e6) ~ 1
@@ -102,7 +102,7 @@ def test_train_epoch_weight_steps_use_single_paths_from_softmax_alpha(monkeypatc
 # ---- architecture step: two paths, binary gates ----------------------------------------------------------------------
 
 def test_arch_step_runs_exactly_two_sampled_candidates_per_choice_point():
-    m = make("mbnet_chain", latency_metric="none")
+    m = make("mbnet_chain", latency_metric="off")
     counter = CallCounter(m)
     m.arch_step(*batch(m))
     counter.close()
@@ -112,7 +112,7 @@ def test_arch_step_runs_exactly_two_sampled_candidates_per_choice_point():
 
 
 def test_two_path_sampling_follows_softmax_alpha():
-    m = make("mbnet_chain", latency_metric="none")
+    m = make("mbnet_chain", latency_metric="off")
     with torch.no_grad():
         m.alphas[0].copy_(torch.log(torch.tensor([0.7, 0.2, 0.1])))
     counts = defaultdict(int)
@@ -155,7 +155,7 @@ def test_binary_gate_gradient_equals_straight_through_softmax():
 def test_arch_step_gradient_is_the_binary_gate_estimate():
     """End to end, without a hardware loss: alpha.grad after a step = formula(dL/dg) on the two sampled entries
     and 0 elsewhere, with dL/dg recomputed by a separate forward through the same gates."""
-    m = make("mbnet_chain", latency_metric="none")
+    m = make("mbnet_chain", latency_metric="off")
     x, y = batch(m)
     before = [a.detach().clone() for a in m.alphas]
     m.arch_step(x, y)
@@ -174,7 +174,7 @@ def test_arch_step_gradient_is_the_binary_gate_estimate():
 def test_arch_step_keeps_probabilities_of_unsampled_candidates():
     """The official rescaling: the two updated alphas keep their log-sum-exp, so the third op's probability (and
     everything else's) is unchanged by a step without hardware loss."""
-    m = make("mbnet_chain", latency_metric="none", arch_lr=0.1)
+    m = make("mbnet_chain", latency_metric="off", arch_lr=0.1)
     before = [a.detach().clone() for a in m.alphas]
     m.arch_step(*batch(m))
     moved = 0
@@ -189,7 +189,7 @@ def test_arch_step_keeps_probabilities_of_unsampled_candidates():
 
 
 def test_arch_step_skips_points_whose_active_path_is_none():
-    m = make("nb201", latency_metric="none", arch_lr=0.1)
+    m = make("nb201", latency_metric="off", arch_lr=0.1)
     with torch.no_grad():
         for a in m.alphas:
             a.copy_(torch.tensor([12.0, 0.0, -30.0, -30.0, -30.0]))  # samples {none, skip}, none active
@@ -261,7 +261,7 @@ def test_flops_table_counts_candidate_flops():
         # every cell follows the edge: 3 cells at widths C, 2C, 4C and resolutions 8, 4, 2 px, 2 FLOPs per MAC
         assert cost["nor_conv_1x1"] == 3 * 2 * 8 * 8 * 8 * 8
     # fixed part = the whole network minus the searchable ops (exact for FLOPs)
-    from evaluators.cost import count_flops
+    from oneshot_bench.measure import count_flops
 
     arch = (3, 3, 3, 3, 3, 3)
     whole = count_flops(m.ctx.space.build_standalone(arch, NET), 3, 8)
@@ -274,11 +274,11 @@ def test_latency_table_is_saved_with_the_run(smoke_config):
 
     cfg = smoke_config("method=proxylessnas", "space=mbnet_chain", "method.params.latency_repeats=3")
     record = run_benchmark(cfg, progress=False)
-    assert record["artifacts"] == ["arch_probs.json", "latency_table.json"]
-    run_dir = ResultsStore(cfg.results_dir).run_dir(record["run_id"])
+    assert record.artifacts == ["arch_probs.json", "latency_table.json"]
+    run_dir = ResultsStore(cfg.execution.results_dir).run_dir(record.run_id)
     table = json.loads((run_dir / "latency_table.json").read_text())
     assert len(table["table"]) == 8 and all(len(row) == 3 and min(row) >= 0 and max(row) > 0 for row in table["table"])
-    assert "alpha_log_likelihood" in record["ranking"]["extra_proxies"]
+    assert "alpha_log_likelihood" in record.ranking.extra_proxies
 
 
 @pytest.mark.parametrize(("metric", "loss"), [
@@ -304,7 +304,7 @@ def test_hardware_loss_pushes_the_architecture_toward_cheaper_ops(metric, loss):
 # ---- schedule, results, state ----------------------------------------------------------------------------------------
 
 def test_warmup_epochs_train_weights_only_then_arch_updates_follow_the_schedule():
-    m = make("mbnet_chain", search_epochs=4, latency_metric="none", warmup_fraction=0.25, arch_update_every=1,
+    m = make("mbnet_chain", search_epochs=4, latency_metric="off", warmup_fraction=0.25, arch_update_every=1,
              arch_update_steps=2)
     assert m.warmup_epochs == 1
     alphas = [a.detach().clone() for a in m.alphas]
@@ -315,13 +315,13 @@ def test_warmup_epochs_train_weights_only_then_arch_updates_follow_the_schedule(
 
 
 def test_arch_updates_every_fifth_weight_step_across_epochs():
-    m = make("mbnet_chain", search_epochs=8, latency_metric="none", warmup_fraction=0.0)
+    m = make("mbnet_chain", search_epochs=8, latency_metric="off", warmup_fraction=0.0)
     steps = [m.train_epoch(e)["arch_steps"] for e in range(5)]  # 2 weight steps per epoch
     assert steps == [0, 0, 1, 0, 1]
 
 
 def test_derive_and_log_likelihood():
-    m = make("nb201", latency_metric="none")
+    m = make("nb201", latency_metric="off")
     with torch.no_grad():
         for p, a in enumerate(m.alphas):
             a.zero_()
@@ -338,7 +338,7 @@ def test_derive_and_log_likelihood():
 def test_darts_cell_is_not_supported_and_says_why():
     assert not ProxylessNAS.supports_name("darts_cell")
     assert ProxylessNAS.supports_name("mbnet_chain") and ProxylessNAS.supports_name("nb201")
-    with pytest.raises(ConfigError, match="two inputs"):
+    with pytest.raises(ConfigError, match="which inputs each node keeps"):
         ProxylessNAS().setup(make_ctx("darts_cell"))
 
 

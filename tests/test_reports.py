@@ -2,6 +2,8 @@
 labelled, missing methods show how to produce them, and the report regenerates from records alone."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import re
 import subprocess
@@ -15,8 +17,9 @@ import yaml
 from conftest import REPO
 
 from evaluators.ranking import ranking_metrics
-from evaluators.runner import summarize
+from evaluators.record import RECORD_VERSION, Cost, Found, Hashes, PhaseCost, Ranking, RunRecord, Summary
 from evaluators.store import ResultsStore
+from methods.ghn import GHNHparams
 from reports import formatting as fmt
 from reports import reproduce
 from reports.build import build_report
@@ -24,40 +27,40 @@ from reports.paper_tables import PAPER_TABLES, build_tables, load_specs
 from reports.records import load_records, runs_frame, top_half_correlations
 
 
-# ---- synthetic records with the layout of evaluators/runner.py (summary computed by the real summarize) ---------
+# ---- synthetic records built from the record's own types (summary computed by the real Summary.of) ---------------
 def make_record(method: str, seed: int, *, space: str = "mbnet_chain", data: str = "digits", budget: str = "smoke",
-                params: dict | None = None, n: int = 12, final_acc: float | None = None) -> dict:
+                params: dict | None = None, n: int = 12, final_acc: float | None = None) -> RunRecord:
     rng = np.random.default_rng(zlib.crc32(f"{method}/{seed}/{space}/{budget}".encode()))
     truth = list(np.round(rng.uniform(80, 95, n), 3))
     proxy = list(np.asarray(truth) + rng.normal(0, 4, n))
     phases = {"supernet_train": 10.0 + seed, "ranking": 5.0 + seed, "derive": 1.5, "final": 0.25}
     search = sum(v for k, v in phases.items() if k != "final")
     run_id = f"{space}-{method}-{data}-{budget}-s{seed}-{zlib.crc32(repr(params).encode()):08x}"
-    record = {
-        "record_version": 1, "run_id": run_id, "finished_at": "2026-01-01T00:00:00+00:00",
-        "config": {"method": {"name": method, "params": params or {}},
-                   "budget": {"name": budget, "resolution": 8, "max_train_images": 256, "search_epochs": 2,
-                              "final": {"epochs": 1}}},
-        "method": method, "space": space, "data": data, "budget": budget, "seed": seed,
-        "versions": {"torch": "2.14.1", "python": "3.11.7"}, "git_commit": "abc123",
-        "hashes": {"data_sha256": "d" * 64, "truth": {"kind": "tabular", "file": "t.json", "sha256": "e" * 64}},
-        "cost": {"device": "CPU (x86_64, 2 threads)", "device_type": "cpu",
-                 "phases": {k: {"device_seconds": v, "gpu_days": v / 86400} for k, v in phases.items()},
-                 "search_device_seconds": search, "search_gpu_days": search / 86400},
-        "ranking": {**ranking_metrics(proxy, truth, resamples=50, seed=seed),
-                    "archs": [f"arch{i}" for i in range(n)], "proxy": proxy, "truth": truth},
-        "found": {"arch": f"best-{method}-{seed}", "params": 100_000 + 1000 * seed, "flops": 5_000_000 + seed,
-                  "net": {"channels": 8, "cells_per_stage": 1}, "resolution": 8,
-                  "final_test_acc": final_acc if final_acc is not None else 90.0 + seed, "final_source": "tabular"},
-    }
-    record["summary"] = summarize(record)
-    return record
+    cost = Cost(device="CPU (x86_64, 2 threads)", device_type="cpu",
+                phases={k: PhaseCost(v, v / 86400) for k, v in phases.items()},
+                search_device_seconds=search, search_gpu_days=search / 86400)
+    ranking = Ranking(**ranking_metrics(proxy, truth, resamples=50, seed=seed), archs=[f"arch{i}" for i in range(n)],
+                      proxy=[float(p) for p in proxy], truth=[float(t) for t in truth])
+    found = Found(arch=f"best-{method}-{seed}", params=100_000 + 1000 * seed, flops=5_000_000 + seed,
+                  net={"channels": 8, "cells_per_stage": 1}, resolution=8,
+                  final_test_acc=final_acc if final_acc is not None else 90.0 + seed, final_source="tabular")
+    return RunRecord(
+        record_version=RECORD_VERSION, run_id=run_id, finished_at="2026-01-01T00:00:00+00:00",
+        config={"method": {"name": method, "params": params or {}},
+                "budget": {"name": budget, "resolution": 8, "max_train_images": 256, "search_epochs": 2,
+                           "final": {"epochs": 1}}},
+        method=method, space=space, data=data, budget=budget, seed=seed,
+        versions={"torch": "2.14.1", "python": "3.11.7"}, git_commit="abc123", execution={"threads": 2},
+        hashes=Hashes(data_sha256="d" * 64, truth={"name": "t", "kind": "tabular", "file": "t.json",
+                                                   "sha256": "e" * 64}),
+        cost=cost, truth_seconds=0.0, history=[], ranking=ranking, found=found, artifacts=[],
+        summary=Summary.of(ranking, found, cost))
 
 
-def write_records(results_dir, records: list[dict]) -> None:
+def write_records(results_dir, records: list[RunRecord]) -> None:
     store = ResultsStore(results_dir)
     for r in records:
-        store.save_record(r["run_id"], r)
+        store.save_record(r.run_id, r)
 
 
 class _Cells(HTMLParser):
@@ -105,20 +108,20 @@ def test_method_table_shows_exactly_the_records_numbers(two_method_results, tmp_
     html = build_report(results, tmp_path / "out").read_text()
     rows = {attrs["data-run-id"]: {c.get("data-metric"): text for c, text in cells}
             for attrs, cells in table_rows(html) if "data-run-id" in attrs}
-    assert set(rows) == {r["run_id"] for r in records}
+    assert set(rows) == {r.run_id for r in records}
     for r in records:
-        row, s, rk = rows[r["run_id"]], r["summary"], r["ranking"]
-        assert row["method"] == r["method"] and row["seed"] == str(r["seed"])
-        assert row["final_test_acc"] == f"{s['final_test_acc']:.2f} (tabular)"
-        assert row["kendall_tau"] == (f"{rk['kendall_tau']:.3f} [{rk['kendall_tau_ci_low']:.3f}, "
-                                      f"{rk['kendall_tau_ci_high']:.3f}]")
-        assert row["spearman_rho"].startswith(f"{rk['spearman_rho']:.3f} [")
-        assert row["params"] == f"{s['params']:,}" and row["flops"] == f"{s['flops']:,}"
-        assert row["precision_at_5"] == f"{s['precision_at_5']:.2f}"
-        assert row["search_gpu_days"] == f"{s['search_gpu_days']:.2e}"
+        row, s, rk = rows[r.run_id], r.summary, r.ranking
+        assert row["method"] == r.method and row["seed"] == str(r.seed)
+        assert row["final_test_acc"] == f"{s.final_test_acc:.2f} (tabular)"
+        assert row["kendall_tau"] == (f"{rk.kendall_tau:.3f} [{rk.kendall_tau_ci_low:.3f}, "
+                                      f"{rk.kendall_tau_ci_high:.3f}]")
+        assert row["spearman_rho"].startswith(f"{rk.spearman_rho:.3f} [")
+        assert row["params"] == f"{s.params:,}" and row["flops"] == f"{s.flops:,}"
+        assert row["precision_at_5"] == f"{s.precision_at_5:.2f}"
+        assert row["search_gpu_days"] == f"{s.search_gpu_days:.2e}"
         for phase in ("supernet_train", "ranking", "derive", "final"):
-            assert row[f"{phase}_seconds"] == fmt.seconds(r["cost"]["phases"][phase]["device_seconds"])
-        assert row["found_arch"] == r["found"]["arch"]
+            assert row[f"{phase}_seconds"] == fmt.seconds(r.cost.phases[phase].device_seconds)
+        assert row["found_arch"] == r.found.arch
 
 
 def test_report_has_one_section_and_three_figures_per_setting(tmp_path):
@@ -151,21 +154,27 @@ def test_report_cli_regenerates_from_records_only(two_method_results, tmp_path):
     assert r.returncode == 2 and "nowhere" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_records_without_the_runner_layout_are_skipped(two_method_results):
+def test_records_without_the_runner_layout_are_skipped(two_method_results, caplog):
     results, records = two_method_results
-    ResultsStore(results).save_record("broken-run", {"run_id": "broken-run", "method": "x"})
-    loaded = [r["run_id"] for r in load_records(results)]
-    assert sorted(loaded) == sorted(r["run_id"] for r in records) and "broken-run" not in loaded
+    broken = ResultsStore(results).record_path("broken-run")
+    broken.parent.mkdir(parents=True)
+    broken.write_text('{"record_version": 2, "run_id": "broken-run", "method": "x"}')
+    with caplog.at_level("WARNING"):
+        loaded = [r.run_id for r in load_records(results)]
+    assert sorted(loaded) == sorted(r.run_id for r in records) and "broken-run" not in loaded
+    assert str(broken) in caplog.text and "lacks the field" in caplog.text
 
 
 # ---- derived metrics ---------------------------------------------------------------------------------------------
 def test_top_half_correlation_uses_the_truly_better_half():
     truth = [1, 2, 3, 4, 5, 6]
     proxy = [3, 2, 1, 4, 5, 6]  # bottom half reversed, top half perfectly ordered
-    record = {"ranking": {"proxy": proxy, "truth": truth}}
+    record = make_record("spos", 0, n=6)
+    record.ranking.proxy, record.ranking.truth = proxy, truth
     out = top_half_correlations(record)
     assert out["kendall_top_half"] == pytest.approx(1.0) and out["pearson_top_half"] == pytest.approx(1.0)
-    flat = top_half_correlations({"ranking": {"proxy": [1, 1, 1, 0, 0, 0], "truth": truth}})
+    record.ranking.proxy = [1, 1, 1, 0, 0, 0]
+    flat = top_half_correlations(record)
     assert math.isnan(flat["kendall_top_half"])  # undefined, never reported as a number
 
 
@@ -193,10 +202,10 @@ def test_paper_and_measured_cells_are_labelled_with_the_budget(tmp_path):
     measured = rows[labels.index("Random (F=32)") + 1]
     assert measured.origin == "measured" and {c.origin for c in measured.cells} == {"measured"}
     assert measured.cells[2].text == "61.00 ± 1.41 (n=2)"  # mean and sample std of 60 and 62
-    expected_days = [r["summary"]["search_gpu_days"] for r in records]
+    expected_days = [r.summary.search_gpu_days for r in records]
     assert measured.cells[0].text == fmt.mean_std(expected_days, fmt.days)
     assert "budget=table1" in measured.budget and "CPU (x86_64, 2 threads)" in measured.budget
-    assert "seeds 0, 1" in measured.budget and sorted(measured.run_ids) == sorted(r["run_id"] for r in records)
+    assert "seeds 0, 1" in measured.budget and sorted(measured.run_ids) == sorted(r.run_id for r in records)
 
 
 def test_a_paper_row_without_records_shows_not_run_and_its_command(tmp_path):
@@ -226,8 +235,8 @@ def test_correlation_table_measures_pearson_and_kendall_on_all_and_top_half(tmp_
     measured = next(r for r in rows if r.origin == "measured")
     top = top_half_correlations(record)
     assert [c.text for c in measured.cells] == [
-        f"{record['ranking']['pearson_r']:.2f}", f"{top['pearson_top_half']:.2f}",
-        f"{record['ranking']['kendall_tau']:.2f}", f"{top['kendall_top_half']:.2f}"]
+        f"{record.ranking.pearson_r:.2f}", f"{top['pearson_top_half']:.2f}",
+        f"{record.ranking.kendall_tau:.2f}", f"{top['kendall_top_half']:.2f}"]
     paper_ghn = next(r for r in rows if r.label == "GHN")
     assert [c.text for c in paper_ghn.cells[:2]] == ["0.68", "0.48"]
     assert paper_ghn.cells[2].text == "—" and "Pearson only" in paper_ghn.cells[2].note
@@ -284,17 +293,18 @@ def test_table1_budget_is_a_valid_profile(smoke_config):
 def test_report_from_real_runs_matches_their_records(tmp_path):
     for method in ("spos", "random"):
         r = subprocess.run([sys.executable, "run.py", f"method={method}", "space=mbnet_chain",
-                            f"results_dir={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'h' / method}"],
+                            f"execution.results_dir={tmp_path / 'results'}",
+                            f"hydra.run.dir={tmp_path / 'h' / method}"],
                            cwd=REPO, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr
     html = build_report(tmp_path / "results", tmp_path / "out").read_text()
     rows = {attrs["data-run-id"]: {c.get("data-metric"): text for c, text in cells}
             for attrs, cells in table_rows(html) if "data-run-id" in attrs}
     records = load_records(tmp_path / "results")
-    assert len(records) == 2 and set(rows) == {r["run_id"] for r in records}
+    assert len(records) == 2 and set(rows) == {r.run_id for r in records}
     for r in records:
-        assert rows[r["run_id"]]["final_test_acc"].startswith(f"{r['summary']['final_test_acc']:.2f} (")
-        assert rows[r["run_id"]]["kendall_tau"].startswith(f"{r['summary']['kendall_tau']:.3f}")
+        assert rows[r.run_id]["final_test_acc"].startswith(f"{r.summary.final_test_acc:.2f} (")
+        assert rows[r.run_id]["kendall_tau"].startswith(f"{r.summary.kendall_tau:.3f}")
 
 
 # ---- links (the Python half of reports/browser_check.py; the browser half is in test_report_browser.py) ----------
@@ -324,14 +334,14 @@ def test_link_check_reports_each_kind_of_broken_link(tmp_path):
 def test_ablation_runs_are_labelled_and_kept_out_of_the_paper_row(tmp_path):
     """A GHN run with stacked=true beside the default GHN run: the method table names the changed hyperparameter,
     and GHN Table 1's measured row is the default run alone (an ablation is not averaged into it)."""
-    defaults = yaml.safe_load((REPO / "conf" / "method" / "ghn.yaml").read_text())["params"]
+    defaults = json.loads(json.dumps(dataclasses.asdict(GHNHparams()), default=str))  # as records store them
     default = make_record("ghn", 0, space="darts_cell", data="cifar10", params=defaults, final_acc=70.0)
     stacked = make_record("ghn", 0, space="darts_cell", data="cifar10", params={**defaults, "stacked": True},
                           final_acc=50.0)
     write_records(tmp_path / "results", [default, stacked])
     html = build_report(tmp_path / "results", tmp_path / "out").read_text()
     methods = {attrs["data-run-id"]: cells[0][1] for attrs, cells in table_rows(html) if "data-run-id" in attrs}
-    assert methods == {default["run_id"]: "ghn", stacked["run_id"]: "ghn (stacked=True)"}
+    assert methods == {default.run_id: "ghn", stacked.run_id: "ghn (stacked=True)"}
     rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table1")
     (measured,) = [r for r in rows if r.origin == "measured" and "ghn" in r.label]
-    assert measured.run_ids == [default["run_id"]] and measured.cells[2].text == "70.00"
+    assert measured.run_ids == [default.run_id] and measured.cells[2].text == "70.00"

@@ -13,12 +13,12 @@ PAIRS = [(m, s) for m in METHODS.names() for s in SPACES.names() if METHODS.get(
 @pytest.mark.parametrize(("method", "space"), PAIRS, ids=[f"{m}-{s}" for m, s in PAIRS])
 def test_smoke_run(smoke_config, method, space):
     record = run_benchmark(smoke_config(f"method={method}", f"space={space}"), progress=False)
-    s = record["summary"]
-    assert -1.0 <= s["kendall_tau"] <= 1.0 and math.isfinite(s["kendall_tau"])
-    assert 0.0 <= s["final_test_acc"] <= 100.0
-    assert s["params"] > 0 and s["flops"] > 0
+    s = record.summary
+    assert -1.0 <= s.kendall_tau <= 1.0 and math.isfinite(s.kendall_tau)
+    assert 0.0 <= s.final_test_acc <= 100.0
+    assert s.params > 0 and s.flops > 0
     space_obj = SPACES.get(space)()
-    assert space_obj.encode(space_obj.decode(record["found"]["arch"])) == record["found"]["arch"]
+    assert space_obj.encode(space_obj.decode(record.found.arch)) == record.found.arch
 
 
 def test_every_registered_pair_is_covered():

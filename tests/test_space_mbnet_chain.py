@@ -151,7 +151,7 @@ def test_one_hot_weighted_choice_equals_int_path(space):
 def test_weighted_choice_is_weighted_sum_of_candidates(space):
     torch.manual_seed(0)
     supernet = space.build_supernet(SMALL).eval()
-    layer, cands = supernet.layers[3], supernet.candidate_modules(3)
+    layer, (cands,) = supernet.layers[3], supernet.choice_ops(3)
     x = torch.randn(2, 32, 2, 2)  # layer 3 is 4C -> 4C, stride 1
     w = torch.tensor([0.2, 0.5, 0.3])
     with torch.no_grad():
@@ -166,7 +166,8 @@ def test_candidates_off_the_path_get_no_gradient(space):
     arch = space.decode("12021120")
     supernet(x, list(arch)).sum().backward()
     for point, chosen in enumerate(arch):
-        for k, cand in enumerate(supernet.candidate_modules(point)):
+        (cands,) = supernet.choice_ops(point)  # one layer per point
+        for k, cand in enumerate(cands):
             grads = [p.grad for p in cand.parameters()]
             if k == chosen:
                 assert all(g is not None for g in grads)
@@ -182,7 +183,7 @@ def test_weighted_choice_sends_gradient_to_weights_and_used_candidates_only(spac
     path[4] = WeightedChoice((0, 2), w)
     supernet(torch.randn(2, 3, 8, 8), path).sum().backward()
     assert w.grad is not None and torch.all(w.grad != 0)
-    cands = supernet.candidate_modules(4)
+    (cands,) = supernet.choice_ops(4)
     assert all(p.grad is None for p in cands[1].parameters())
     assert all(p.grad is not None for p in cands[2].parameters())
 

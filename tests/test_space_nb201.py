@@ -55,7 +55,7 @@ def test_registered_decisions_and_size(space):
     assert [d.name for d in space.decisions] == ["1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2"]
     assert OPS == ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
     assert all(d.choices == OPS for d in space.decisions)
-    assert space.size() == 15625 and space.num_choice_points() == 6
+    assert space.size() == 15625 and len(space.choice_points) == 6
 
 
 def test_enumerate_is_product_order_over_all_archs(space):
@@ -200,7 +200,9 @@ def test_off_path_candidates_get_no_gradient(space):
 def test_supernet_checks_path_length(space, supernet):
     with pytest.raises(ValueError, match="6 choice points"):
         supernet(torch.randn(1, 3, 8, 8), [0] * 5)
-    assert len(supernet.candidate_modules(2)) == 5
+    instances = supernet.choice_ops(2)  # one per searchable cell (the ResNet blocks have none)
+    assert len(instances) == sum(1 for c in supernet.cells if hasattr(c, "edges"))
+    assert all(len(c) == 5 for c in instances)
 
 
 # ---- graph view -----------------------------------------------------------------------------------------------------

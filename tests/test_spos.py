@@ -31,12 +31,12 @@ def test_spos_constraint_limits_the_found_network(smoke_config):
     limit = 60_000
     record = run_benchmark(smoke_config("method=spos", "space=mbnet_chain", f"method.params.max_params={limit}"),
                            progress=False)
-    assert record["found"]["params"] <= limit
+    assert record.found.params <= limit
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_spos_on_nb201_beats_the_worst_decile(smoke_config, seed):
     record = run_benchmark(smoke_config("method=spos", "space=nb201", f"seed={seed}"), progress=False)
-    found = record["found"]
-    assert found["final_source"] == "tabular"
-    assert found["final_test_acc"] > found["space_worst_decile_acc"]
+    found = record.found
+    assert found.final_source == "tabular"
+    assert found.final_test_acc > found.space_worst_decile_acc

@@ -36,32 +36,32 @@ def test_interrupted_run_resumes_from_its_checkpoint(smoke_config, monkeypatch):
     monkeypatch.setattr(SPOS, "train_epoch", crash_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(cfg, progress=False)
-    store = ResultsStore(cfg.results_dir)
+    store = ResultsStore(cfg.execution.results_dir)
     (run_dir,) = list(store.runs_dir.iterdir())
     assert (run_dir / "checkpoint.pt").is_file() and not (run_dir / "record.json").exists()
 
     monkeypatch.setattr(SPOS, "train_epoch", lambda self, epoch: (calls.append(epoch), original(self, epoch))[1])
     record = run_benchmark(cfg, progress=False)
     assert calls == [0, 1, 2, 2]  # epochs 0 and 1 were not trained again
-    assert [h["epoch"] for h in record["history"]] == [0, 1, 2]
+    assert [h["epoch"] for h in record.history] == [0, 1, 2]
     assert (run_dir / "record.json").is_file() and not (run_dir / "checkpoint.pt").exists()
 
     # a finished run is not recomputed unless forced
     calls.clear()
-    assert run_benchmark(cfg, progress=False)["run_id"] == record["run_id"]
+    assert run_benchmark(cfg, progress=False).run_id == record.run_id
     assert calls == []
 
 
 def test_record_has_provenance(smoke_config):
     record = run_benchmark(smoke_config("method=spos", "space=mbnet_chain"), progress=False)
-    assert record["hashes"]["truth"]["sha256"] == (
+    assert record.hashes.truth["sha256"] == (
         "686dee8363cc21cca8c1f321ad5749454f2d9b9ca5972682e137e539bc522297")
-    assert len(record["hashes"]["data_sha256"]) == 64
-    assert record["versions"]["torch"].startswith("2.14.1")
-    assert set(record["cost"]["phases"]) == {"supernet_train", "ranking", "derive", "final"}
-    for v in record["cost"]["phases"].values():
-        assert v["gpu_days"] == pytest.approx(v["device_seconds"] / 86400)
-    assert len(record["ranking"]["archs"]) == len(record["ranking"]["proxy"]) == len(record["ranking"]["truth"]) == 12
+    assert len(record.hashes.data_sha256) == 64
+    assert record.versions["torch"].startswith("2.14.1")
+    assert set(record.cost.phases) == {"supernet_train", "ranking", "derive", "final"}
+    for v in record.cost.phases.values():
+        assert v.gpu_days == pytest.approx(v.device_seconds / 86400)
+    assert len(record.ranking.archs) == len(record.ranking.proxy) == len(record.ranking.truth) == 12
 
 
 def test_a_multithreaded_hypernet_run_repeats_exactly(smoke_config):
@@ -73,12 +73,13 @@ def test_a_multithreaded_hypernet_run_repeats_exactly(smoke_config):
 
     before = torch.get_num_threads()
     try:
-        records = [run_benchmark(smoke_config("method=ghn", "space=darts_cell", "threads=2", "budget.search_epochs=2",
-                                              "force=true"), progress=False) for _ in range(2)]
+        cfg = smoke_config("method=ghn", "space=darts_cell", "execution.threads=2", "budget.search_epochs=2",
+                           "execution.force=true")
+        records = [run_benchmark(cfg, progress=False) for _ in range(2)]
     finally:
         torch.set_num_threads(before)
     first, second = records
-    assert first["execution"] == {"threads": 2, "deterministic": True}
-    assert [h["train_loss"] for h in first["history"]] == [h["train_loss"] for h in second["history"]]
-    assert first["ranking"]["proxy"] == second["ranking"]["proxy"]
-    assert first["found"]["arch"] == second["found"]["arch"]
+    assert first.execution == {"threads": 2, "deterministic": True}
+    assert [h["train_loss"] for h in first.history] == [h["train_loss"] for h in second.history]
+    assert first.ranking.proxy == second.ranking.proxy
+    assert first.found.arch == second.found.arch

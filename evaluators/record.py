@@ -1,0 +1,272 @@
+"""The run record: what one benchmark run measured and how, as typed dataclasses with a JSON form.
+
+Everything that reads or writes `record.json` (the runner, run.py's summary, the reports, sweeps) goes through
+`RunRecord`, so a key is spelled in one place. Loading validates the layout (missing, unknown or mistyped fields
+raise `RecordError` naming the field) and migrates older layouts (`record_version` 1) to the current one. This
+module imports neither torch nor numpy: a report can be rebuilt from records alone, quickly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from oneshot_bench.atomic import read_json, write_json
+
+RECORD_VERSION = 2
+PHASES = ("supernet_train", "ranking", "derive", "final")  # cost phases, in the order they run
+
+
+class RecordError(ValueError):
+    """A record.json that does not have the layout of any known record version."""
+
+
+@dataclass
+class PhaseCost:
+    device_seconds: float
+    gpu_days: float
+
+
+@dataclass
+class Cost:
+    """Device-seconds per phase on one device; a "GPU-day" measured on a CPU carries the CPU's name."""
+
+    device: str
+    device_type: str
+    phases: dict[str, PhaseCost]
+    search_device_seconds: float
+    search_gpu_days: float
+
+
+@dataclass
+class RankingMetrics:
+    """How well a proxy ranks the shared sample: correlations with 95% bootstrap CIs and precision@k."""
+
+    n: int
+    kendall_tau: float
+    kendall_tau_ci_low: float
+    kendall_tau_ci_high: float
+    spearman_rho: float
+    spearman_rho_ci_low: float
+    spearman_rho_ci_high: float
+    pearson_r: float
+    pearson_r_ci_low: float
+    pearson_r_ci_high: float
+    precision_at_top10pct: float
+    precision_at_5: float
+
+
+@dataclass
+class ExtraProxy(RankingMetrics):
+    """A method's secondary proxy (e.g. DARTS' alpha log-likelihood) with its scores of the sample."""
+
+    proxy: list[float]
+
+
+@dataclass
+class Ranking(RankingMetrics):
+    """The method's proxy against the ground truth on the shared sample, arch by arch."""
+
+    archs: list[str]
+    proxy: list[float]
+    truth: list[float]
+    extra_proxies: dict[str, ExtraProxy] = field(default_factory=dict)
+
+
+@dataclass
+class Found:
+    """The method's derived architecture, its size at the final network and its final accuracy."""
+
+    arch: str
+    params: int
+    flops: int
+    net: dict[str, Any]  # the NetConfig params and FLOPs were counted at
+    resolution: int
+    final_test_acc: float
+    final_source: str  # how the final accuracy was obtained: a table lookup ("tabular") or "retrained"
+    final_val_acc: Optional[float] = None
+    final_seconds: Optional[float] = None
+    space_worst_decile_acc: Optional[float] = None
+
+
+@dataclass
+class Summary:
+    """Headline numbers of a run, flat: what reports tabulate and what a sweep's `objective` names."""
+
+    kendall_tau: float
+    spearman_rho: float
+    pearson_r: float
+    precision_at_top10pct: float
+    precision_at_5: float
+    final_test_acc: float
+    params: int
+    flops: int
+    search_device_seconds: float
+    search_gpu_days: float
+    supernet_train_seconds: float = 0.0
+    ranking_seconds: float = 0.0
+    derive_seconds: float = 0.0
+    final_seconds: float = 0.0
+
+    @classmethod
+    def objectives(cls) -> list[str]:
+        """The names a sweep may optimize."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def of(cls, ranking: Ranking, found: Found, cost: Cost) -> Summary:
+        phases = {f"{p}_seconds": c.device_seconds for p, c in cost.phases.items() if p in PHASES}
+        return cls(kendall_tau=ranking.kendall_tau, spearman_rho=ranking.spearman_rho, pearson_r=ranking.pearson_r,
+                   precision_at_top10pct=ranking.precision_at_top10pct, precision_at_5=ranking.precision_at_5,
+                   final_test_acc=found.final_test_acc, params=found.params, flops=found.flops,
+                   search_device_seconds=cost.search_device_seconds, search_gpu_days=cost.search_gpu_days, **phases)
+
+
+@dataclass
+class Hashes:
+    data_sha256: str
+    truth: dict[str, Any]  # the ground-truth source's description (its name, file and sha256, or training setup)
+
+
+@dataclass
+class RunRecord:
+    record_version: int
+    run_id: str
+    finished_at: str
+    config: dict[str, Any]  # the run's identity: the resolved configuration without the execution group
+    method: str
+    space: str
+    data: str
+    budget: str
+    seed: int
+    versions: dict[str, str]
+    git_commit: str
+    execution: dict[str, Any]  # how it executed (threads, ...): recorded, not part of the identity
+    hashes: Hashes
+    cost: Cost
+    truth_seconds: float  # ground-truth work for the ranking sample (never charged to the method)
+    history: list[dict[str, Any]]  # one row per search epoch
+    ranking: Ranking
+    found: Found
+    artifacts: list[str]  # files written beside record.json by the method
+    summary: Summary
+
+    # ---- JSON -------------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunRecord:
+        if not isinstance(data, dict):
+            raise RecordError(f"a record is a JSON object, got {type(data).__name__}")
+        version = data.get("record_version")
+        if version == 1:
+            data = _migrate_v1(data)
+        elif version != RECORD_VERSION:
+            raise RecordError(f"unknown record_version {version!r} (this version reads 1 and {RECORD_VERSION})")
+        return _build(cls, data, "record")
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunRecord:
+        """Read and validate a record.json; RecordError names the file and what is wrong with it."""
+        try:
+            return cls.from_dict(read_json(Path(path)))
+        except RecordError as e:
+            raise RecordError(f"{path}: {e}") from None
+        except (OSError, ValueError) as e:  # unreadable or not JSON
+            raise RecordError(f"{path}: not a readable record ({e})") from None
+
+    # ---- derived views -----------------------------------------------------------------------------------------------
+    @property
+    def method_params(self) -> dict[str, Any]:
+        return dict(self.config.get("method", {}).get("params", {}))
+
+
+# ---- validation: JSON values -> typed dataclasses ----------------------------------------------------------------
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise RecordError(f"{where} must be an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise RecordError(f"{where} has unknown field(s) {unknown}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecordError(f"{where} lacks the field {name!r}")
+            continue
+        values[name] = _convert(hints[name], data[name], f"{where}.{name}")
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecordError(f"{where} must be a list, got {type(value).__name__}")
+        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecordError(f"{where} must be an object, got {type(value).__name__}")
+        return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        if value is None:  # a NaN written by an older json.dump as null
+            return math.nan
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecordError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecordError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise RecordError(f"{where} must be a {tp.__name__}, got {value!r}")
+        return value
+    raise TypeError(f"{where}: no conversion for type {tp!r}")
+
+
+# ---- older layouts -------------------------------------------------------------------------------------------------
+
+# record_version 1 named the ground truth by kind and an NB201 column; these are the sources it meant
+_V1_TABULAR = {"nb201": "nb201", "mbnet_chain": "nas_bench_macro"}
+
+
+def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """record_version 1 (before the truth registry and the execution group): `config.truth` was auto | tabular |
+    trained with a separate `truth_dataset`, device and determinism were left out of the config, `ranking.n` was
+    a float, and summary phase keys existed only for the phases a run had."""
+    out = dict(data, record_version=RECORD_VERSION)
+    config = dict(data.get("config", {}))
+    kind = data.get("hashes", {}).get("truth", {}).get("kind")
+    dataset = config.pop("truth_dataset", "cifar10")
+    if kind == "tabular" and data.get("space") in _V1_TABULAR:
+        name = _V1_TABULAR[data["space"]]
+        config["truth"] = {"name": name, "params": {"dataset": dataset} if name == "nb201" else {}}
+    else:
+        config["truth"] = {"name": "trained", "params": {}}
+    config.setdefault("device", data.get("cost", {}).get("device_type", "cpu"))
+    config.setdefault("deterministic", data.get("execution", {}).get("deterministic", False))
+    out["config"] = config
+    return out

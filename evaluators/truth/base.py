@@ -1,0 +1,160 @@
+"""What a ground-truth source is: the true accuracy of architectures, from a tabular benchmark or from training.
+
+A source declares which spaces it covers, whether `truth=auto` picks it for a space, how many archs it covers
+(checked when its table loads), its own typed parameters (`truth.params.<name>=`), and, when it covers only a
+subset of a space, that subset (`arch_pool`): the shared ranking sample and the methods' own candidates are then
+drawn from it, so every accuracy is a lookup.
+"""
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import torch
+
+from oneshot_bench.config import NetConfig, TrainConfig, params_to_dataclass
+from oneshot_bench.data import DataBundle
+from oneshot_bench.errors import ConfigError, DataError
+from oneshot_bench.registry import Registry
+from search_spaces.base import STANDALONE, Arch, SearchSpace
+
+TRUTHS: Registry[GroundTruth] = Registry("truth", "evaluators.truth")
+register_truth = TRUTHS.register
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # shipped tables, with SOURCE.md
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class NoParams:
+    pass
+
+
+@dataclass
+class TruthContext:
+    """What a source that trains networks needs (tabular sources ignore it): the run's data, the final network
+    size, the standalone and final training setups, the device, the seed and the cache folder."""
+
+    data: DataBundle
+    net: NetConfig
+    train: TrainConfig
+    final: TrainConfig
+    device: torch.device
+    seed: int
+    cache_dir: Path
+
+
+class GroundTruth(ABC):
+    name: ClassVar[str]
+    Params: ClassVar[type] = NoParams
+    kind: ClassVar[str]  # "tabular" (a lookup) or "trained" (standalone training under the budget)
+    spaces: ClassVar[Optional[frozenset[str]]] = None  # spaces it covers; None: any space with standalone nets
+    default_for: ClassVar[frozenset[str]] = frozenset()  # spaces where truth=auto picks this source
+    declared_archs: ClassVar[Optional[int]] = None  # distinct archs it covers, checked when it loads
+
+    def __init__(self, space: SearchSpace, params: Optional[dict[str, Any]] = None) -> None:
+        self.space = space
+        self.ctx: Optional[TruthContext] = None
+        self.params = params_to_dataclass(self.Params, dict(params or {}), f"truth {self.name!r}")
+
+    @classmethod
+    def unsupported_reason(cls, space: SearchSpace) -> Optional[str]:
+        if cls.spaces is not None and space.name not in cls.spaces:
+            return f"it covers the space(s) {', '.join(sorted(cls.spaces))}"
+        if cls.spaces is None and STANDALONE not in space.capabilities:
+            return "it trains standalone networks, which the space cannot build"
+        return None
+
+    def bind(self, ctx: TruthContext) -> None:
+        """Give the source the run's data and setup (called once the data is loaded; training sources need it)."""
+        self.ctx = ctx
+
+    def identity(self) -> dict[str, Any]:
+        """What goes into a run's identity: the resolved source name and all its parameters."""
+        return {"name": self.name, "params": asdict(self.params)}
+
+    @abstractmethod
+    def accuracies(self, archs: list[Arch]) -> list[float]:
+        """True accuracy (percent) of each arch, the reference for ranking metrics."""
+
+    def final_accuracy(self, arch: Arch) -> dict[str, Any]:
+        return {"test_acc": self.accuracies([arch])[0], "source": self.kind}
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Provenance for the record: source name, kind, file and sha256 or training setup, metric."""
+
+    def arch_pool(self) -> Optional[list[Arch]]:
+        """The archs the source covers when it covers a subset of the space (None: any arch)."""
+        return None
+
+    def all_accuracies(self) -> Optional[dict[str, float]]:
+        """Accuracy of every arch it covers (tabular sources), for space-wide quantiles."""
+        return None
+
+
+class TabularTruth(GroundTruth):
+    """A table shipped in evaluators/data: arch key -> accuracy, loaded once and checked against its declared size."""
+
+    kind = "tabular"
+    file: ClassVar[str]  # name of the table under evaluators/data
+    metric: ClassVar[str]  # what the accuracies are, in words
+
+    @property
+    def path(self) -> Path:
+        return DATA_DIR / self.file
+
+    @cached_property
+    def sha256(self) -> str:
+        return sha256_file(self.path)
+
+    @abstractmethod
+    def load_table(self) -> dict[str, float]:
+        """Read the file: arch key (`self.key(arch)`) -> accuracy in percent."""
+
+    @cached_property
+    def table(self) -> dict[str, float]:
+        if not self.path.is_file():
+            raise DataError(f"ground-truth file {self.path} is missing; reinstall the project or restore it from git.")
+        table = self.load_table()
+        if self.declared_archs is not None and len(table) != self.declared_archs:
+            raise DataError(f"ground-truth file {self.path} covers {len(table)} archs, not the {self.declared_archs} "
+                            f"its source declares; restore the file from git.")
+        return table
+
+    def key(self, arch: Arch) -> str:
+        return self.space.encode(arch)
+
+    def accuracies(self, archs: list[Arch]) -> list[float]:
+        return [self.table[self.key(a)] for a in archs]
+
+    def all_accuracies(self) -> dict[str, float]:
+        return dict(self.table)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "file": self.file, "sha256": self.sha256, "metric": self.metric,
+                "archs": len(self.table), "params": asdict(self.params)}
+
+
+def resolve_truth(space: SearchSpace, name: str, params: Optional[dict[str, Any]] = None) -> GroundTruth:
+    """The source `name` for `space` (`auto`: the one whose `default_for` names the space, else standalone
+    training), with its parameters validated; a source that does not cover the space is a clear error."""
+    if name == "auto":
+        name = next((n for n in TRUTHS.names() if space.name in TRUTHS.get(n).default_for), "trained")
+    cls = TRUTHS.get(name)
+    reason = cls.unsupported_reason(space)
+    if reason is not None:
+        ok = [n for n in TRUTHS.names() if TRUTHS.get(n).unsupported_reason(space) is None]
+        raise ConfigError(f"truth {name!r} does not cover space {space.name!r}: {reason}. Sources for "
+                          f"{space.name}: auto, {', '.join(ok)}.")
+    return cls(space, params)
