@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from evaluators.hydra_config import register_configs
-from evaluators.record import RunRecord, Summary
+from evaluators.record import PHASES, RunRecord, Summary
 from oneshot_bench.cli import check_composes, check_overrides, override_args
 from oneshot_bench.config import Mode, from_dictconfig
 from oneshot_bench.errors import ConfigError, UserError
@@ -37,9 +37,10 @@ def print_summary(record: RunRecord) -> None:
         table.add_row(name, f"{getattr(s, name):.3f}  [{low:.3f}, {high:.3f}]")
     table.add_row("precision@top10% / @5", f"{s.precision_at_top10pct:.2f} / {s.precision_at_5:.2f}")
     table.add_row("found arch", f.arch)
-    table.add_row("final test acc (%)", f"{s.final_test_acc:.2f} ({f.final_source})")
+    table.add_row("final accuracy (%)", f"{s.final_test_acc:.2f} ({f.final_source})")
+    table.add_row("ground truth", f"{record.hashes.truth.get('name', '?')}: {record.hashes.truth.get('metric', '')}")
     table.add_row("params / FLOPs", f"{s.params:,} / {s.flops:,}")
-    for phase, v in record.cost.phases.items():
+    for phase, v in sorted(record.cost.phases.items(), key=lambda kv: PHASES.index(kv[0]) if kv[0] in PHASES else 99):
         table.add_row(f"cost: {phase}", f"{v.device_seconds:.1f} s ({v.gpu_days:.2e} device-days)")
     table.add_row("device", record.cost.device)
     table.add_row("record", record.run_id)

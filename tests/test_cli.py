@@ -40,7 +40,7 @@ def test_bad_budget_key_is_named(tmp_path):
 def test_a_run_prints_its_summary(tmp_path, space):
     r = run_cli("method=spos", f"space={space}", tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "kendall_tau" in r.stdout and "final test acc" in r.stdout
+    assert "kendall_tau" in r.stdout and "final accuracy" in r.stdout and "ground truth" in r.stdout
     assert list((tmp_path / "runs").glob("*/record.json"))
 
 
