@@ -40,6 +40,7 @@ def print_summary(record: RunRecord) -> None:
     table.add_row("final accuracy (%)", f"{s.final_test_acc:.2f} ({f.final_source})")
     table.add_row("ground truth", f"{record.hashes.truth.get('name', '?')}: {record.hashes.truth.get('metric', '')}")
     table.add_row("params / FLOPs", f"{s.params:,} / {s.flops:,}")
+    table.add_row("  counted at", f.sized_at or "?")
     for phase, v in sorted(record.cost.phases.items(), key=lambda kv: PHASES.index(kv[0]) if kv[0] in PHASES else 99):
         table.add_row(f"cost: {phase}", f"{v.device_seconds:.1f} s ({v.gpu_days:.2e} device-days)")
     table.add_row("device", record.cost.device)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from oneshot_bench.config import NetConfig
 from search_spaces import SPACES, get_space
 
-SPACE_NAMES = SPACES.names()
+SPACE_NAMES = [s for s in SPACES.names() if "supernet" in SPACES.get(s).capabilities]  # single-path vs standalone
 NET = NetConfig(channels=16, cells_per_stage=1, num_classes=10, in_channels=3)
 BATCH, RES = 64, 16
 

@@ -79,18 +79,20 @@ class Ranking(RankingMetrics):
 
 @dataclass
 class Found:
-    """The method's derived architecture, its size at the final network and its final accuracy."""
+    """The method's derived architecture, its size (counted at the network its accuracy refers to, `sized_at`) and
+    its final accuracy."""
 
     arch: str
     params: int
     flops: int
     net: dict[str, Any]  # the NetConfig params and FLOPs were counted at
-    resolution: int
+    resolution: int  # and the image side
     final_test_acc: float
     final_source: str  # how the final accuracy was obtained: a table lookup ("tabular") or "retrained"
     final_val_acc: Optional[float] = None
     final_seconds: Optional[float] = None
     space_worst_decile_acc: Optional[float] = None
+    sized_at: str = ""  # which network `net` is, in words (the benchmark's network, or the budget's final one)
 
 
 @dataclass
@@ -168,7 +170,19 @@ class RunRecord:
             data = _migrate_v1(data)
         elif version != RECORD_VERSION:
             raise RecordError(f"unknown record_version {version!r} (this version reads 1 and {RECORD_VERSION})")
-        return _build(cls, data, "record")
+        record = _build(cls, data, "record")
+        record.check_consistency()
+        return record
+
+    def check_consistency(self) -> None:
+        """What types cannot say: the ranking's lists describe the same archs."""
+        r = self.ranking
+        if not len(r.archs) == len(r.proxy) == len(r.truth) == r.n:
+            raise RecordError(f"record.ranking has {len(r.archs)} archs, {len(r.proxy)} proxy scores and "
+                              f"{len(r.truth)} truths for n={r.n}")
+        for name, extra in r.extra_proxies.items():
+            if len(extra.proxy) != r.n:
+                raise RecordError(f"record.ranking.extra_proxies.{name} has {len(extra.proxy)} scores for n={r.n}")
 
     def save(self, path: Path) -> None:
         write_json(path, self.to_dict())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -25,18 +26,18 @@ from tqdm.auto import tqdm
 
 from methods.base import Method, SearchContext, get_method
 from oneshot_bench.config import NetConfig, RunConfig, nets_for
-from oneshot_bench.data import DataBundle, load_data
+from oneshot_bench.data import DataBundle, data_sha256, load_data
 from oneshot_bench.device import configure_torch, resolve_device
 from oneshot_bench.errors import ConfigError
 from oneshot_bench.measure import count_flops, count_params
-from search_spaces.base import Arch, SearchSpace, get_space
+from search_spaces.base import SUPERNET, Arch, SearchSpace, get_space
 
 from .cost import CostMeter
 from .environment import git_commit, versions
 from .ranking import ranking_metrics
 from .record import RECORD_VERSION, ExtraProxy, Found, Hashes, Ranking, RunRecord, Summary
 from .sample import benchmark_sample
-from .store import ResultsStore, run_id_for
+from .store import ResultsStore, config_hash, run_id_for
 from .truth import GroundTruth, TruthContext, resolve_truth
 
 log = logging.getLogger("oneshot_bench")
@@ -52,36 +53,62 @@ class RunPlan:
     truth: GroundTruth
     device: torch.device
     store: ResultsStore
-    identity: dict[str, Any]  # the resolved configuration without the execution group
+    identity: dict[str, Any]  # what the run measures: everything but `execution`, with the data's sha256
     run_id: str
+    config_hash: str  # full sha256 of the identity (checkpoints and progress files carry it)
 
 
-def identity_of(cfg: RunConfig, method: Method, truth: GroundTruth, device: torch.device) -> dict[str, Any]:
+def identity_of(cfg: RunConfig, method: Method, truth: GroundTruth, device: torch.device,
+                data_sha: str) -> dict[str, Any]:
     """A run's identity: the whole configuration except `execution`, with the method's hyperparameters and the
-    truth source resolved (defaults filled in, so the run id changes when a default does) and the device reduced to
-    its type (cuda:0 and cuda:1 measure the same thing)."""
+    truth source resolved (defaults filled in, so the run id changes when a default does; the truth's file sha256
+    included), the device reduced to its type (cuda:0 and cuda:1 measure the same thing), and the data named by
+    its sha256 instead of where it lives (the same files under another path are the same run; changed files are
+    not)."""
     config = asdict(cfg)
     del config["execution"]
     config["method"]["params"] = method.hparams_dict()
     config["truth"] = truth.identity()
     config["device"] = device.type
+    config["data"] = {k: v for k, v in config["data"].items() if k not in DATA_LOCATION} | {"sha256": data_sha}
     return json.loads(json.dumps(config, default=str))  # plain JSON values (choices as their names)
 
 
+DATA_LOCATION = ("root", "root_env", "download")  # where the data lives, replaced by its sha256 in the identity
+
+
 def plan_run(cfg: RunConfig) -> RunPlan:
-    """Validate the method on the space, its hyperparameters, the truth source and the device; no data is read."""
+    """Validate the method on the space, its hyperparameters, the truth source (its file verified), the sample size
+    and the device, and fingerprint the data files; nothing is decoded or trained."""
     space = get_space(cfg.space.name, cfg.space.params)
     method = get_method(cfg.method.name, cfg.method.params)
     method.check_supports(space)
-    truth = resolve_truth(space, cfg.truth.name, cfg.truth.params)
-    if truth.arch_pool() is not None and not method.draws_candidates:
-        raise ConfigError(f"truth {truth.name!r} covers only {len(truth.arch_pool())} archs of space {space.name!r}, "
-                          f"and method {method.name!r} derives archs outside any given set (evolution, argmax or a "
-                          f"controller), so its final accuracy could not be looked up; use truth=trained.")
+    truth = resolve_truth(space, cfg.truth.name, cfg.truth.params, verify=cfg.truth.verify)
+    pool = truth.arch_pool()
+    if pool is not None and not method.draws_candidates:
+        raise ConfigError(f"truth {truth.name!r} covers only {len(pool)} archs of space {space.name!r}, and method "
+                          f"{method.name!r} derives archs outside any given set (evolution, argmax or a controller), "
+                          f"so its final accuracy could not be looked up; use truth=trained.")
+    available = len(pool) if pool is not None else space.size()
+    if available is not None and cfg.budget.ranking_sample > available:
+        source = f"truth {truth.name!r} covers" if pool is not None else f"space {space.name} has"
+        raise ConfigError(f"budget.ranking_sample={cfg.budget.ranking_sample} is not allowed: {source} only "
+                          f"{available} archs; lower it.")
     device = resolve_device(cfg.device)
-    identity = identity_of(cfg, method, truth, device)
+    identity = identity_of(cfg, method, truth, device, data_sha256(cfg.data))
     return RunPlan(cfg, space, method, truth, device, ResultsStore(cfg.execution.results_dir), identity,
-                   run_id_for(identity))
+                   run_id_for(identity), config_hash(identity))
+
+
+def checkpoint_bytes(plan: RunPlan) -> int:
+    """Room a run's checkpoints need: its largest network's weights plus optimizer moments, twice (the new file is
+    written before the old one is replaced), plus a margin; measured on the meta device (nothing allocated)."""
+    net = nets_for(plan.cfg.budget, plan.space.name)[0]
+    with torch.device("meta"):
+        model = (plan.space.build_supernet(net) if SUPERNET in plan.space.capabilities
+                 and SUPERNET in plan.method.required_capabilities
+                 else plan.space.build_standalone(plan.space.sample(random.Random(0)), net))
+    return 2 * 3 * 4 * count_params(model) + 16 * 2**20
 
 
 # ---- prepare: data, networks, truth, method ----------------------------------------------------------------------
@@ -95,6 +122,17 @@ class PreparedRun:
     meter: CostMeter
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
+    # per-arch work after training: ranking scores (arch string -> score and extra proxies), saved as it happens
+    ranking: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def save_progress(self) -> None:
+        plan = self.plan
+        encode = plan.space.encode
+        plan.store.save_progress(plan.run_id, {
+            "run_id": plan.run_id, "config_hash": plan.config_hash, "seconds": dict(self.meter.seconds),
+            "ranking": self.ranking,
+            "cache": {purpose: {encode(a): v for a, v in table.items()}
+                      for purpose, table in plan.method.score_cache.items()}})
 
 
 def load_inputs(cfg: RunConfig, space: SearchSpace, truth: GroundTruth, device: torch.device,
@@ -113,20 +151,44 @@ def load_inputs(cfg: RunConfig, space: SearchSpace, truth: GroundTruth, device: 
     return data, net, final_net
 
 
+def final_network(truth: GroundTruth, final_net: NetConfig, data: DataBundle) -> tuple[NetConfig, int, str]:
+    """(network, image side, in words) that the found arch's accuracy refers to, where its size is counted and
+    resource constraints apply: the benchmark's own network for a tabular truth, else the budget's final network
+    on the run's data (what the truth retrains)."""
+    benchmark = truth.network()
+    if benchmark is not None:
+        net, side = benchmark
+        return net, side, f"the network of the {truth.name} benchmark ({side} px)"
+    return final_net, data.resolution, f"the budget's final network on the run's data ({data.resolution} px)"
+
+
 def prepare(plan: RunPlan) -> PreparedRun:
-    cfg = plan.cfg
-    data, net, final_net = load_inputs(cfg, plan.space, plan.truth, plan.device, plan.store)
+    cfg, store = plan.cfg, plan.store
+    data, net, final_net = load_inputs(cfg, plan.space, plan.truth, plan.device, store)
+    final_net, final_side, _ = final_network(plan.truth, final_net, data)
     run = PreparedRun(plan, data, net, final_net, CostMeter(plan.device))
     plan.method.setup(SearchContext(space=plan.space, data=data, budget=cfg.budget, device=plan.device, seed=cfg.seed,
-                                    net=net, final_net=final_net, arch_pool=plan.truth.arch_pool()))
-    checkpoint = (plan.store.load_checkpoint(plan.run_id) if cfg.execution.resume and not cfg.execution.force
-                  else None)
+                                    net=net, final_net=final_net, final_resolution=final_side,
+                                    arch_pool=plan.truth.arch_pool()))
+    plan.method.on_progress = run.save_progress
+    if not cfg.execution.resume or cfg.execution.force:
+        return run
+    checkpoint = store.load_checkpoint(plan.run_id, plan.config_hash)
     if checkpoint is not None:
         plan.method.load_state_dict(checkpoint["method"])
-        run.meter.seconds, run.history = checkpoint["seconds"], checkpoint["history"]
+        run.meter.seconds, run.history = dict(checkpoint["seconds"]), list(checkpoint["history"])
         run.start_epoch = checkpoint["epoch"] + 1
         torch.set_rng_state(checkpoint["torch_rng"])
         log.info("resuming run %s after epoch %d", plan.run_id, checkpoint["epoch"])
+    progress = store.load_progress(plan.run_id, plan.config_hash)
+    if progress is not None and run.start_epoch >= cfg.budget.search_epochs:  # training had finished
+        decode = plan.space.decode
+        run.meter.seconds = dict(progress["seconds"])
+        run.ranking = dict(progress["ranking"])
+        plan.method.score_cache = {purpose: {decode(a): float(v) for a, v in table.items()}
+                                   for purpose, table in progress["cache"].items()}
+        log.info("resuming run %s with %d ranked archs and %d cached scores", plan.run_id, len(run.ranking),
+                 sum(map(len, plan.method.score_cache.values())))
     return run
 
 
@@ -139,7 +201,7 @@ def train(run: PreparedRun, progress: Optional[bool] = None) -> None:
                       disable=progress is False or None, initial=run.start_epoch, total=budget.search_epochs):
         with run.meter.phase("supernet_train"):
             run.history.append({"epoch": epoch, **method.train_epoch(epoch)})
-        plan.store.save_checkpoint(plan.run_id, {
+        plan.store.save_checkpoint(plan.run_id, plan.config_hash, {
             "method": method.state_dict(), "seconds": dict(run.meter.seconds), "history": run.history,
             "epoch": epoch, "torch_rng": torch.get_rng_state()})
 
@@ -158,19 +220,39 @@ class Evaluation:
     final: dict[str, Any]
 
 
-def evaluate(run: PreparedRun) -> Evaluation:
+def score_sample(run: PreparedRun, sample: list[Arch], progress: Optional[bool] = None) -> None:
+    """The method's proxy score of every sample arch, one at a time, each kept in the progress file as soon as it
+    is known (a killed run re-scores at most one). Scores do not depend on the order (fixed batches, per-arch
+    seeds), so a resumed run's scores are the uninterrupted run's."""
+    method, encode = run.plan.method, run.plan.space.encode
+    for arch in tqdm(sample, desc=f"{method.name} scoring", leave=False, disable=progress is False or None):
+        key = encode(arch)
+        if key in run.ranking:
+            continue
+        with run.meter.phase("ranking"):
+            score = float(method.score([arch])[0])
+        run.ranking[key] = {"score": score, "extra": {name: float(values[0])
+                                                      for name, values in method.extra_scores.items()}}
+        run.save_progress()
+
+
+def evaluate(run: PreparedRun, progress: Optional[bool] = None) -> Evaluation:
     plan, budget, seed = run.plan, run.plan.cfg.budget, run.plan.cfg.seed
-    method, truth = plan.method, plan.truth
+    method, truth, encode = plan.method, plan.truth, plan.space.encode
     sample = benchmark_sample(plan.space, seed, budget.ranking_sample, pool=truth.arch_pool(), truth=truth.name)
-    with run.meter.phase("ranking"):
-        scores = [float(s) for s in method.score(sample)]
+    score_sample(run, sample, progress)
+    scores = [run.ranking[encode(a)]["score"] for a in sample]
+    extra_names = sorted({name for entry in run.ranking.values() for name in entry["extra"]})
     truth_start = time.perf_counter()
     true_acc = truth.accuracies(sample)
     truth_seconds = time.perf_counter() - truth_start  # reference work, not charged to the method
     metrics = ranking_metrics(scores, true_acc, resamples=budget.bootstrap_resamples, seed=seed)
-    extra = {name: ExtraProxy(**ranking_metrics(values, true_acc, resamples=budget.bootstrap_resamples, seed=seed),
-                              proxy=[float(v) for v in values])
-             for name, values in method.extra_scores.items()}
+    extra = {}
+    for name in extra_names:
+        values = [run.ranking[encode(a)]["extra"][name] for a in sample]
+        extra[name] = ExtraProxy(**ranking_metrics(values, true_acc, resamples=budget.bootstrap_resamples, seed=seed),
+                                 proxy=values)
+    run.save_progress()
     with run.meter.phase("derive"):
         best = method.derive()
     with run.meter.phase("final"):
@@ -190,12 +272,14 @@ def worst_decile(truth: GroundTruth) -> Optional[float]:
 
 def build_record(run: PreparedRun, ev: Evaluation, artifacts: list[str]) -> RunRecord:
     plan, cfg, data = run.plan, run.plan.cfg, run.data
-    best_net = plan.space.build_standalone(ev.best, run.final_net).to(plan.device)
+    net, side, sized_at = final_network(plan.truth, run.final_net, data)
+    with torch.device("meta"):  # counted on the meta device: a benchmark network need not fit in memory
+        best_net = plan.space.build_standalone(ev.best, net)
     ranking = Ranking(**ev.metrics, archs=[plan.space.encode(a) for a in ev.sample], proxy=ev.scores,
                       truth=ev.true_acc, extra_proxies=ev.extra)
     found = Found(arch=plan.space.encode(ev.best), params=count_params(best_net),
-                  flops=count_flops(best_net, data.in_channels, data.resolution), net=asdict(run.final_net),
-                  resolution=data.resolution, space_worst_decile_acc=worst_decile(plan.truth),
+                  flops=count_flops(best_net, net.in_channels, side), net=asdict(net), resolution=side,
+                  space_worst_decile_acc=worst_decile(plan.truth), sized_at=sized_at,
                   **{f"final_{k}": v for k, v in ev.final.items()})
     cost = run.meter.summary()
     return RunRecord(
@@ -212,38 +296,34 @@ def build_record(run: PreparedRun, ev: Evaluation, artifacts: list[str]) -> RunR
 
 def run_benchmark(cfg: RunConfig, *, progress: Optional[bool] = None) -> RunRecord:
     plan = plan_run(cfg)
-    if plan.store.has_record(plan.run_id) and not cfg.execution.force:
-        log.info("run %s already finished; returning its record (force=true recomputes)", plan.run_id)
-        return plan.store.load_record(plan.run_id)
-    run = prepare(plan)
-    train(run, progress)
-    evaluation = evaluate(run)
-    artifacts = plan.method.artifacts()
-    for name, content in artifacts.items():
-        plan.store.write_artifact(plan.run_id, name, content)
-    record = build_record(run, evaluation, sorted(f"{name}.json" for name in artifacts))
-    path = plan.store.save_record(plan.run_id, record)
+    store, run_id = plan.store, plan.run_id
+    store.check_writable(run_id, checkpoint_bytes(plan))  # before any data is read or any epoch trained
+    with store.lock(run_id):  # an identical run in another process waits here, then finds the record below
+        for leftover in store.clean_tmp(run_id):
+            log.info("removed %s, left half-written by a killed run", leftover)
+        if not cfg.execution.force:
+            record = store.finished_record(run_id)
+            if record is not None:
+                log.info("run %s already finished; returning its record (execution.force=true recomputes)", run_id)
+                return record
+        run = prepare(plan)
+        train(run, progress)
+        evaluation = evaluate(run, progress)
+        artifacts = plan.method.artifacts()
+        for name, content in artifacts.items():
+            store.write_artifact(run_id, name, content)
+        record = build_record(run, evaluation, sorted(f"{name}.json" for name in artifacts))
+        path = store.save_record(run_id, record)
     log.info("wrote %s", path)
     return record
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        index, count = -1, 0
-    if not 0 <= index < count:
-        raise ConfigError(f"execution.truth_shard={text!r} is not of the form i/n with 0 <= i < n (e.g. "
-                          f"execution.truth_shard=1/2).")
-    return index, count
 
 
 def precompute_truth(cfg: RunConfig) -> dict[str, Any]:
     """mode=truth: fill the ground-truth cache for this shard of the shared arch sample, so that the methods' runs
     find it ready (n workers with truth_shard=i/n split it). A no-op for tabular truths."""
-    index, count = parse_shard(cfg.execution.truth_shard)
+    index, count = cfg.execution.shard()
     space = get_space(cfg.space.name, cfg.space.params)
-    truth = resolve_truth(space, cfg.truth.name, cfg.truth.params)
+    truth = resolve_truth(space, cfg.truth.name, cfg.truth.params, verify=cfg.truth.verify)
     device = resolve_device(cfg.device)
     load_inputs(cfg, space, truth, device, ResultsStore(cfg.execution.results_dir))
     sample = benchmark_sample(space, cfg.seed, cfg.budget.ranking_sample, pool=truth.arch_pool(),

@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
 from oneshot_bench.config import Choice, NetConfig
 from oneshot_bench.errors import ConfigError
@@ -293,12 +292,12 @@ class HypernetMethod(Method):
         return acc
 
     def score(self, archs: list[Arch]) -> list[float]:
-        return [self.generated_accuracy(a) for a in tqdm(archs, desc=f"{self.name} scoring", leave=False)]
+        return [self.generated_accuracy(a) for a in archs]
 
     def derive(self) -> Arch:
         """The papers' search: rank `budget.candidates` uniformly sampled archs by generated-weight accuracy."""
-        best, scores = best_of(self.candidate_archs(self.ctx.budget.candidates), self.generated_accuracy,
-                               f"{self.name} search")
+        best, scores = best_of(self.candidate_archs(self.ctx.budget.candidates),
+                               self.cached("derive", self.generated_accuracy), f"{self.name} search")
         self.derive_scores = sorted(scores.items(), key=lambda t: -t[1])
         return best
 

@@ -12,6 +12,7 @@ state_dict()/load_state_dict() make a run resumable after any epoch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -41,7 +42,8 @@ class SearchContext:
     device: torch.device
     seed: int
     net: NetConfig  # network size during search, with in_channels/num_classes filled from the data
-    final_net: NetConfig  # size of the final network (constraints on params/FLOPs refer to it)
+    final_net: NetConfig  # the final network: params/FLOPs constraints refer to it (a tabular truth's own network)
+    final_resolution: int  # and its image side
     # the archs the ground truth covers when it covers only a subset of the space (None: all); a method's own
     # candidates are drawn from it, so that the final accuracy of what it finds is a lookup
     arch_pool: Optional[Sequence[Arch]] = None
@@ -68,6 +70,10 @@ class Method(ABC):
         # secondary proxies a method can report beside score()'s (e.g. DARTS' alpha log-likelihood), filled by
         # score() with one value per arch; the evaluator correlates each with ground truth too
         self.extra_scores: dict[str, list[float]] = {}
+        # per-arch results worth keeping if the run is killed (a derive candidate's score, a standalone training),
+        # by purpose; the runner persists them whenever `on_progress` fires and restores them on resume
+        self.score_cache: dict[str, dict[Arch, float]] = {}
+        self.on_progress: Optional[Callable[[], None]] = None
 
     @classmethod
     def unsupported_reason(cls, space: SearchSpace) -> Optional[str]:
@@ -120,6 +126,27 @@ class Method(ABC):
         """The method's own final search; returns its best architecture."""
 
     # ---- shared search helpers ----------------------------------------------------------------------------------
+    def cached(self, purpose: str, score: Callable[[Arch], float]) -> Callable[[Arch], float]:
+        """`score` computed once per arch and kept in `score_cache[purpose]` (persisted by the runner, so a
+        resumed run recomputes none of them). Scores must not depend on what was scored before (fixed batches,
+        per-arch seeds), so a resumed search is the same search."""
+        table = self.score_cache.setdefault(purpose, {})
+
+        def once(arch: Arch) -> float:
+            arch = tuple(arch)
+            if arch not in table:
+                table[arch] = float(score(arch))
+                if self.on_progress is not None:
+                    self.on_progress()
+            return table[arch]
+
+        return once
+
+    def arch_seed(self, arch: Arch, purpose: str) -> int:
+        """A seed for work on one arch that depends on the run's seed and the arch alone (not on what ran before)."""
+        text = f"{self.ctx.seed}/{purpose}/{self.ctx.space.encode(arch)}"
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
     def candidate_archs(self, n: int) -> list[Arch]:
         """`n` distinct archs drawn uniformly, from the ground truth's subset when there is one (else the space);
         fewer only when the pool (or, after 100 n draws, the space) holds fewer."""

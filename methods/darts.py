@@ -30,6 +30,7 @@ ProxylessNAS.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -38,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oneshot_bench.errors import ConfigError
+from oneshot_bench.errors import ConfigError, DivergenceError
 from oneshot_bench.training import check_finite
 from search_spaces.base import Arch, Path, WeightedChoice
 
@@ -80,8 +81,21 @@ class ArchDistributionMethod(SupernetMethod):
     and trained by `self.a_optimizer` (DARTS, ProxylessNAS). Derive = the space's discretisation of softmax(alpha);
     the alpha log-likelihood of each scored arch is reported as a second proxy."""
 
+    # |alpha| beyond this saturates a softmax past e^-100: no sane run gets there (Adam moves an alpha by about its
+    # learning rate per step, 3e-4 x 20k DARTS steps = 6), a too-large arch_lr does within an epoch
+    ALPHA_LIMIT = 100.0
+
     def arch_probs(self) -> list[torch.Tensor]:
         return [p.detach().cpu() for p in alpha_probs(self.alphas)]
+
+    def check_alphas(self, epoch: int) -> None:
+        """Fail loudly when the architecture parameters blow up (checked once per epoch, one device read)."""
+        largest = float(torch.stack([a.detach().abs().max() for a in self.alphas]).max())
+        if not math.isfinite(largest) or largest > self.ALPHA_LIMIT:
+            raise DivergenceError(
+                f"{self.name}'s architecture parameters blew up in epoch {epoch}: max |alpha| = {largest:.3g} (a "
+                f"softmax saturated past e^-{self.ALPHA_LIMIT:.0f}, so the distribution no longer learns). Lower "
+                f"method.params.arch_lr (now {self.hp.arch_lr}); the run's last checkpoint is kept.")
 
     def score(self, archs: list[Arch]) -> list[float]:
         self.extra_scores = {"alpha_log_likelihood": [alpha_log_likelihood(self.alphas, self.path_of(a))
@@ -249,6 +263,7 @@ class DARTS(ArchDistributionMethod):
             x_val, y_val = next(val)
             val_losses.append(self.arch_step(x, y, x_val, y_val))
             train_losses.append(self.weight_step(self.mixed_path(detach=True), x, y))
+        self.check_alphas(epoch)
         return {"train_loss": sum(train_losses) / len(train_losses),
                 "arch_val_loss": sum(val_losses) / len(val_losses),
                 "lr": self.w_scheduler.get_last_lr()[0], "alpha_entropy": alpha_entropy(self.alphas)}

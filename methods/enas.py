@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oneshot_bench.errors import ConfigError
+from oneshot_bench.errors import ConfigError, DivergenceError
 from oneshot_bench.training import batch_stat_bn
 from search_spaces.base import Arch, Decision, Path
 
@@ -84,12 +84,33 @@ class Controller(nn.Module):
         self.embeddings = nn.ModuleList(nn.Embedding(n, lstm_size) for n in self.sizes)
         for p in self.parameters():
             nn.init.uniform_(p, -init_range, init_range)
+        self._collect: Optional[list[torch.Tensor]] = None  # set by `saturation` to gather pre-squash logits
+
+    # |pre-squash logit| beyond which a head is saturated: tanh'(10) ~ 8e-9 (no gradient reaches the weights), or,
+    # without tanh, a softmax past e^-100
+    SATURATED = {True: 10.0, False: 100.0}
+
+    @torch.no_grad()
+    def saturation(self, archs: torch.Tensor) -> float:
+        """Share of the decisions of `archs` (teacher forcing) whose pre-squash logits are saturated, 1.0 when any
+        is not finite."""
+        self._collect = []
+        try:
+            self(archs=archs)
+            values = torch.cat([z.flatten() for z in self._collect])
+        finally:
+            self._collect = None
+        if not torch.isfinite(values).all():
+            return 1.0
+        return float((values.abs() > self.SATURATED[self.tanh_constant is not None]).float().mean())
 
     def logits(self, i: int, h: torch.Tensor, chosen: Sequence[torch.Tensor]) -> torch.Tensor:
         """Decision i's logits: tanh_constant * tanh(W h / temperature), -inf on choices the rule forbids."""
         z = self.heads[i](h)
         if self.temperature is not None:
             z = z / self.temperature
+        if self._collect is not None:
+            self._collect.append(z.detach())
         if self.tanh_constant is not None:
             z = self.tanh_constant * torch.tanh(z)
         if i in self.exceeds or i in self.below:
@@ -221,15 +242,29 @@ class ENAS(SupernetMethod):
         self.controller.train()
         losses = [self.weight_step(self.path_of(self.sample_archs(1)[0]), x, y) for x, y in self.train_batches()]
         stats: list[dict[str, float]] = []
+        archs: list[Arch] = []
         for _ in range(self.controller_steps):
             archs = self.sample_archs(self.hp.controller_aggregate)
             stats.append(self.reinforce_step(archs, [self.reward_accuracy(a) for a in archs]))
+        if archs:
+            self.check_controller(epoch, archs)
         out = {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0],
                "baseline": self.baseline}
         for key in ("reward", "entropy", "log_prob"):
             if stats:
                 out[f"controller_{key}"] = sum(s[key] for s in stats) / len(stats)
         return out
+
+    def check_controller(self, epoch: int, archs: Sequence[Arch]) -> None:
+        """Fail loudly when the controller blows up: most of its logits saturated (it no longer learns and samples
+        the same arch) or not finite. Checked once per epoch on the last REINFORCE batch."""
+        share = self.controller.saturation(_as_tensor(archs))
+        if share > 0.5:
+            raise DivergenceError(
+                f"enas: the controller saturated in epoch {epoch}: {100 * share:.0f}% of its logits are beyond "
+                f"|{self.controller.SATURATED[self.hp.tanh_constant is not None]:.0f}| before the squashing (or not "
+                f"finite), so REINFORCE no longer moves it. Lower method.params.controller_lr (now "
+                f"{self.hp.controller_lr}); the run's last checkpoint is kept.")
 
     def score(self, archs: list[Arch]) -> list[float]:
         scores = super().score(archs)
@@ -241,7 +276,7 @@ class ENAS(SupernetMethod):
         n = self.ctx.budget.candidates
         # a converged controller repeats itself: up to 10 n samples to find n distinct archs
         candidates = distinct_archs(lambda: self.sample_archs(1)[0], n, max_draws=10 * n)
-        best, self.derive_candidates = best_of(candidates, self.supernet_accuracy, "enas derive")
+        best, self.derive_candidates = best_of(candidates, self.cached("derive", self.supernet_accuracy), "enas derive")
         return best
 
     def artifacts(self) -> dict[str, Any]:

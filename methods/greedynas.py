@@ -164,7 +164,7 @@ class GreedyNAS(SPOS):
     def derive(self) -> Arch:
         b = self.ctx.budget
         self.evolution = evolutionary_search(
-            self.ctx.space, self.supernet_accuracy, self.rng, population=b.evolution_population,
+            self.ctx.space, self.cached("derive", self.supernet_accuracy), self.rng, population=b.evolution_population,
             generations=b.evolution_generations, topk=min(self.hp.topk, b.evolution_population),
             mutation_prob=self.hp.mutation_prob, constraint=self.constraint if self.constraint.active else None,
             initial=self.pool.archs())

@@ -165,7 +165,7 @@ class OneShot(SupernetMethod):
     # ---- search -----------------------------------------------------------------------------------------------------
     def derive(self) -> Arch:
         best, self.derive_candidates = best_of(self.candidate_archs(self.ctx.budget.candidates),
-                                               self.supernet_accuracy, "oneshot random search")
+                                               self.cached("derive", self.supernet_accuracy), "oneshot random search")
         return best
 
     def state_dict(self) -> dict[str, Any]:

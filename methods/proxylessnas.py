@@ -318,6 +318,7 @@ class ProxylessNAS(ArchDistributionMethod):
             if val is not None and self.global_step % self.hp.arch_update_every == 0:
                 for _ in range(self.hp.arch_update_steps):
                     arch_stats.append(self.arch_step(*next(val)))
+        self.check_alphas(epoch)
         out = {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0],
                "alpha_entropy": alpha_entropy(self.alphas), "arch_steps": float(len(arch_stats))}
         for key in arch_stats[0] if arch_stats else ():

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from tqdm.auto import tqdm
-
 from oneshot_bench.errors import ConfigError
 from oneshot_bench.training import train_standalone
 from search_spaces.base import ENCODE, SAMPLE, STANDALONE, Arch
@@ -32,27 +30,18 @@ class RandomSearch(Method):
     def build(self) -> None:
         train = self.ctx.budget.standalone
         self.train_cfg = replace(train, epochs=self.hp.epochs_per_arch or train.epochs)
-        self.val_acc: dict[Arch, float] = {}  # archs scored twice (ranking sample and own search) train once
+        # an arch in both the ranking sample and the own search trains once; each training is kept (progress)
+        self.val_accuracy = self.cached("standalone", self._train)
 
-    def _val_accuracy(self, arch: Arch) -> float:
-        if arch not in self.val_acc:
-            ctx = self.ctx
-            net = ctx.space.build_standalone(arch, ctx.net)
-            seed = self.rng.randrange(2**31)
-            self.val_acc[arch] = train_standalone(net, ctx.data, self.train_cfg, ctx.device, seed,
-                                                  desc="random: train", eval_splits=("val",))["val_acc"]
-        return self.val_acc[arch]
+    def _train(self, arch: Arch) -> float:
+        ctx = self.ctx
+        net = ctx.space.build_standalone(arch, ctx.net)
+        return train_standalone(net, ctx.data, self.train_cfg, ctx.device, self.arch_seed(arch, "standalone"),
+                                desc="random: train", eval_splits=("val",))["val_acc"]
 
     def score(self, archs: list[Arch]) -> list[float]:
-        return [self._val_accuracy(a) for a in tqdm(archs, desc="random scoring", leave=False)]
+        return [self.val_accuracy(a) for a in archs]
 
     def derive(self) -> Arch:
-        best, _ = best_of(self.candidate_archs(self.ctx.budget.candidates), self._val_accuracy, "random search")
+        best, _ = best_of(self.candidate_archs(self.ctx.budget.candidates), self.val_accuracy, "random search")
         return best
-
-    def state_dict(self):
-        return {**super().state_dict(), "val_acc": dict(self.val_acc)}
-
-    def load_state_dict(self, state) -> None:
-        super().load_state_dict(state)
-        self.val_acc = dict(state["val_acc"])

@@ -41,7 +41,7 @@ class SPOS(SupernetMethod):
     def build(self) -> None:
         super().build()
         ctx = self.ctx
-        self.constraint = ResourceConstraint(ctx.space, ctx.final_net, ctx.data.resolution,
+        self.constraint = ResourceConstraint(ctx.space, ctx.final_net, ctx.final_resolution,
                                              max_params=self.hp.max_params, max_flops=self.hp.max_flops)
 
     def sample_arch(self):
@@ -59,7 +59,7 @@ class SPOS(SupernetMethod):
     def derive(self):
         b = self.ctx.budget
         self.evolution = evolutionary_search(
-            self.ctx.space, self.supernet_accuracy, self.rng, population=b.evolution_population,
+            self.ctx.space, self.cached("derive", self.supernet_accuracy), self.rng, population=b.evolution_population,
             generations=b.evolution_generations, topk=min(self.hp.topk, b.evolution_population),
             mutation_prob=self.hp.mutation_prob, constraint=self.constraint if self.constraint.active else None)
         return self.evolution.best

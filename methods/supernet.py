@@ -8,7 +8,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from oneshot_bench.training import accuracy, cosine, optimizer_step, recalibrate_bn, sgd, steps_per_epoch
 from search_spaces.base import ENCODE, SAMPLE, SUPERNET, Arch, Path
@@ -66,7 +65,7 @@ class SupernetMethod(Method):
         return acc
 
     def score(self, archs: list[Arch]) -> list[float]:
-        return [self.supernet_accuracy(a) for a in tqdm(archs, desc=f"{self.name} scoring", leave=False)]
+        return [self.supernet_accuracy(a) for a in archs]
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "supernet": self.supernet.state_dict(),

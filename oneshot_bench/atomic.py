@@ -1,4 +1,5 @@
-"""Write-then-rename helpers: a crash never leaves a half-written record or checkpoint behind."""
+"""Write-then-rename helpers: a crash never leaves a half-written record or checkpoint behind (only a hidden
+`.<name>.*.tmp`, which the runner removes at the next start of that run). Files get the usual permissions (umask)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared like any file
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -23,6 +25,12 @@ def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -12,6 +12,28 @@ from typing import Any, Optional
 from .errors import ConfigError
 
 
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """One range check: a ConfigError naming the key, the value and what is allowed, raised before any work."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}.")
+
+
+def _check_net(key: str, net: NetConfig) -> None:
+    for name in ("channels", "cells_per_stage"):
+        require(getattr(net, name) >= 1, f"{key}.{name}", getattr(net, name), "it must be >= 1")
+
+
+def _check_train(key: str, train: TrainConfig) -> None:
+    require(train.epochs >= 1, f"{key}.epochs", train.epochs, "it must be >= 1")
+    require(train.batch_size >= 1, f"{key}.batch_size", train.batch_size, "it must be >= 1")
+    require(train.lr > 0, f"{key}.lr", train.lr, "it must be > 0")
+    require(0 <= train.momentum < 1, f"{key}.momentum", train.momentum, "it must be in [0, 1)")
+    require(train.weight_decay >= 0, f"{key}.weight_decay", train.weight_decay, "it must be >= 0")
+    require(train.grad_clip > 0, f"{key}.grad_clip", train.grad_clip, "it must be > 0")
+    require(train.max_train_images is None or train.max_train_images >= 1, f"{key}.max_train_images",
+            train.max_train_images, "it must be >= 1, or null for all images")
+
+
 class Choice(str, Enum):
     """A configuration choice among named options: compares equal to, prints as and serialises as its value, and
     OmegaConf rejects any other string naming the valid ones."""
@@ -71,6 +93,42 @@ class BudgetConfig:
     final_net_by_space: dict[str, NetConfig] = field(default_factory=dict)  # per-space override of `final_net`
     bootstrap_resamples: int = 1000
 
+    def __post_init__(self) -> None:
+        """Ranges of every field (types are OmegaConf's), so a bad budget fails before any data is read."""
+        b = "budget"
+        require(self.resolution >= 4, f"{b}.resolution", self.resolution, "images must be at least 4 px a side")
+        for key in ("max_train_images", "max_val_images"):
+            value = getattr(self, key)
+            require(value is None or value >= 1, f"{b}.{key}", value, "it must be >= 1, or null for all images")
+        require(self.search_epochs >= 0, f"{b}.search_epochs", self.search_epochs,
+                "it must be >= 0 (0: no supernet or hypernet training)")
+        require(self.batch_size >= 1, f"{b}.batch_size", self.batch_size, "it must be >= 1")
+        require(self.lr > 0, f"{b}.lr", self.lr, "it must be > 0")
+        require(0 <= self.momentum < 1, f"{b}.momentum", self.momentum, "it must be in [0, 1)")
+        require(self.weight_decay >= 0, f"{b}.weight_decay", self.weight_decay, "it must be >= 0")
+        require(self.grad_clip > 0, f"{b}.grad_clip", self.grad_clip, "it must be > 0")
+        require(self.ranking_sample >= 4, f"{b}.ranking_sample", self.ranking_sample,
+                "rank correlations and their bootstrap intervals need at least 4 archs")
+        require(self.score_batches >= 1, f"{b}.score_batches", self.score_batches,
+                "scoring an arch needs at least one validation batch")
+        require(self.bn_recalibration_batches >= 0, f"{b}.bn_recalibration_batches", self.bn_recalibration_batches,
+                "it must be >= 0 (0: no BN recalibration)")
+        require(self.candidates >= 1, f"{b}.candidates", self.candidates, "a method needs at least 1 candidate")
+        require(self.evolution_generations >= 0, f"{b}.evolution_generations", self.evolution_generations,
+                "it must be >= 0")
+        require(self.evolution_population >= 2, f"{b}.evolution_population", self.evolution_population,
+                "evolution needs a population of at least 2")
+        require(self.bootstrap_resamples >= 0, f"{b}.bootstrap_resamples", self.bootstrap_resamples,
+                "it must be >= 0 (0: no confidence intervals)")
+        _check_net(f"{b}.net", self.net)
+        _check_net(f"{b}.final_net", self.final_net)
+        for space, net in self.net_by_space.items():
+            _check_net(f"{b}.net_by_space.{space}", net)
+        for space, net in self.final_net_by_space.items():
+            _check_net(f"{b}.final_net_by_space.{space}", net)
+        _check_train(f"{b}.standalone", self.standalone)
+        _check_train(f"{b}.final", self.final)
+
 
 class Dataset(Choice):
     digits = "digits"  # scikit-learn's bundled 8x8 digits (offline)
@@ -85,6 +143,12 @@ class DataConfig:
     download: bool = False  # allow torchvision to download when the root holds no data (needs internet)
     val_fraction: float = 0.5  # share of the training images held out as search-val (arch steps, ranking)
     augment: bool = True  # random crop with padding + horizontal flip, batched on the device
+
+    def __post_init__(self) -> None:
+        valid = [d.value for d in Dataset]
+        require(self.name in valid, "data.name", self.name, f"choose one of {', '.join(valid)} (data=<name>)")
+        self.name = Dataset(self.name)
+        require(0.0 < self.val_fraction < 1.0, "data.val_fraction", self.val_fraction, "it must be in (0, 1)")
 
 
 @dataclass
@@ -106,6 +170,7 @@ class TruthConfig:
 
     name: str = "auto"
     params: dict[str, Any] = field(default_factory=dict)
+    verify: bool = True  # check a shipped table against its pinned sha256; false uses a changed file (recorded)
 
 
 class Mode(Choice):
@@ -129,6 +194,21 @@ class ExecutionConfig:
     truth_shard: str = "0/1"  # mode=truth: "i/n" trains every n-th sample arch from the i-th (n parallel workers)
     objective: str = "kendall_tau"  # what run.py returns to a sweeper: a field of the record's summary
 
+    def __post_init__(self) -> None:
+        require(self.threads is None or self.threads >= 1, "execution.threads", self.threads,
+                "it must be >= 1, or null for torch's default")
+        self.shard()  # checks the format
+
+    def shard(self) -> tuple[int, int]:
+        """(i, n) of `truth_shard`."""
+        try:
+            index, count = (int(part) for part in self.truth_shard.split("/"))
+        except ValueError:
+            index, count = -1, 0
+        require(0 <= index < count, "execution.truth_shard", self.truth_shard,
+                "it must be i/n with 0 <= i < n, e.g. execution.truth_shard=1/2")
+        return index, count
+
 
 @dataclass
 class RunConfig:
@@ -141,6 +221,12 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N; the device type is part of a run's identity
     deterministic: bool = True  # torch's deterministic kernels: a run repeats bit for bit with the same seed/threads
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+
+    def __post_init__(self) -> None:
+        require(self.seed >= 0, "seed", self.seed, "seeds must be >= 0")
+        require(self.device in ("auto", "cpu", "cuda") or (self.device.startswith("cuda:")
+                                                            and self.device[5:].isdigit()),
+                "device", self.device, "choose auto, cpu, cuda or cuda:N")
 
 
 def nets_for(budget: BudgetConfig, space: str) -> tuple[NetConfig, NetConfig]:
@@ -162,6 +248,8 @@ def from_dictconfig(cfg: Any) -> RunConfig:
                                                 structured_config_mode=SCMode.DICT) for group in ("method", "truth")}
         run = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
+        if isinstance(e.__cause__, ConfigError):  # a range check in a __post_init__, wrapped by OmegaConf
+            raise e.__cause__ from None
         raise ConfigError(f"invalid configuration: {_omegaconf_message(e)}") from None
     assert isinstance(run, RunConfig)
     run.method.params, run.truth.params = params["method"], params["truth"]

@@ -6,6 +6,7 @@ Small NAS budgets are dominated by per-batch Python overhead, so the whole split
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 from collections.abc import Iterator
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DataConfig
-from .errors import ConfigError, DataError
+from .config import DataConfig, Dataset
+from .errors import DataError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -105,8 +106,6 @@ def _prepare(x: np.ndarray, mean, std, resolution: int) -> torch.Tensor:
 
 
 def _split_train_val(x, y, val_fraction: float, seed: int, max_train, max_val):
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction}.")
     perm = np.random.default_rng(seed).permutation(len(y))
     n_val = int(round(len(y) * val_fraction))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
@@ -127,30 +126,73 @@ def resolve_cifar_root(cfg: DataConfig) -> Path:
     return path / "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else path
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 python batch and nothing else: only the globals real batch files reference (numpy's
+    array reconstruction, ndarray, dtype, and _codecs.encode for byte strings) may be loaded, so a crafted file
+    cannot run code (`pickle.loads` would call anything its file names)."""
+
+    ALLOWED = {("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it references {module}.{name}, which a CIFAR-10 batch never does")
+        if module == "numpy.core.multiarray":  # pickles from numpy < 2
+            module = "numpy._core.multiarray"
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images N x 3 x 32 x 32 uint8, labels N int64) of one batch file, validated: a dict with `data` and
+    `labels` (str or bytes keys), uint8 pixels, 3,072 values per image, one label in 0..9 per image."""
+    try:
+        batch = _BatchUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
+            KeyError, OSError) as e:
+        raise DataError(f"{path} is not a readable CIFAR-10 python batch ({e}). Re-download it.") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path} holds a {type(batch).__name__}, not a CIFAR-10 batch dict. Re-download it.")
+    # the official files have bytes keys; re-pickled copies (like the test subset) may have str keys
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    missing = {"data", "labels"} - set(batch)
+    if missing:
+        raise DataError(f"{path} lacks {sorted(missing)}; a CIFAR-10 batch has 'data' and 'labels'. Re-download it.")
+    data, labels = batch["data"], np.asarray(batch["labels"])
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        kind = data.dtype if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: pixels are {kind}, not uint8 as in CIFAR-10. Re-download it.")
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: images have shape {data.shape}, not N x 3072 (3 x 32 x 32). Re-download it.")
+    if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: {labels.shape} labels of type {labels.dtype} for {len(data)} images; CIFAR-10 "
+                        f"has one integer label per image. Re-download it.")
+    if len(labels) and (labels.min() < 0 or labels.max() >= 10):
+        raise DataError(f"{path}: labels range over {labels.min()}..{labels.max()}, not 0..9. Re-download it.")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
 def load_cifar10_batches(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """Read the official python batch format: (train_x, train_y, test_x, test_y, sha256 of the files)."""
     missing = [f for f in CIFAR10_FILES if not (folder / f).is_file()]
     if missing:
         raise DataError(f"CIFAR-10 files {missing} are missing under {folder}. Point data.root at the folder that "
                         f"holds cifar-10-batches-py/, or set data.download=true when online.")
-    digest = hashlib.sha256()
     xs, ys = [], []
     for name in CIFAR10_FILES:
-        raw = (folder / name).read_bytes()
-        digest.update(raw)
-        try:
-            batch = pickle.loads(raw, encoding="bytes")
-            # the official files have bytes keys; re-pickled copies (like the test subset) may have str keys
-            batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-            data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            labels = np.asarray(batch["labels"], dtype=np.int64)
-        except Exception as e:  # truncated/corrupt pickle: say which file
-            raise DataError(f"{folder / name} is not a readable CIFAR-10 python batch ({e}). Re-download it.") from None
-        if len(labels) != len(data):
-            raise DataError(f"{folder / name}: {len(labels)} labels for {len(data)} images.")
+        data, labels = read_cifar_batch(folder / name)
         xs.append(data)
         ys.append(labels)
-    return (np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5], digest.hexdigest())
+    return (np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5], cifar10_sha256(folder))
+
+
+def cifar10_sha256(folder: Path) -> str:
+    """sha256 over the six batch files, in order: the data's identity (checked before anything is unpickled)."""
+    digest = hashlib.sha256()
+    for name in CIFAR10_FILES:
+        with open(folder / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _download_cifar(path: Path) -> None:
@@ -162,33 +204,53 @@ def _download_cifar(path: Path) -> None:
         raise DataError(f"downloading CIFAR-10 into {path} failed ({e}); copy the files there by hand.") from None
 
 
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images[:, None, :, :] / 16.0).astype(np.float32), d.target.astype(np.int64)
+
+
+def cifar10_folder(cfg: DataConfig) -> Path:
+    """The folder of the batch files, downloading them first when asked to and they are missing."""
+    folder = resolve_cifar_root(cfg)
+    if cfg.download and not (folder / "data_batch_1").is_file():
+        _download_cifar(folder)
+    return folder
+
+
+def data_sha256(cfg: DataConfig) -> str:
+    """The data's identity, computed without decoding it: the sha256 of the raw files (CIFAR-10, checked before
+    anything is unpickled) or of the bundled arrays (digits). Part of every run's id."""
+    if cfg.name == Dataset.cifar10:
+        folder = cifar10_folder(cfg)
+        missing = [f for f in CIFAR10_FILES if not (folder / f).is_file()]
+        if missing:
+            raise DataError(f"CIFAR-10 files {missing} are missing under {folder}. Point data.root at the folder "
+                            f"that holds cifar-10-batches-py/, or set data.download=true when online.")
+        return cifar10_sha256(folder)
+    x, y = _digits()
+    return hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
+
+
 def load_data(cfg: DataConfig, *, resolution: int, seed: int, max_train_images: Optional[int] = None,
               max_val_images: Optional[int] = None) -> DataBundle:
-    if cfg.name == "digits":
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        x = (d.images[:, None, :, :] / 16.0).astype(np.float32)
-        y = d.target.astype(np.int64)
+    if cfg.name == Dataset.digits:
+        x, y = _digits()
         # fixed test split (20%) independent of the run seed, so final accuracies are comparable across seeds
         perm = np.random.default_rng(12345).permutation(len(y))
         n_test = len(y) // 5
         test_x, test_y, tr_x, tr_y = x[perm[:n_test]], y[perm[:n_test]], x[perm[n_test:]], y[perm[n_test:]]
         mean, std, channels = (float(x.mean()),), (float(x.std()),), 1
         sha = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
-    elif cfg.name == "cifar10":
-        folder = resolve_cifar_root(cfg)
-        if cfg.download and not (folder / "data_batch_1").is_file():
-            _download_cifar(folder)
-        tr_x, tr_y, test_x, test_y, sha = load_cifar10_batches(folder)
+    else:
+        tr_x, tr_y, test_x, test_y, sha = load_cifar10_batches(cifar10_folder(cfg))
         tr_x, test_x = tr_x.astype(np.float32) / 255.0, test_x.astype(np.float32) / 255.0
         mean, std, channels = CIFAR10_MEAN, CIFAR10_STD, 3
-    else:
-        raise ConfigError(f"unknown data {cfg.name!r}. Valid choices: cifar10, digits. Pick one with `data=<name>`.")
     (trx, try_), (vx, vy) = _split_train_val(tr_x, tr_y, cfg.val_fraction, seed, max_train_images, max_val_images)
     prep = lambda a: _prepare(a, mean, std, resolution)  # noqa: E731
     return DataBundle(
-        name=cfg.name,
+        name=str(cfg.name),
         train=Split(prep(trx), torch.from_numpy(try_)),
         val=Split(prep(vx), torch.from_numpy(vy)),
         test=Split(prep(test_x), torch.from_numpy(test_y)),

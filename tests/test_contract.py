@@ -193,5 +193,7 @@ def test_the_run_id_is_everything_but_the_execution_group(smoke_config):
     assert plan_run(smoke_config("method=spos", "deterministic=false")).run_id != base.run_id
     assert plan_run(smoke_config("method=spos", "truth=nb201")).run_id == base.run_id  # auto resolves to nb201
     assert plan_run(smoke_config("method=spos", "truth=nb201", "truth.params.dataset=cifar100")).run_id != base.run_id
-    assert base.identity["truth"] == {"name": "nb201", "params": {"dataset": "cifar10"}}
+    assert base.identity["truth"] == {"name": "nb201", "params": {"dataset": "cifar10"}, "verified": True,
+                                      "sha256": "cb5d777ec3368be83c8f9b3aa4d520696051cb0eb8d94b8f85b519f9ea4afa3e"}
+    assert len(base.identity["data"]["sha256"]) == 64 and "root" not in base.identity["data"]
     assert base.identity["method"]["params"]["topk"] == 10  # defaults filled in

@@ -39,7 +39,7 @@ def test_cifar10_missing_root_names_the_fix(tmp_path, monkeypatch):
 
 
 def test_unknown_dataset_lists_choices():
-    with pytest.raises(ConfigError, match="cifar10, digits"):
+    with pytest.raises(ConfigError, match="data.name='imagenet' is not allowed: choose one of digits, cifar10"):
         load_data(DataConfig(name="imagenet"), resolution=8, seed=0)
 
 

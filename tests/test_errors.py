@@ -10,11 +10,14 @@ from search_spaces import get_space
 class ChainOnly(Method):
     name = "chain_only"
 
+    required_capabilities = Method.required_capabilities | {"supernet"}
+
     @classmethod
     def unsupported_reason(cls, space):
-        if any(cp.node is not None for cp in space.choice_points):
+        reason = super().unsupported_reason(space)
+        if reason is None and any(cp.node is not None for cp in space.choice_points):
             return "its idea needs a chain of layers, and this space's choice points feed shared cell nodes"
-        return None
+        return reason
 
     def build(self):
         pass
@@ -39,7 +42,8 @@ def test_unknown_method_parameter_is_named(smoke_config):
 
 
 def test_unknown_truth_and_a_truth_that_does_not_cover_the_space(smoke_config):
-    with pytest.raises(ConfigError, match="unknown truth 'oracle'. Valid choices: nas_bench_macro, nb201, trained"):
+    valid = "nas_bench_macro, nb101, nb201, trained"
+    with pytest.raises(ConfigError, match=f"unknown truth 'oracle'. Valid choices: {valid}"):
         run_benchmark(smoke_config("method=spos", "space=mbnet_chain", "truth.name=oracle"))
     with pytest.raises(ConfigError, match="truth 'nb201' does not cover space 'darts_cell'.*auto, trained"):
         run_benchmark(smoke_config("method=spos", "space=darts_cell", "truth=nb201"))

@@ -29,7 +29,7 @@ def make_ctx(space: str, n: int = 16, res: int = 8, dtype=torch.float32, seed: i
     data = DataBundle("random", split(), split(), split(), 10, 3, res, "none", augment=False)
     budget = BudgetConfig(resolution=res, batch_size=8, search_epochs=1, net=NET, final_net=NET,
                           bn_recalibration_batches=1, score_batches=1)
-    return SearchContext(get_space(space), data, budget, torch.device("cpu"), seed, NET, NET)
+    return SearchContext(get_space(space), data, budget, torch.device("cpu"), seed, NET, NET, data.resolution)
 
 
 def make_darts(space: str, double: bool = False, smooth: bool = False, alpha_std: float = 0.5, **hp) -> DARTS:

@@ -22,7 +22,7 @@ def make_enas(space="nb201", **hparams):
     budget = BudgetConfig(batch_size=16, search_epochs=2, score_batches=1, bn_recalibration_batches=1, candidates=3)
     method = get_method("enas", hparams)
     method.setup(SearchContext(space=get_space(space), data=data, budget=budget, device=torch.device("cpu"), seed=0,
-                               net=net, final_net=net))
+                               net=net, final_net=net, final_resolution=data.resolution))
     return method
 
 

@@ -28,7 +28,7 @@ def data():
 def make(data, space: str, net: NetConfig = NET, **hparams):
     budget = BudgetConfig(batch_size=16, search_epochs=1, score_batches=1, candidates=3)
     method = get_method("ghn", hparams)
-    method.setup(SearchContext(get_space(space), data, budget, torch.device("cpu"), 0, net, net))
+    method.setup(SearchContext(get_space(space), data, budget, torch.device("cpu"), 0, net, net, data.resolution))
     return method
 
 

@@ -20,7 +20,7 @@ def make_method(name="greedynas", space="nb201", epochs=2, **hparams):
                           evolution_population=4, evolution_generations=1)
     method = get_method(name, hparams)
     method.setup(SearchContext(space=get_space(space), data=data, budget=budget, device=torch.device("cpu"), seed=0,
-                               net=net, final_net=net))
+                               net=net, final_net=net, final_resolution=data.resolution))
     return method
 
 

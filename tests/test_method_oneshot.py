@@ -19,7 +19,7 @@ def make_oneshot(space="nb201", epochs=2, **hparams):
                           candidates=3)
     method = get_method("oneshot", hparams)
     method.setup(SearchContext(space=get_space(space), data=data, budget=budget, device=torch.device("cpu"), seed=0,
-                               net=net, final_net=net))
+                               net=net, final_net=net, final_resolution=data.resolution))
     return method
 
 

@@ -31,7 +31,7 @@ def make_ctx(space: str, n: int = 16, res: int = 8, search_epochs: int = 1, seed
     data = DataBundle("random", split(), split(), split(), 10, 3, res, "none", augment=False)
     budget = BudgetConfig(resolution=res, batch_size=8, search_epochs=search_epochs, net=NET, final_net=NET,
                           bn_recalibration_batches=1, score_batches=1)
-    return SearchContext(get_space(space), data, budget, torch.device("cpu"), seed, NET, NET)
+    return SearchContext(get_space(space), data, budget, torch.device("cpu"), seed, NET, NET, data.resolution)
 
 
 def make(space: str = "mbnet_chain", search_epochs: int = 1, **hp) -> ProxylessNAS:

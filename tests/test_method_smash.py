@@ -27,7 +27,7 @@ def data():
 def make(data, space: str, **hparams):
     budget = BudgetConfig(batch_size=16, search_epochs=1, score_batches=1, candidates=3)
     method = get_method("smash", hparams)
-    method.setup(SearchContext(get_space(space), data, budget, torch.device("cpu"), 0, NET, NET))
+    method.setup(SearchContext(get_space(space), data, budget, torch.device("cpu"), 0, NET, NET, data.resolution))
     return method
 
 

@@ -225,6 +225,6 @@ def test_ghn_generates_every_weight_of_an_nb101_net(space, stacked):
     net = NetConfig(channels=8, cells_per_stage=1, num_classes=10, in_channels=1)
     method = get_method("ghn", {"stacked": stacked})
     method.setup(SearchContext(space=space, data=data, budget=BudgetConfig(batch_size=16), device=torch.device("cpu"),
-                               seed=0, net=net, final_net=net))
+                               seed=0, net=net, final_net=net, final_resolution=data.resolution))
     arch = space.decode(EXAMPLE)
     assert_generated_forward_equals_standalone(method, space, arch, net, torch.randn(4, 1, 8, 8))

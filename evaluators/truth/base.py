@@ -8,6 +8,7 @@ drawn from it, so every accuracy is a lookup.
 from __future__ import annotations
 
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -62,10 +63,11 @@ class GroundTruth(ABC):
     default_for: ClassVar[frozenset[str]] = frozenset()  # spaces where truth=auto picks this source
     declared_archs: ClassVar[Optional[int]] = None  # distinct archs it covers, checked when it loads
 
-    def __init__(self, space: SearchSpace, params: Optional[dict[str, Any]] = None) -> None:
+    def __init__(self, space: SearchSpace, params: Optional[dict[str, Any]] = None, *, verify: bool = True) -> None:
         self.space = space
         self.ctx: Optional[TruthContext] = None
         self.params = params_to_dataclass(self.Params, dict(params or {}), f"truth {self.name!r}")
+        self.verify = verify  # check shipped files against their pinned sha256 (False: an explicit, recorded opt-out)
 
     @classmethod
     def unsupported_reason(cls, space: SearchSpace) -> Optional[str]:
@@ -80,8 +82,13 @@ class GroundTruth(ABC):
         self.ctx = ctx
 
     def identity(self) -> dict[str, Any]:
-        """What goes into a run's identity: the resolved source name and all its parameters."""
-        return {"name": self.name, "params": asdict(self.params)}
+        """What goes into a run's identity: the resolved source name, all its parameters, and the sha256 of the
+        file it reads (None for training), so a changed table never returns a record made from another."""
+        return {"name": self.name, "params": asdict(self.params), "sha256": self.file_sha256(),
+                "verified": self.verify}
+
+    def file_sha256(self) -> Optional[str]:
+        return None
 
     @abstractmethod
     def accuracies(self, archs: list[Arch]) -> list[float]:
@@ -102,34 +109,67 @@ class GroundTruth(ABC):
         """Accuracy of every arch it covers (tabular sources), for space-wide quantiles."""
         return None
 
+    def network(self) -> Optional[tuple[NetConfig, int]]:
+        """(network size, image side) the accuracies were measured with, for a benchmark that trained its own
+        networks; None when the truth trains on the run's data (the budget's final network)."""
+        return None
+
 
 class TabularTruth(GroundTruth):
-    """A table shipped in evaluators/data: arch key -> accuracy, loaded once and checked against its declared size."""
+    """A table shipped in evaluators/data: arch key -> accuracy, checked before use against the file's pinned sha256
+    (evaluators/data/SOURCE.md), its declared size, numeric values in [0, 100], unique keys, and keys that are
+    archs of the space."""
 
     kind = "tabular"
     file: ClassVar[str]  # name of the table under evaluators/data
+    pinned_sha256: ClassVar[str]  # the file's sha256 as shipped (SOURCE.md)
     metric: ClassVar[str]  # what the accuracies are, in words
 
     @property
     def path(self) -> Path:
         return DATA_DIR / self.file
 
+    def file_sha256(self) -> str:
+        return self.sha256
+
     @cached_property
     def sha256(self) -> str:
-        return sha256_file(self.path)
+        if not self.path.is_file():
+            raise DataError(f"ground-truth file {self.path} is missing; reinstall the project or restore it from git.")
+        sha = sha256_file(self.path)
+        if self.verify and sha != self.pinned_sha256:
+            raise DataError(f"ground-truth file {self.path} has sha256 {sha}, not the pinned {self.pinned_sha256} "
+                            f"(evaluators/data/SOURCE.md): it was changed. Restore it (git checkout -- "
+                            f"evaluators/data/{self.file}), or set truth.verify=false to use it as it is (the run's "
+                            f"id and record then carry its sha256 and 'verified': false).")
+        return sha
 
     @abstractmethod
     def load_table(self) -> dict[str, float]:
         """Read the file: arch key (`self.key(arch)`) -> accuracy in percent."""
 
+    def key_is_valid(self, key: str) -> bool:
+        """Whether a table key names an arch of the space (its canonical string)."""
+        try:
+            return self.space.encode(self.space.decode(key)) == key
+        except (ValueError, TypeError):
+            return False
+
     @cached_property
     def table(self) -> dict[str, float]:
-        if not self.path.is_file():
-            raise DataError(f"ground-truth file {self.path} is missing; reinstall the project or restore it from git.")
+        self.sha256  # noqa: B018 - verified before anything is read
         table = self.load_table()
         if self.declared_archs is not None and len(table) != self.declared_archs:
             raise DataError(f"ground-truth file {self.path} covers {len(table)} archs, not the {self.declared_archs} "
                             f"its source declares; restore the file from git.")
+        bad_values = [(k, v) for k, v in table.items() if not (isinstance(v, float) and 0.0 <= v <= 100.0)]
+        if bad_values:
+            raise DataError(f"ground-truth file {self.path}: accuracy {bad_values[0][1]!r} of {bad_values[0][0]!r} is "
+                            f"not a percentage ({len(bad_values)} such values); restore the file from git.")
+        bad_keys = [k for k in table if not self.key_is_valid(k)]
+        if bad_keys:
+            raise DataError(f"ground-truth file {self.path}: {bad_keys[0]!r} is not an arch of space "
+                            f"{self.space.name} ({len(bad_keys)} such keys); restore the file from git.")
         return table
 
     def key(self, arch: Arch) -> str:
@@ -142,11 +182,40 @@ class TabularTruth(GroundTruth):
         return dict(self.table)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "file": self.file, "sha256": self.sha256, "metric": self.metric,
+        return {"name": self.name, "kind": self.kind, "file": self.file, "sha256": self.sha256,
+                "sha256_verified": self.verify and self.sha256 == self.pinned_sha256, "metric": self.metric,
                 "archs": len(self.table), "params": asdict(self.params)}
 
 
-def resolve_truth(space: SearchSpace, name: str, params: Optional[dict[str, Any]] = None) -> GroundTruth:
+def unique_json(path: Path) -> Any:
+    """json.load that refuses duplicate keys (plain json keeps the last one silently)."""
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in items:
+            if key in seen:
+                raise DataError(f"ground-truth file {path} lists {key!r} twice; restore the file from git.")
+            seen[key] = value
+        return seen
+
+    try:
+        with open(path) as f:
+            return json.load(f, object_pairs_hook=pairs)
+    except json.JSONDecodeError as e:
+        raise DataError(f"ground-truth file {path} is not valid JSON ({e}); restore the file from git.") from None
+
+
+def as_accuracy(value: Any, key: str, path: Path) -> float:
+    """A table value as a float percentage, or a DataError naming the entry."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"ground-truth file {path}: the accuracy of {key!r} is {value!r}, not a number; restore the "
+                        f"file from git.") from None
+    return number
+
+
+def resolve_truth(space: SearchSpace, name: str, params: Optional[dict[str, Any]] = None, *,
+                  verify: bool = True) -> GroundTruth:
     """The source `name` for `space` (`auto`: the one whose `default_for` names the space, else standalone
     training), with its parameters validated; a source that does not cover the space is a clear error."""
     if name == "auto":
@@ -157,4 +226,4 @@ def resolve_truth(space: SearchSpace, name: str, params: Optional[dict[str, Any]
         ok = [n for n in TRUTHS.names() if TRUTHS.get(n).unsupported_reason(space) is None]
         raise ConfigError(f"truth {name!r} does not cover space {space.name!r}: {reason}. Sources for "
                           f"{space.name}: auto, {', '.join(ok)}.")
-    return cls(space, params)
+    return cls(space, params, verify=verify)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import asdict
 from typing import Any
@@ -17,7 +18,10 @@ from oneshot_bench.config import TrainConfig
 from oneshot_bench.training import train_standalone
 from search_spaces.base import Arch
 
+from ..store import move_aside
 from .base import GroundTruth, register_truth
+
+log = logging.getLogger("oneshot_bench")
 
 
 @register_truth("trained")
@@ -34,7 +38,14 @@ class TrainedTruth(GroundTruth):
         ctx = self.ctx
         path = ctx.cache_dir / self.space.name / f"{self._key(arch, train)}.json"
         if path.is_file():
-            return read_json(path)
+            try:
+                cached = read_json(path)
+                if isinstance(cached, dict) and "test_acc" in cached and "val_acc" in cached:
+                    return cached
+            except (OSError, ValueError):
+                pass
+            log.warning("ground-truth cache file %s is unreadable; kept as %s and the arch is trained again", path,
+                        move_aside(path).name)
         start = time.perf_counter()
         torch.manual_seed(ctx.seed)
         net = self.space.build_standalone(arch, ctx.net)
