@@ -48,7 +48,7 @@ def print_summary(record: RunRecord) -> None:
     Console().print(table)
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")  # absolute: also when imported
 def main(cfg: DictConfig) -> float:
     from evaluators.runner import precompute_truth, run_benchmark
 
@@ -78,13 +78,24 @@ def main(cfg: DictConfig) -> float:
     return float(getattr(record.summary, execution.objective))
 
 
-if __name__ == "__main__":
-    try:  # before Hydra composes: the same message style and exit code as every other bad input
-        overrides = override_args(sys.argv[1:])
+def cli(argv: list[str]) -> int:
+    """`python run.py ARGS` as a function returning the exit code: 0, or 2 with one `error:` line for any bad
+    input (checked before Hydra composes, so Hydra's own errors read the same). Tests call it in-process."""
+    try:
+        overrides = override_args(argv)
         check_overrides(overrides, CONF)
-        if not {"-m", "--multirun"} & set(sys.argv[1:]):
+        if not {"-m", "--multirun"} & set(argv):
             check_composes(overrides, CONF)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    main()
+        return 2
+    sys.argv = [sys.argv[0], *argv]  # what Hydra's main reads
+    try:
+        main()
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

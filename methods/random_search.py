@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from oneshot_bench.errors import ConfigError
-from oneshot_bench.training import train_standalone
+from oneshot_bench.training import seeded, train_standalone
 from search_spaces.base import ENCODE, SAMPLE, STANDALONE, Arch
 
 from .base import Method, best_of, register_method
@@ -34,10 +34,10 @@ class RandomSearch(Method):
         self.val_accuracy = self.cached("standalone", self._train)
 
     def _train(self, arch: Arch) -> float:
-        ctx = self.ctx
-        net = ctx.space.build_standalone(arch, ctx.net)
-        return train_standalone(net, ctx.data, self.train_cfg, ctx.device, self.arch_seed(arch, "standalone"),
-                                desc="random: train", eval_splits=("val",))["val_acc"]
+        ctx, seed = self.ctx, self.arch_seed(arch, "standalone")
+        net = seeded(lambda: ctx.space.build_standalone(arch, ctx.net), seed)
+        return train_standalone(net, ctx.data, self.train_cfg, ctx.device, seed, desc="random: train",
+                                eval_splits=("val",))["val_acc"]
 
     def score(self, archs: list[Arch]) -> list[float]:
         return [self.val_accuracy(a) for a in archs]

@@ -99,6 +99,14 @@ def batch_stat_bn(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+def seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """`build()` with its weights drawn from `seed` alone, leaving torch's global random stream as it was: a
+    network's initial weights then depend on nothing that ran before (resumed runs, caches, other methods)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
 def train_standalone(net: nn.Module, data: DataBundle, cfg: TrainConfig, device: torch.device, seed: int, *,
                      desc: str = "standalone", eval_splits: tuple[str, ...] = ("val", "test"),
                      progress: Optional[bool] = None) -> dict[str, float]:

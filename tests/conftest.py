@@ -89,3 +89,22 @@ def smoke_config(tmp_path, truth_cache):
         return from_dictconfig(cfg)
 
     return make
+
+
+def copy_record(results_dir: Path, fixture: str, *, run_id: str | None = None, method: str | None = None,
+                params: dict | None = None) -> Path:
+    """A saved record (tests/data) placed in a results store as runs/<run_id>/record.json, optionally with another
+    run id, method name or method params; returns its path."""
+    import json
+
+    record = json.loads((Path(__file__).parent / "data" / fixture).read_text())
+    if run_id is not None:
+        record["run_id"] = run_id
+    if method is not None:
+        record["method"] = record["config"]["method"]["name"] = method
+    if params is not None:
+        record["config"]["method"]["params"] = params
+    path = Path(results_dir) / "runs" / record["run_id"] / "record.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path

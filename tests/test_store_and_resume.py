@@ -4,6 +4,7 @@ import pytest
 
 from evaluators.runner import run_benchmark
 from evaluators.store import ResultsStore
+from methods import METHODS
 from methods.spos import SPOS
 from oneshot_bench.atomic import write_json
 
@@ -83,3 +84,26 @@ def test_a_multithreaded_hypernet_run_repeats_exactly(smoke_config):
     assert [h["train_loss"] for h in first.history] == [h["train_loss"] for h in second.history]
     assert first.ranking.proxy == second.ranking.proxy
     assert first.found.arch == second.found.arch
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_methods_checkpoint_resumes_through_the_restricted_loader(smoke_config, method, monkeypatch):
+    """Each method's state (tensors, RNG states, optimizer and controller states, pools, latency tables) is plain
+    enough for torch.load(weights_only=True), and a run resumed after epoch 0 equals an uninterrupted one."""
+    space = next(s for s in ("mbnet_chain", "nb201", "nb101") if METHODS.get(method).supports_name(s))
+    overrides = (f"method={method}", f"space={space}", "budget.search_epochs=2")
+    cls, original = METHODS.get(method), METHODS.get(method).train_epoch
+
+    def dies(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(cls, "train_epoch", dies)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(smoke_config(*overrides), progress=False)
+    monkeypatch.setattr(cls, "train_epoch", original)
+    resumed = run_benchmark(smoke_config(*overrides), progress=False)
+    fresh = run_benchmark(smoke_config(*overrides, "execution.force=true"), progress=False)
+    assert [h["epoch"] for h in resumed.history] == [0, 1]
+    assert resumed.ranking.proxy == fresh.ranking.proxy and resumed.found.arch == fresh.found.arch

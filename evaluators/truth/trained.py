@@ -10,12 +10,11 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from oneshot_bench.atomic import read_json, write_json
 from oneshot_bench.config import TrainConfig
-from oneshot_bench.training import train_standalone
+from oneshot_bench.training import seeded, train_standalone
 from search_spaces.base import Arch
 
 from ..store import move_aside
@@ -47,8 +46,7 @@ class TrainedTruth(GroundTruth):
             log.warning("ground-truth cache file %s is unreadable; kept as %s and the arch is trained again", path,
                         move_aside(path).name)
         start = time.perf_counter()
-        torch.manual_seed(ctx.seed)
-        net = self.space.build_standalone(arch, ctx.net)
+        net = seeded(lambda: self.space.build_standalone(arch, ctx.net), ctx.seed)
         accs = train_standalone(net, ctx.data, train, ctx.device, ctx.seed, desc="ground truth")
         result = {"arch": self.space.encode(arch), **accs, "seconds": time.perf_counter() - start,
                   "train": asdict(train), "net": asdict(ctx.net)}
