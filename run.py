@@ -37,12 +37,22 @@ def print_summary(record: RunRecord) -> None:
         table.add_row(name, f"{getattr(s, name):.3f}  [{low:.3f}, {high:.3f}]")
     table.add_row("precision@top10% / @5", f"{s.precision_at_top10pct:.2f} / {s.precision_at_5:.2f}")
     table.add_row("found arch", f.arch)
-    table.add_row("final accuracy (%)", f"{s.final_test_acc:.2f} ({f.final_source})")
+    sel = f.selection
+    table.add_row("selection", sel["name"] + (f" (k={sel['k']})" if sel["name"] == "topk" else
+                                              f" ({sel.get('candidates') or 'budget'} ranked, top {sel['k']} "
+                                              f"short-trained, {sel['final_seeds']} final seed(s))"
+                                              if sel["name"] == "top_best" else ""))
+    spread = f" ± {f.final_test_acc_std:.2f} over {len(f.finalists)}" if len(f.finalists) > 1 else ""
+    table.add_row("final accuracy (%)", f"{s.final_test_acc:.2f}{spread} (SE {f.final_test_acc_se:.2f}; "
+                                        f"{f.final_source}, {f.final_n_images:,} images)")
     table.add_row("ground truth", f"{record.hashes.truth.get('name', '?')}: {record.hashes.truth.get('metric', '')}")
     table.add_row("params / FLOPs", f"{s.params:,} / {s.flops:,}")
     table.add_row("  counted at", f.sized_at or "?")
     for phase, v in sorted(record.cost.phases.items(), key=lambda kv: PHASES.index(kv[0]) if kv[0] in PHASES else 99):
         table.add_row(f"cost: {phase}", f"{v.device_seconds:.1f} s ({v.gpu_days:.2e} device-days)")
+    table.add_row("search cost", f"{record.cost.search_device_seconds:.1f} s (training + own search + selection)")
+    table.add_row("evaluation cost", f"{record.cost.evaluation_device_seconds:.1f} s (scoring the shared sample; "
+                                     f"not search)")
     table.add_row("device", record.cost.device)
     table.add_row("record", record.run_id)
     Console().print(table)

@@ -10,7 +10,7 @@ import torch
 
 from oneshot_bench.device import device_name, synchronize
 
-from .record import Cost, PhaseCost
+from .record import SEARCH_PHASES, Cost, PhaseCost
 
 SECONDS_PER_DAY = 86400.0
 
@@ -20,7 +20,8 @@ class CostMeter:
     """Wall-clock seconds per phase on one device (device-seconds); GPU-days = device-seconds / 86400.
 
     On CPU the same number is reported with the device name, so a "GPU-day" measured on a CPU is never mistaken
-    for one measured on a GPU.
+    for one measured on a GPU. Search cost counts the method's own work only (record.SEARCH_PHASES); scoring the
+    shared benchmark sample is evaluation, reported on its own.
     """
 
     device: torch.device
@@ -37,7 +38,8 @@ class CostMeter:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
     def summary(self) -> Cost:
-        search = sum(v for k, v in self.seconds.items() if k != "final")
+        search = sum(v for k, v in self.seconds.items() if k in SEARCH_PHASES)
         return Cost(device=device_name(self.device), device_type=self.device.type,
                     phases={k: PhaseCost(v, v / SECONDS_PER_DAY) for k, v in self.seconds.items()},
-                    search_device_seconds=search, search_gpu_days=search / SECONDS_PER_DAY)
+                    search_device_seconds=search, search_gpu_days=search / SECONDS_PER_DAY,
+                    evaluation_device_seconds=self.seconds.get("ranking", 0.0))

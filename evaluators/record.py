@@ -18,7 +18,11 @@ from typing import Any, Optional, Union
 from oneshot_bench.atomic import read_json, write_json
 
 RECORD_VERSION = 2
-PHASES = ("supernet_train", "ranking", "derive", "final")  # cost phases, in the order they run
+# cost phases, in the order they run. Search cost = supernet_train + derive + selection (the method's own work,
+# what the papers' GPU-days count); ranking = scoring the shared benchmark sample (evaluation, reported apart);
+# final = training (or looking up) the selected archs.
+PHASES = ("supernet_train", "ranking", "derive", "selection", "final")
+SEARCH_PHASES = ("supernet_train", "derive", "selection")
 
 
 class RecordError(ValueError):
@@ -33,13 +37,15 @@ class PhaseCost:
 
 @dataclass
 class Cost:
-    """Device-seconds per phase on one device; a "GPU-day" measured on a CPU carries the CPU's name."""
+    """Device-seconds per phase on one device; a "GPU-day" measured on a CPU carries the CPU's name. Search cost
+    excludes the benchmark-only scoring of the shared sample (`evaluation_device_seconds`)."""
 
     device: str
     device_type: str
     phases: dict[str, PhaseCost]
     search_device_seconds: float
     search_gpu_days: float
+    evaluation_device_seconds: float = 0.0
 
 
 @dataclass
@@ -58,6 +64,8 @@ class RankingMetrics:
     pearson_r_ci_high: float
     precision_at_top10pct: float
     precision_at_5: float
+    degenerate: bool  # a constant proxy (or truth) ranks nothing: correlations 0.0, intervals NaN
+    bootstrap_valid: int  # resamples in which every correlation was defined (-1: not recorded, older records)
 
 
 @dataclass
@@ -78,6 +86,24 @@ class Ranking(RankingMetrics):
 
 
 @dataclass
+class Finalist:
+    """One final training (or lookup) of a selection protocol: which arch, its size, its accuracy."""
+
+    arch: str
+    params: int
+    flops: int
+    test_acc: float
+    source: str  # "tabular" (looked up) or "retrained"
+    n_images: int  # test images behind test_acc
+    seed_index: int = 0  # which of several final trainings of the arch (Top-Best's seeds)
+    proxy_score: Optional[float] = None  # the method's own score of the arch
+    short_val_acc: Optional[float] = None  # Top-Best: validation accuracy after the short training
+    val_acc: Optional[float] = None
+    seconds: Optional[float] = None
+    correct: Optional[str] = None  # per-test-image results, hex of packed bits (retrained archs: paired tests)
+
+
+@dataclass
 class Found:
     """The method's derived architecture, its size (counted at the network its accuracy refers to, `sized_at`) and
     its final accuracy."""
@@ -93,6 +119,14 @@ class Found:
     final_seconds: Optional[float] = None
     space_worst_decile_acc: Optional[float] = None
     sized_at: str = ""  # which network `net` is, in words (the benchmark's network, or the budget's final one)
+    # the selection protocol: its name and settings, and every final training it made (final_test_acc and params
+    # are their means; std and standard error say how much they vary)
+    selection: dict[str, Any] = field(default_factory=lambda: {"name": "top1"})
+    finalists: list[Finalist] = field(default_factory=list)
+    final_test_acc_std: float = math.nan  # across finalists (NaN with one)
+    final_test_acc_se: float = math.nan  # standard error of final_test_acc: binomial with one, std/sqrt(n) with n
+    params_std: float = math.nan
+    final_n_images: int = 0
 
 
 @dataclass
@@ -112,7 +146,10 @@ class Summary:
     supernet_train_seconds: float = 0.0
     ranking_seconds: float = 0.0
     derive_seconds: float = 0.0
+    selection_seconds: float = 0.0
     final_seconds: float = 0.0
+    evaluation_device_seconds: float = 0.0  # scoring the shared benchmark sample: reported apart from search
+    final_test_acc_se: float = math.nan
 
     @classmethod
     def objectives(cls) -> list[str]:
@@ -125,7 +162,9 @@ class Summary:
         return cls(kendall_tau=ranking.kendall_tau, spearman_rho=ranking.spearman_rho, pearson_r=ranking.pearson_r,
                    precision_at_top10pct=ranking.precision_at_top10pct, precision_at_5=ranking.precision_at_5,
                    final_test_acc=found.final_test_acc, params=found.params, flops=found.flops,
-                   search_device_seconds=cost.search_device_seconds, search_gpu_days=cost.search_gpu_days, **phases)
+                   search_device_seconds=cost.search_device_seconds, search_gpu_days=cost.search_gpu_days,
+                   evaluation_device_seconds=cost.evaluation_device_seconds,
+                   final_test_acc_se=found.final_test_acc_se, **phases)
 
 
 @dataclass
@@ -272,6 +311,14 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
     trained with a separate `truth_dataset`, device and determinism were left out of the config, `ranking.n` was
     a float, and summary phase keys existed only for the phases a run had."""
     out = dict(data, record_version=RECORD_VERSION)
+    cost = out.get("cost", {})
+    if isinstance(cost, dict) and isinstance(cost.get("phases"), dict):  # v1 charged the sample scoring as search
+        seconds = {k: v.get("device_seconds", 0.0) for k, v in cost["phases"].items() if isinstance(v, dict)}
+        search = sum(v for k, v in seconds.items() if k in SEARCH_PHASES)
+        cost.update(search_device_seconds=search, search_gpu_days=search / 86400.0,
+                    evaluation_device_seconds=seconds.get("ranking", 0.0))
+        if isinstance(out.get("summary"), dict):
+            out["summary"].update(search_device_seconds=search, search_gpu_days=search / 86400.0)
     config = dict(data.get("config", {}))
     kind = data.get("hashes", {}).get("truth", {}).get("kind")
     dataset = config.pop("truth_dataset", "cifar10")
@@ -280,6 +327,17 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
         config["truth"] = {"name": name, "params": {"dataset": dataset} if name == "nb201" else {}}
     else:
         config["truth"] = {"name": "trained", "params": {}}
+    for ranking in (out.get("ranking", {}), *out.get("ranking", {}).get("extra_proxies", {}).values()):
+        if isinstance(ranking, dict):
+            proxy, truth = ranking.get("proxy", []), out.get("ranking", {}).get("truth", [])
+            constant = len(set(proxy)) <= 1 or len(set(truth)) <= 1
+            ranking.setdefault("degenerate", constant)
+            ranking.setdefault("bootstrap_valid", -1)
+            if constant:  # v1 wrote NaN for a constant proxy; the one policy now is 0.0, flagged degenerate
+                for name in ("kendall_tau", "spearman_rho", "pearson_r"):
+                    ranking[name] = 0.0
+                    if ranking is out.get("ranking") and isinstance(out.get("summary"), dict):
+                        out["summary"][name] = 0.0
     config.setdefault("device", data.get("cost", {}).get("device_type", "cpu"))
     config.setdefault("deterministic", data.get("execution", {}).get("deterministic", False))
     out["config"] = config

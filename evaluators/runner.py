@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
+import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -25,17 +27,19 @@ import torch
 from tqdm.auto import tqdm
 
 from methods.base import Method, SearchContext, get_method
-from oneshot_bench.config import NetConfig, RunConfig, nets_for
+from oneshot_bench.config import NetConfig, Protocol, RunConfig, nets_for
 from oneshot_bench.data import DataBundle, data_sha256, load_data
 from oneshot_bench.device import configure_torch, resolve_device
 from oneshot_bench.errors import ConfigError
 from oneshot_bench.measure import count_flops, count_params
+from oneshot_bench.training import seeded, train_standalone
 from search_spaces.base import SUPERNET, Arch, SearchSpace, get_space
 
 from .cost import CostMeter
 from .environment import git_commit, versions
+from .paired import accuracy_standard_error
 from .ranking import ranking_metrics
-from .record import RECORD_VERSION, ExtraProxy, Found, Hashes, Ranking, RunRecord, Summary
+from .record import RECORD_VERSION, ExtraProxy, Finalist, Found, Hashes, Ranking, RunRecord, Summary
 from .sample import benchmark_sample
 from .store import ResultsStore, config_hash, run_id_for
 from .truth import GroundTruth, TruthContext, resolve_truth
@@ -94,10 +98,29 @@ def plan_run(cfg: RunConfig) -> RunPlan:
         source = f"truth {truth.name!r} covers" if pool is not None else f"space {space.name} has"
         raise ConfigError(f"budget.ranking_sample={cfg.budget.ranking_sample} is not allowed: {source} only "
                           f"{available} archs; lower it.")
+    check_selection(cfg, space, truth)
     device = resolve_device(cfg.device)
     identity = identity_of(cfg, method, truth, device, data_sha256(cfg.data))
     return RunPlan(cfg, space, method, truth, device, ResultsStore(cfg.execution.results_dir), identity,
                    run_id_for(identity), config_hash(identity))
+
+
+def check_selection(cfg: RunConfig, space: SearchSpace, truth: GroundTruth) -> None:
+    """A protocol's final-training settings must mean something for this truth and space: a looked-up accuracy
+    already has its benchmark's own training (no regularisers, no seeds to add), and a regulariser needs nets that
+    support it."""
+    sel = cfg.selection
+    if truth.kind == "tabular" and (sel.extras.active or sel.final_seeds > 1 or sel.final_channels or sel.final_cells):
+        raise ConfigError(f"selection.cutout/drop_path/auxiliary_weight/final_seeds/final_channels/final_cells change "
+                          f"the final training, but "
+                          f"truth {truth.name!r} looks accuracies up (the benchmark's own training, averaged over its "
+                          f"seeds); drop them, or use truth=trained.")
+    for option, value in (("drop_path", sel.drop_path), ("auxiliary_head", sel.auxiliary_weight)):
+        if value > 0 and option not in space.final_training:
+            key = "drop_path" if option == "drop_path" else "auxiliary_weight"
+            raise ConfigError(f"selection.{key}={value} is not allowed: space {space.name!r} builds networks without "
+                              f"{option.replace('_', ' ')} (spaces with it: declared in `final_training`); set it "
+                              f"to 0.")
 
 
 def checkpoint_bytes(plan: RunPlan) -> int:
@@ -216,14 +239,15 @@ class Evaluation:
     truth_seconds: float
     metrics: dict[str, float]
     extra: dict[str, ExtraProxy]
-    best: Arch
-    final: dict[str, Any]
+    best: Arch  # the selected arch (top1: the method's best; top_best: the one kept after short training)
+    finals: list[dict[str, Any]]  # one per final training or lookup: arch, proxy score, truth's result
 
 
 def score_sample(run: PreparedRun, sample: list[Arch], progress: Optional[bool] = None) -> None:
     """The method's proxy score of every sample arch, one at a time, each kept in the progress file as soon as it
     is known (a killed run re-scores at most one). Scores do not depend on the order (fixed batches, per-arch
-    seeds), so a resumed run's scores are the uninterrupted run's."""
+    seeds), so a resumed run's scores are the uninterrupted run's. Benchmark work: the `ranking` phase, never
+    charged to the search."""
     method, encode = run.plan.method, run.plan.space.encode
     for arch in tqdm(sample, desc=f"{method.name} scoring", leave=False, disable=progress is False or None):
         key = encode(arch)
@@ -236,9 +260,52 @@ def score_sample(run: PreparedRun, sample: list[Arch], progress: Optional[bool] 
         run.save_progress()
 
 
+def short_training(run: PreparedRun, arch: Arch) -> float:
+    """Top-Best's short training of one arch on the run's data: validation accuracy after
+    `selection.short_epochs` epochs (budget.standalone otherwise), seeded per arch."""
+    plan, budget, sel = run.plan, run.plan.cfg.budget, run.plan.cfg.selection
+    train = replace(budget.standalone, epochs=sel.short_epochs or budget.standalone.epochs)
+    seed = plan.method.arch_seed(arch, "selection")
+    net = seeded(lambda: plan.space.build_standalone(arch, sel.final_net(run.final_net)), seed)  # what it selects for
+    return train_standalone(net, run.data, train, plan.device, seed, desc="top-best: short training",
+                            eval_splits=("val",))["val_acc"]
+
+
+def select(run: PreparedRun) -> tuple[Arch, list[dict[str, Any]]]:
+    """The selection protocol: the method ranks its candidates (`derive` phase), Top-Best short-trains its top k
+    (`selection` phase, search cost, each training kept in the progress file), and every selected arch is trained
+    or looked up under the final budget (`final` phase)."""
+    plan, sel, budget = run.plan, run.plan.cfg.selection, run.plan.cfg.budget
+    method, truth = plan.method, plan.truth
+    with run.meter.phase("derive"):
+        ranking = method.ranked(sel.candidates or budget.candidates)
+    proxy = dict(ranking)
+    short: dict[Arch, float] = {}
+    if sel.name == Protocol.top1:
+        chosen = [ranking[0][0]]
+    elif sel.name == Protocol.topk:
+        chosen = [arch for arch, _ in ranking[:sel.k]]
+    else:
+        with run.meter.phase("selection"):
+            trained = method.cached("selection", lambda arch: short_training(run, arch))
+            short = {arch: trained(arch) for arch, _ in ranking[:sel.k]}
+        chosen = [max(short, key=short.__getitem__)]  # ties: the method's better-ranked arch
+    seeds = sel.final_seeds if sel.name == Protocol.top_best else 1
+    finals = []
+    with run.meter.phase("final"):
+        for arch in chosen:
+            for i in range(seeds):
+                result = truth.final_accuracy(arch, seed_index=i, extras=sel.extras, net=sel.final_net(run.final_net))
+                finals.append({"arch": arch, "seed_index": i, "proxy_score": proxy.get(arch),
+                               "short_val_acc": short.get(arch), **result})
+    # a retrain served from the cache (another method found the same arch) still costs its original training time
+    run.meter.seconds["final"] = max(run.meter.seconds["final"], sum(f.get("seconds", 0.0) for f in finals))
+    return chosen[0], finals
+
+
 def evaluate(run: PreparedRun, progress: Optional[bool] = None) -> Evaluation:
     plan, budget, seed = run.plan, run.plan.cfg.budget, run.plan.cfg.seed
-    method, truth, encode = plan.method, plan.truth, plan.space.encode
+    truth, encode = plan.truth, plan.space.encode
     sample = benchmark_sample(plan.space, seed, budget.ranking_sample, pool=truth.arch_pool(), truth=truth.name)
     score_sample(run, sample, progress)
     scores = [run.ranking[encode(a)]["score"] for a in sample]
@@ -253,13 +320,8 @@ def evaluate(run: PreparedRun, progress: Optional[bool] = None) -> Evaluation:
         extra[name] = ExtraProxy(**ranking_metrics(values, true_acc, resamples=budget.bootstrap_resamples, seed=seed),
                                  proxy=values)
     run.save_progress()
-    with run.meter.phase("derive"):
-        best = method.derive()
-    with run.meter.phase("final"):
-        final = truth.final_accuracy(best)
-    # a retrain served from the cache (another method found the same arch) still costs its original training time
-    run.meter.seconds["final"] = max(run.meter.seconds["final"], final.get("seconds", 0.0))
-    return Evaluation(sample, scores, true_acc, truth_seconds, metrics, extra, best, final)
+    best, finals = select(run)
+    return Evaluation(sample, scores, true_acc, truth_seconds, metrics, extra, best, finals)
 
 
 # ---- build the record ----------------------------------------------------------------------------------------------
@@ -270,17 +332,38 @@ def worst_decile(truth: GroundTruth) -> Optional[float]:
     return float(pd.Series(list(table.values())).quantile(0.1)) if table else None
 
 
+def spread(values: list[float]) -> float:
+    """Sample standard deviation, NaN for fewer than two values."""
+    return statistics.stdev(values) if len(values) > 1 else math.nan
+
+
 def build_record(run: PreparedRun, ev: Evaluation, artifacts: list[str]) -> RunRecord:
-    plan, cfg, data = run.plan, run.plan.cfg, run.data
-    net, side, sized_at = final_network(plan.truth, run.final_net, data)
-    with torch.device("meta"):  # counted on the meta device: a benchmark network need not fit in memory
-        best_net = plan.space.build_standalone(ev.best, net)
-    ranking = Ranking(**ev.metrics, archs=[plan.space.encode(a) for a in ev.sample], proxy=ev.scores,
-                      truth=ev.true_acc, extra_proxies=ev.extra)
-    found = Found(arch=plan.space.encode(ev.best), params=count_params(best_net),
-                  flops=count_flops(best_net, net.in_channels, side), net=asdict(net), resolution=side,
-                  space_worst_decile_acc=worst_decile(plan.truth), sized_at=sized_at,
-                  **{f"final_{k}": v for k, v in ev.final.items()})
+    plan, cfg, data, encode = run.plan, run.plan.cfg, run.data, run.plan.space.encode
+    net, side, sized_at = final_network(plan.truth, cfg.selection.final_net(run.final_net), data)
+    sizes: dict[Arch, tuple[int, int]] = {}
+    for arch in [ev.best, *(f["arch"] for f in ev.finals)]:
+        if arch not in sizes:
+            with torch.device("meta"):  # counted on the meta device: a benchmark network need not fit in memory
+                model = plan.space.build_standalone(arch, net)
+            sizes[arch] = (count_params(model), count_flops(model, net.in_channels, side))
+    finalists = [Finalist(arch=encode(f["arch"]), params=sizes[f["arch"]][0], flops=sizes[f["arch"]][1],
+                          test_acc=f["test_acc"], source=f["source"], n_images=f["n_images"],
+                          seed_index=f["seed_index"], proxy_score=f["proxy_score"],
+                          short_val_acc=f["short_val_acc"], val_acc=f.get("val_acc"), seconds=f.get("seconds"),
+                          correct=f.get("correct")) for f in ev.finals]
+    accs, params = [f.test_acc for f in finalists], [f.params for f in finalists]
+    mean_acc, n_images = statistics.fmean(accs), finalists[0].n_images
+    std = spread(accs)
+    se = std / math.sqrt(len(accs)) if len(accs) > 1 else accuracy_standard_error(mean_acc, n_images)
+    ranking = Ranking(**ev.metrics, archs=[encode(a) for a in ev.sample], proxy=ev.scores, truth=ev.true_acc,
+                      extra_proxies=ev.extra)
+    selection = {"name": str(cfg.selection.name), **{k: v for k, v in asdict(cfg.selection).items() if k != "name"}}
+    found = Found(arch=encode(ev.best), params=round(statistics.fmean(params)), flops=sizes[ev.best][1],
+                  net=asdict(net), resolution=side, final_test_acc=mean_acc, final_source=finalists[0].source,
+                  final_val_acc=ev.finals[0].get("val_acc"), final_seconds=sum(f.seconds or 0.0 for f in finalists),
+                  space_worst_decile_acc=worst_decile(plan.truth), sized_at=sized_at, selection=selection,
+                  finalists=finalists, final_test_acc_std=std, final_test_acc_se=se, params_std=spread(params),
+                  final_n_images=n_images)
     cost = run.meter.summary()
     return RunRecord(
         record_version=RECORD_VERSION, run_id=plan.run_id, finished_at=datetime.now(timezone.utc).isoformat(),

@@ -43,7 +43,7 @@ from oneshot_bench.errors import ConfigError
 from oneshot_bench.training import accuracy, cosine, optimizer_step, steps_per_epoch
 from search_spaces.base import ENCODE, SAMPLE, STANDALONE, Arch, SearchSpace
 
-from .base import Method, best_of
+from .base import Method, rank
 
 _NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
@@ -294,12 +294,11 @@ class HypernetMethod(Method):
     def score(self, archs: list[Arch]) -> list[float]:
         return [self.generated_accuracy(a) for a in archs]
 
-    def derive(self) -> Arch:
-        """The papers' search: rank `budget.candidates` uniformly sampled archs by generated-weight accuracy."""
-        best, scores = best_of(self.candidate_archs(self.ctx.budget.candidates),
-                               self.cached("derive", self.generated_accuracy), f"{self.name} search")
-        self.derive_scores = sorted(scores.items(), key=lambda t: -t[1])
-        return best
+    def ranked(self, n: int) -> list[tuple[Arch, float]]:
+        """The papers' search: n uniformly sampled archs ranked by generated-weight validation accuracy."""
+        self.derive_scores = rank(self.candidate_archs(n), self.cached("derive", self.generated_accuracy),
+                                  f"{self.name} search")
+        return self.derive_scores
 
     def artifacts(self) -> dict[str, Any]:
         space = self.ctx.space

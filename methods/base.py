@@ -122,8 +122,14 @@ class Method(ABC):
         """Proxy score of each arch (higher = predicted better), e.g. supernet accuracy after BN recalibration."""
 
     @abstractmethod
+    def ranked(self, n: int) -> list[tuple[Arch, float]]:
+        """The method's own search over (about) `n` candidates, best first, each with the method's proxy score:
+        what the selection protocols pick from (top-k, Top-Best). Scores go through `cached`, so a resumed run
+        and a later `derive` reuse them."""
+
     def derive(self) -> Arch:
-        """The method's own final search; returns its best architecture."""
+        """The method's best architecture: the first of its own ranking of `budget.candidates` archs."""
+        return self.ranked(self.ctx.budget.candidates)[0][0]
 
     # ---- shared search helpers ----------------------------------------------------------------------------------
     def cached(self, purpose: str, score: Callable[[Arch], float]) -> Callable[[Arch], float]:
@@ -178,13 +184,13 @@ def distinct_archs(draw: Callable[[], Arch], n: int, max_draws: int) -> list[Arc
     return list(out)
 
 
-def best_of(archs: Sequence[Arch], score: Callable[[Arch], float], desc: str) -> tuple[Arch, dict[Arch, float]]:
-    """Score every arch (higher is better) and return the best one with all scores, in the given order; ties go
-    to the earlier arch. The "sample n, score, keep the best" search of One-Shot, ENAS, GHN, SMASH and random."""
+def rank(archs: Sequence[Arch], score: Callable[[Arch], float], desc: str) -> list[tuple[Arch, float]]:
+    """Score every arch (higher is better) and sort, best first; ties keep the given order. The "sample n, score,
+    keep the best" search of One-Shot, ENAS, GHN, SMASH and random."""
     if not archs:
-        raise ValueError("best_of needs at least one architecture")
-    scores = {a: float(score(a)) for a in tqdm(archs, desc=desc, leave=False)}
-    return max(scores, key=scores.__getitem__), scores
+        raise ValueError("rank needs at least one architecture")
+    scores = {tuple(a): float(score(a)) for a in tqdm(archs, desc=desc, leave=False)}
+    return sorted(scores.items(), key=lambda item: -item[1])
 
 
 def get_method(name: str, hparams: Optional[dict] = None) -> Method:

@@ -43,7 +43,7 @@ from oneshot_bench.errors import ConfigError, DivergenceError
 from oneshot_bench.training import check_finite
 from search_spaces.base import Arch, Path, WeightedChoice
 
-from .base import register_method
+from .base import distinct_archs, register_method
 from .supernet import SupernetMethod
 
 # ---- architecture parameters (shared with methods/proxylessnas.py) ---------------------------------------------------
@@ -104,6 +104,22 @@ class ArchDistributionMethod(SupernetMethod):
 
     def derive(self) -> Arch:
         return self.ctx.space.derive_from_weights(self.arch_probs())
+
+    def ranked(self, n: int) -> list[tuple[Arch, float]]:
+        """The discretised arch (the paper's rule) first, then up to n - 1 more distinct archs drawn from the
+        architecture distribution (the Gumbel-max trick on alpha, discretised by the space's own rule, so input
+        constraints hold), by their log-likelihood under softmax(alpha)."""
+        best = self.derive()
+        gen = torch.Generator().manual_seed(self.ctx.seed)  # a fixed draw: the same ranking on every call
+
+        def draw() -> Arch:
+            noisy = [a.detach().cpu() - torch.log(-torch.log(torch.rand(a.shape, generator=gen).clamp_min(1e-20)))
+                     for a in self.alphas]
+            return self.ctx.space.derive_from_weights([F.softmax(z, -1) for z in noisy])
+
+        others = [a for a in distinct_archs(draw, n, max_draws=10 * n) if a != best][:max(0, n - 1)]
+        likelihood = lambda a: alpha_log_likelihood(self.alphas, self.path_of(a))  # noqa: E731
+        return [(best, likelihood(best))] + sorted(((a, likelihood(a)) for a in others), key=lambda t: -t[1])
 
     def artifacts(self) -> dict[str, Any]:
         """Kept beside the run record: the final architecture distribution, one row per choice point."""

@@ -49,7 +49,7 @@ from oneshot_bench.errors import ConfigError, DivergenceError
 from oneshot_bench.training import batch_stat_bn
 from search_spaces.base import Arch, Decision, Path
 
-from .base import best_of, distinct_archs, register_method
+from .base import distinct_archs, rank, register_method
 from .supernet import SupernetMethod
 
 
@@ -272,12 +272,13 @@ class ENAS(SupernetMethod):
             self.extra_scores = {"controller_log_prob": [float(v) for v in self.log_probs(archs)]} if archs else {}
         return scores
 
-    def derive(self) -> Arch:
-        n = self.ctx.budget.candidates
-        # a converged controller repeats itself: up to 10 n samples to find n distinct archs
+    def ranked(self, n: int) -> list[tuple[Arch, float]]:
+        """n distinct controller samples (up to 10 n draws: a converged controller repeats itself), ranked by
+        supernet accuracy."""
         candidates = distinct_archs(lambda: self.sample_archs(1)[0], n, max_draws=10 * n)
-        best, self.derive_candidates = best_of(candidates, self.cached("derive", self.supernet_accuracy), "enas derive")
-        return best
+        ranking = rank(candidates, self.cached("derive", self.supernet_accuracy), "enas derive")
+        self.derive_candidates = dict(ranking)
+        return ranking
 
     def artifacts(self) -> dict[str, Any]:
         if not self.derive_candidates:

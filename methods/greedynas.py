@@ -161,14 +161,12 @@ class GreedyNAS(SPOS):
         return {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0],
                 "epsilon": self.epsilon(self.iteration - 1), **{k: float(v) for k, v in self.stats.items()}}
 
-    def derive(self) -> Arch:
-        b = self.ctx.budget
+    def ranked(self, n: int) -> list[tuple[Arch, float]]:
+        """SPOS' evolutionary search, its initial population taken from the candidate pool (best paths first)."""
         self.evolution = evolutionary_search(
-            self.ctx.space, self.cached("derive", self.supernet_accuracy), self.rng, population=b.evolution_population,
-            generations=b.evolution_generations, topk=min(self.hp.topk, b.evolution_population),
-            mutation_prob=self.hp.mutation_prob, constraint=self.constraint if self.constraint.active else None,
+            self.ctx.space, self.cached("derive", self.supernet_accuracy), self.rng, **self.evolution_settings(),
             initial=self.pool.archs())
-        return self.evolution.best
+        return sorted(self.evolution.evaluated.items(), key=lambda item: -item[1])
 
     def artifacts(self) -> dict[str, Any]:
         enc = self.ctx.space.encode

@@ -45,7 +45,7 @@ from oneshot_bench.errors import ConfigError
 from oneshot_bench.training import optimizer_step
 from search_spaces.base import Arch, ChoicePoint, Path, PathEntry, WeightedChoice
 
-from .base import best_of, register_method
+from .base import rank, register_method
 from .supernet import SupernetMethod
 
 
@@ -163,10 +163,11 @@ class OneShot(SupernetMethod):
                 "dropout_rate": self.dropout_rate(self.step - 1), "kept_op_fraction": self.kept_ops / self.total_ops}
 
     # ---- search -----------------------------------------------------------------------------------------------------
-    def derive(self) -> Arch:
-        best, self.derive_candidates = best_of(self.candidate_archs(self.ctx.budget.candidates),
-                                               self.cached("derive", self.supernet_accuracy), "oneshot random search")
-        return best
+    def ranked(self, n: int) -> list[tuple[Arch, float]]:
+        """Random search: n distinct uniform archs ranked by one-shot accuracy."""
+        ranking = rank(self.candidate_archs(n), self.cached("derive", self.supernet_accuracy), "oneshot random search")
+        self.derive_candidates = dict(ranking)
+        return ranking
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "step": self.step}

@@ -9,7 +9,7 @@ from oneshot_bench.errors import ConfigError
 from oneshot_bench.training import seeded, train_standalone
 from search_spaces.base import ENCODE, SAMPLE, STANDALONE, Arch
 
-from .base import Method, best_of, register_method
+from .base import Method, rank, register_method
 
 
 @dataclass
@@ -30,8 +30,9 @@ class RandomSearch(Method):
     def build(self) -> None:
         train = self.ctx.budget.standalone
         self.train_cfg = replace(train, epochs=self.hp.epochs_per_arch or train.epochs)
-        # an arch in both the ranking sample and the own search trains once; each training is kept (progress)
-        self.val_accuracy = self.cached("standalone", self._train)
+        # the own search's trainings are kept (progress) and charged to it; the shared sample's are evaluation
+        # work (an arch in both trains twice, with the same seed: the same number, honestly charged)
+        self.search_accuracy = self.cached("derive", self._train)
 
     def _train(self, arch: Arch) -> float:
         ctx, seed = self.ctx, self.arch_seed(arch, "standalone")
@@ -40,8 +41,8 @@ class RandomSearch(Method):
                                 eval_splits=("val",))["val_acc"]
 
     def score(self, archs: list[Arch]) -> list[float]:
-        return [self.val_accuracy(a) for a in archs]
+        return [self._train(a) for a in archs]
 
-    def derive(self) -> Arch:
-        best, _ = best_of(self.candidate_archs(self.ctx.budget.candidates), self.val_accuracy, "random search")
-        return best
+    def ranked(self, n: int) -> list[tuple[Arch, float]]:
+        """n distinct uniform archs ranked by validation accuracy after standalone training."""
+        return rank(self.candidate_archs(n), self.search_accuracy, "random search")

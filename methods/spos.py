@@ -6,9 +6,10 @@ the final search is an evolutionary algorithm under an optional params/FLOPs con
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from oneshot_bench.errors import ConfigError
+from search_spaces.base import Arch
 
 from .base import register_method
 from .constraints import ResourceConstraint
@@ -56,10 +57,15 @@ class SPOS(SupernetMethod):
         losses = [self.weight_step(self.path_of(self.sample_arch()), x, y) for x, y in self.train_batches()]
         return {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0]}
 
-    def derive(self):
-        b = self.ctx.budget
+    def ranked(self, n: int) -> list[tuple[Arch, float]]:
+        """The evolutionary search (budget.evolution_population x (generations + 1) evaluations; `n` does not
+        change it): every arch it evaluated, by supernet accuracy."""
         self.evolution = evolutionary_search(
-            self.ctx.space, self.cached("derive", self.supernet_accuracy), self.rng, population=b.evolution_population,
-            generations=b.evolution_generations, topk=min(self.hp.topk, b.evolution_population),
-            mutation_prob=self.hp.mutation_prob, constraint=self.constraint if self.constraint.active else None)
-        return self.evolution.best
+            self.ctx.space, self.cached("derive", self.supernet_accuracy), self.rng, **self.evolution_settings())
+        return sorted(self.evolution.evaluated.items(), key=lambda item: -item[1])
+
+    def evolution_settings(self) -> dict[str, Any]:
+        b = self.ctx.budget
+        return dict(population=b.evolution_population, generations=b.evolution_generations,
+                    topk=min(self.hp.topk, b.evolution_population), mutation_prob=self.hp.mutation_prob,
+                    constraint=self.constraint if self.constraint.active else None)

@@ -65,6 +65,21 @@ class TrainConfig:
     max_train_images: Optional[int] = None  # cap the training images per epoch (None = all)
 
 
+@dataclass(frozen=True)
+class TrainingExtras:
+    """A final-training protocol's regularisers (part of a paper row's protocol, never of a budget): cutout square
+    side in pixels at 32 px (scaled to the run's resolution; DARTS: 16), drop-path probability reached at the end
+    (DARTS: 0.2) and the auxiliary head's loss weight (DARTS: 0.4); 0 turns each off."""
+
+    cutout: int = 0
+    drop_path: float = 0.0
+    auxiliary_weight: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.cutout > 0 or self.drop_path > 0 or self.auxiliary_weight > 0
+
+
 @dataclass
 class BudgetConfig:
     """A budget profile (smoke / cpu / paper): how much every method may spend, identical for all methods."""
@@ -163,6 +178,56 @@ class MethodConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+class Protocol(Choice):
+    top1 = "top1"  # the method's best arch, trained (or looked up) once
+    topk = "topk"  # the k best archs by the method's proxy, each trained under the final budget: mean ± std
+    top_best = "top_best"  # rank `candidates` archs, short-train the top k, keep the best by validation accuracy,
+    #                        train it under the final budget `final_seeds` times: mean ± std (GHN's Top-Best)
+
+
+@dataclass
+class SelectionConfig:
+    """How the archs a method found become its reported final accuracy (the papers' selection protocols), and the
+    final training's regularisers. Every training it costs is charged: short trainings to the search, final ones to
+    the final phase. Choose with `selection=<name>`; set any field with `selection.<field>=<value>`."""
+
+    name: Protocol = Protocol.top1
+    k: int = 10  # topk: archs trained; top_best: archs given the short training (the papers' top 10)
+    candidates: Optional[int] = None  # archs the method ranks; null: budget.candidates (GHN Top-Best 1K: 1000)
+    short_epochs: Optional[int] = None  # top_best: epochs of the short training; null: budget.standalone.epochs
+    final_seeds: int = 1  # top_best: final trainings of the kept arch, each with its own seed (GHN Table 2: 5)
+    final_channels: Optional[int] = None  # width F of the final network (Bender et al.'s F=32/64); null: budget's
+    final_cells: Optional[int] = None  # cells per stage N of the final network (DARTS: 6, ENAS: 5); null: budget's
+    cutout: int = 0  # final training: cutout side at 32 px (DARTS-space papers: 16); 0 = off
+    drop_path: float = 0.0  # final training: drop-path probability at the last epoch (DARTS: 0.2)
+    auxiliary_weight: float = 0.0  # final training: auxiliary head loss weight (DARTS: 0.4)
+
+    def __post_init__(self) -> None:
+        s = "selection"
+        require(self.k >= 1, f"{s}.k", self.k, "it must be >= 1")
+        require(self.candidates is None or self.candidates >= 1, f"{s}.candidates", self.candidates,
+                "it must be >= 1, or null for budget.candidates")
+        require(self.short_epochs is None or self.short_epochs >= 1, f"{s}.short_epochs", self.short_epochs,
+                "it must be >= 1, or null for budget.standalone.epochs")
+        require(self.final_seeds >= 1, f"{s}.final_seeds", self.final_seeds, "it must be >= 1")
+        require(self.final_channels is None or self.final_channels >= 2, f"{s}.final_channels", self.final_channels,
+                "it must be >= 2, or null for the budget's final network")
+        require(self.final_cells is None or self.final_cells >= 1, f"{s}.final_cells", self.final_cells,
+                "it must be >= 1, or null for the budget's final network")
+        require(self.cutout >= 0, f"{s}.cutout", self.cutout, "it must be >= 0 (0: no cutout)")
+        require(0.0 <= self.drop_path < 1.0, f"{s}.drop_path", self.drop_path, "it must be in [0, 1)")
+        require(self.auxiliary_weight >= 0, f"{s}.auxiliary_weight", self.auxiliary_weight, "it must be >= 0")
+
+    def final_net(self, budget_net: NetConfig) -> NetConfig:
+        """The network final trainings use: the budget's, with this protocol's width and depth where it sets them."""
+        return dataclasses.replace(budget_net, channels=self.final_channels or budget_net.channels,
+                                   cells_per_stage=self.final_cells or budget_net.cells_per_stage)
+
+    @property
+    def extras(self) -> TrainingExtras:
+        return TrainingExtras(self.cutout, self.drop_path, self.auxiliary_weight)
+
+
 @dataclass
 class TruthConfig:
     """Which ground-truth source scores the rankings (a name registered with `register_truth`; `auto` = the
@@ -217,6 +282,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     truth: TruthConfig = field(default_factory=TruthConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N; the device type is part of a run's identity
     deterministic: bool = True  # torch's deterministic kernels: a run repeats bit for bit with the same seed/threads

@@ -96,6 +96,22 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
+def cutout_batch(x: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017, as DARTS' final training uses it): per image, zero a `length` x `length`
+    square centred at a uniform pixel, clipped at the borders."""
+    if length <= 0:
+        return x
+    b, _, h, w = x.shape
+    cy = torch.randint(0, h, (b,), generator=generator).to(x.device)
+    cx = torch.randint(0, w, (b,), generator=generator).to(x.device)
+    rows = torch.arange(h, device=x.device)[None, :]
+    cols = torch.arange(w, device=x.device)[None, :]
+    inside_y = (rows >= (cy - length // 2)[:, None]) & (rows < (cy - length // 2 + length)[:, None])
+    inside_x = (cols >= (cx - length // 2)[:, None]) & (cols < (cx - length // 2 + length)[:, None])
+    mask = ~(inside_y[:, :, None] & inside_x[:, None, :])  # b x h x w
+    return x * mask[:, None, :, :].to(x.dtype)
+
+
 def _prepare(x: np.ndarray, mean, std, resolution: int) -> torch.Tensor:
     t = torch.from_numpy(x).float()
     if t.shape[-1] != resolution:

@@ -4,18 +4,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
-from .data import DataBundle
-from .errors import DivergenceError
+from .config import TrainConfig, TrainingExtras
+from .data import DataBundle, cutout_batch
+from .errors import ConfigError, DivergenceError
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+NO_EXTRAS = TrainingExtras()
 
 
 def check_finite(loss: torch.Tensor, where: str) -> None:
@@ -60,6 +61,12 @@ def accuracy(forward: Forward, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         correct += (forward(x).argmax(1) == y).sum().item()
         total += len(y)
     return 100.0 * correct / max(1, total)
+
+
+@torch.no_grad()
+def correct_per_image(forward: Forward, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Whether each image (in batch order) is classified correctly: what a paired test between two nets needs."""
+    return torch.cat([(forward(x).argmax(1) == y).cpu() for x, y in batches])
 
 
 @torch.no_grad()
@@ -108,11 +115,23 @@ def seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
 
 
 def train_standalone(net: nn.Module, data: DataBundle, cfg: TrainConfig, device: torch.device, seed: int, *,
-                     desc: str = "standalone", eval_splits: tuple[str, ...] = ("val", "test"),
-                     progress: Optional[bool] = None) -> dict[str, float]:
-    """Train `net` from scratch with SGD + cosine LR; return accuracies (percent) on `eval_splits`."""
+                     extras: TrainingExtras = NO_EXTRAS, desc: str = "standalone",
+                     eval_splits: tuple[str, ...] = ("val", "test"), keep_correct: bool = False,
+                     progress: Optional[bool] = None) -> dict[str, Any]:
+    """Train `net` from scratch with SGD + cosine LR; return accuracies (percent) on `eval_splits`, and with
+    `keep_correct` each split's per-image correctness (`<split>_correct`, a bool array). `extras` are a final
+    training protocol's regularisers: cutout on training images, drop-path ramped from 0 over the epochs (DARTS'
+    schedule) and an auxiliary head's loss; a net that cannot do one it is asked for is a ConfigError."""
     generator = torch.Generator().manual_seed(seed)
     net = net.to(device).to(memory_format=torch.channels_last)
+    if extras.drop_path > 0 and not hasattr(net, "drop_path_prob"):
+        raise ConfigError(f"{type(net).__name__} has no drop-path; set selection.drop_path=0.")
+    if extras.auxiliary_weight > 0:
+        if not hasattr(net, "enable_auxiliary"):
+            raise ConfigError(f"{type(net).__name__} has no auxiliary head; set selection.auxiliary_weight=0.")
+        net.enable_auxiliary()
+        net.to(device).to(memory_format=torch.channels_last)
+    cutout = round(extras.cutout * data.resolution / 32)  # the protocol's length is given at 32 px
     n_train = min(len(data.train), cfg.max_train_images or len(data.train))
     steps = steps_per_epoch(n_train, cfg.batch_size)
     opt = sgd(net.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -120,11 +139,20 @@ def train_standalone(net: nn.Module, data: DataBundle, cfg: TrainConfig, device:
     net.train()
     bar = tqdm(total=cfg.epochs * steps, desc=desc, leave=False, disable=progress is False or None)
     for epoch in range(cfg.epochs):
+        if extras.drop_path > 0:
+            net.drop_path_prob = extras.drop_path * epoch / cfg.epochs
         for x, y in data.batches("train", cfg.batch_size, generator, max_batches=steps):
-            optimizer_step(F.cross_entropy(net(x), y), opt, net, cfg.grad_clip, sched,
-                           where=f"{desc} training (epoch {epoch})")
+            loss = F.cross_entropy(net(cutout_batch(x, cutout, generator)), y)
+            if extras.auxiliary_weight > 0:
+                loss = loss + extras.auxiliary_weight * F.cross_entropy(net.aux_logits, y)
+            optimizer_step(loss, opt, net, cfg.grad_clip, sched, where=f"{desc} training (epoch {epoch})")
             bar.update()
     bar.close()
     net.eval()
-    return {f"{split}_acc": accuracy(net, data.batches(split, 256, generator, shuffle=False, augment=False))
-            for split in eval_splits}
+    out: dict[str, Any] = {}
+    for split in eval_splits:
+        correct = correct_per_image(net, data.batches(split, 256, generator, shuffle=False, augment=False))
+        out[f"{split}_acc"] = 100.0 * float(correct.float().mean()) if len(correct) else 0.0
+        if keep_correct:
+            out[f"{split}_correct"] = correct.numpy()
+    return out

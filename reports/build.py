@@ -10,7 +10,10 @@ from typing import Any
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from evaluators.record import RunRecord
+
 from . import formatting as fmt
+from .evidence import supported_orderings
 from .figures import Figure, setting_figures
 from .metadata import RunMeta, VersionRow, run_metadata, version_table
 from .paper_tables import PaperTable, build_tables
@@ -28,6 +31,7 @@ class Setting:
     title: str
     rows: list[dict[str, str]]
     figures: list[Figure]
+    orderings: list[str]  # what paired tests support (reports.evidence); empty: no ordering is supported
 
 
 def slug(text: str) -> str:
@@ -42,20 +46,26 @@ def method_table_row(run: pd.Series) -> dict[str, str]:
     row.update(
         search_gpu_days=fmt.days(run["search_gpu_days"]), params=fmt.count(run["params"]),
         flops=fmt.count(run["flops"]), precision_at_top10pct=fmt.num(run["precision_at_top10pct"], 2),
-        precision_at_5=fmt.num(run["precision_at_5"], 2), final_test_acc=fmt.num(run["final_test_acc"], 2),
-        final_source=run["final_source"], found_arch=run["found_arch"], n_ranked=str(run["n_ranked"]))
+        precision_at_5=fmt.num(run["precision_at_5"], 2),
+        final_test_acc=fmt.num(run["final_test_acc"], 2) + (f" ± {run['final_test_acc_std']:.2f}"
+                                                            if run["n_finalists"] > 1 else ""),
+        final_test_acc_se=fmt.num(run["final_test_acc_se"], 2), final_source=run["final_source"],
+        found_arch=run["found_arch"], n_ranked=str(run["n_ranked"]))
     for name in ("kendall_tau", "spearman_rho"):
         row[name] = fmt.with_ci(run[name], run[f"{name}_ci_low"], run[f"{name}_ci_high"])
     return row
 
 
-def build_settings(runs: pd.DataFrame, points: pd.DataFrame) -> list[Setting]:
+def build_settings(runs: pd.DataFrame, points: pd.DataFrame, records: list[RunRecord]) -> list[Setting]:
     settings = []
+    by_id = {r.run_id: r for r in records}
     for title, group in runs.groupby("setting", sort=True):
         sid = slug(title)
         rows = [method_table_row(r) for _, r in group.sort_values(["method", "variant", "seed"]).iterrows()]
         figures = setting_figures(group, points[points["setting"] == title], sid)
-        settings.append(Setting(id=f"setting-{sid}", title=title, rows=rows, figures=figures))
+        labels = dict(zip(group["run_id"], group["variant"], strict=True))
+        orderings = supported_orderings([by_id[i] for i in group["run_id"]], labels)
+        settings.append(Setting(id=f"setting-{sid}", title=title, rows=rows, figures=figures, orderings=orderings))
     return settings
 
 
@@ -69,7 +79,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, title: str = "one
     """Write `<out_dir>/report.html` from the finished records under `results_dir`; returns its path."""
     records = load_records(results_dir)
     runs, points = runs_frame(records), points_frame(records)
-    settings = build_settings(runs, points) if records else []
+    settings = build_settings(runs, points, records) if records else []
     tables: list[PaperTable] = build_tables(runs)
     meta: list[RunMeta] = run_metadata(records)
     versions: list[VersionRow] = version_table(records)

@@ -1,11 +1,15 @@
 """Published tables (reports/data/paper_tables.yaml) regenerated beside our measurements.
 
-Every value cell carries its origin: "paper" (copied from the publication, as printed) or "measured" (the mean over
-seeds of our records, with the budget and device it was measured under). A paper row whose method has no record
-gets a "not run" row holding the command that would produce it.
+Every value cell carries its origin: "paper" (copied from the publication, as printed) or "measured" (from our
+records, with the budget, device and protocol it was measured under). A paper row is filled only by records that
+ran its protocol (the selection protocol and its settings: `protocol` in the data file); under a CPU budget a row
+may accept the settings of `scaled.<budget>` and then says "settings not matched", listing them. A paper row
+without such records gets a "not run" row holding the command that would produce it; a row this harness has no
+counterpart for says why.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,20 +19,60 @@ import pandas as pd
 import yaml
 
 from . import formatting as fmt
-from .records import variant_params
+from .records import protocol_text, variant_params
 
 PAPER_TABLES = Path(__file__).parent / "data" / "paper_tables.yaml"
+PROTOCOL_KEYS = ("selection", "k", "candidates", "short_epochs", "final_seeds", "final_channels", "final_cells",
+                 "cutout", "drop_path", "auxiliary_weight")
 
-# measured quantity -> formatter; the keys are columns of records.runs_frame
-MEASURED_METRICS: dict[str, Callable[[Any], str]] = {
-    "search_gpu_days": fmt.days,
-    "search_seconds": fmt.seconds,
-    "params_m": lambda x: fmt.num(x, 3),
-    "final_test_acc": lambda x: fmt.num(x, 2),
-    "pearson_all": lambda x: fmt.num(x, 2),
-    "pearson_top_half": lambda x: fmt.num(x, 2),
-    "kendall_all": lambda x: fmt.num(x, 2),
-    "kendall_top_half": lambda x: fmt.num(x, 2),
+
+def _on_gpu(runs: pd.DataFrame) -> bool:
+    return bool((runs["device_type"] == "cuda").all())
+
+
+def _other_device(runs: pd.DataFrame, column: str, formatter: Callable[[Any], str]) -> str:
+    devices = ", ".join(sorted(set(runs["device"])))
+    return f"{fmt.mean_std(runs[column].tolist(), formatter)} on {devices}"
+
+
+def _accuracy(runs: pd.DataFrame) -> str:
+    """One run: mean ± std over its finalists (the papers' style) with its standard error; several runs (seeds):
+    mean ± std over them."""
+    if len(runs) > 1:
+        return fmt.mean_std(runs["final_test_acc"].tolist(), lambda x: fmt.num(x, 2))
+    run = runs.iloc[0]
+    spread = f" ± {run['final_test_acc_std']:.2f}" if run["n_finalists"] > 1 else ""
+    return f"{fmt.num(run['final_test_acc'], 2)}{spread} (SE {fmt.num(run['final_test_acc_se'], 2)})"
+
+
+def _params(runs: pd.DataFrame) -> str:
+    if len(runs) > 1:
+        return fmt.mean_std(runs["params_m"].tolist(), lambda x: fmt.num(x, 3))
+    run = runs.iloc[0]
+    spread = f" ± {run['params_m_std']:.3f}" if run["n_finalists"] > 1 and not math.isnan(run["params_m_std"]) else ""
+    return f"{fmt.num(run['params_m'], 3)}{spread}"
+
+
+def _mean(column: str, digits: int) -> Callable[[pd.DataFrame], str]:
+    return lambda runs: fmt.mean_std(runs[column].tolist(), lambda x: fmt.num(x, digits))
+
+
+# measured quantity -> cell text from the runs of one measured row (columns of records.runs_frame)
+MEASURED_METRICS: dict[str, Callable[[pd.DataFrame], str]] = {
+    "search_gpu_days": lambda runs: fmt.mean_std(runs["search_gpu_days"].tolist(), fmt.days) if _on_gpu(runs)
+    else "—",
+    "search_days_other_device": lambda runs: "—" if _on_gpu(runs) else _other_device(runs, "search_gpu_days",
+                                                                                        fmt.days),
+    "search_gpu_seconds": lambda runs: fmt.mean_std(runs["search_seconds"].tolist(), fmt.seconds) if _on_gpu(runs)
+    else "—",
+    "search_seconds_other_device": lambda runs: "—" if _on_gpu(runs) else _other_device(runs, "search_seconds",
+                                                                                          fmt.seconds),
+    "params_m": _params,
+    "final_test_acc": _accuracy,
+    "pearson_all": _mean("pearson_all", 2),
+    "pearson_top_half": _mean("pearson_top_half", 2),
+    "kendall_all": _mean("kendall_all", 2),
+    "kendall_top_half": _mean("kendall_top_half", 2),
 }
 
 
@@ -44,9 +88,10 @@ class Row:
     label: str
     origin: str  # "paper" | "measured" | "not run" | "no counterpart"
     cells: list[Cell]
-    budget: str = ""  # how the measured numbers were obtained (budget, device, seeds)
+    budget: str = ""  # how the measured numbers were obtained (budget, device, seeds, protocol)
     command: str = ""  # for "not run": what would produce the measurement
     run_ids: list[str] = field(default_factory=list)
+    settings: str = ""  # for "measured": "settings matched" or "settings not matched: ..."
 
 
 @dataclass
@@ -69,6 +114,13 @@ def load_specs(path: Path = PAPER_TABLES) -> dict[str, Any]:
         for col in table["columns"]:
             if col["metric"] not in MEASURED_METRICS:
                 raise ValueError(f"{path}: unknown metric {col['metric']!r}. Valid: {sorted(MEASURED_METRICS)}")
+        for row in table["rows"]:
+            unknown = set(row.get("protocol") or {}) - set(PROTOCOL_KEYS)
+            for scaled in (row.get("scaled") or {}).values():
+                unknown |= set(scaled) - set(PROTOCOL_KEYS)
+            if unknown or (row.get("method") and "selection" not in (row.get("protocol") or {})):
+                raise ValueError(f"{path}: row {row['label']!r} needs a protocol with `selection` and only the keys "
+                                 f"{PROTOCOL_KEYS} (got {sorted(unknown)})")
     return spec
 
 
@@ -79,20 +131,54 @@ def method_is_configured(method: str) -> bool:
     return method in METHODS.names()
 
 
-def run_command(method: str, params: dict[str, Any], setting: dict[str, str], budget: str) -> str:
-    extra = "".join(f" method.params.{k}={v}" for k, v in params.items())
-    return f"python run.py method={method} space={setting['space']} data={setting['data']} budget={budget}{extra}"
+def protocol_for(row: dict[str, Any], budget: Optional[str]) -> dict[str, Any]:
+    """The row's protocol as run under `budget`: the paper's settings with the row's scaled ones for it."""
+    return {**(row.get("protocol") or {}), **((row.get("scaled") or {}).get(budget) or {})}
 
 
-def _matching_runs(runs: pd.DataFrame, method: str, params: dict[str, Any], setting: dict[str, str]) -> pd.DataFrame:
+def unmatched_settings(row: dict[str, Any], run_protocol: dict[str, Any], budget: str) -> Optional[list[str]]:
+    """None when a run did not follow the row's protocol; else the settings in which it departs from the paper's
+    (allowed only where the row's `scaled.<budget>` says so; empty: every setting matched)."""
+    paper = row.get("protocol") or {}
+    scaled = (row.get("scaled") or {}).get(budget) or {}
+    departures = []
+    for key, wanted in paper.items():
+        value = run_protocol.get(key)
+        if value == wanted:
+            continue
+        if key in scaled and value == scaled[key]:
+            departures.append(f"{key}={value} (paper: {wanted})")
+            continue
+        return None
+    return departures
+
+
+def row_command(row: dict[str, Any], setting: dict[str, str], budget: str) -> str:
+    """The command that runs the row's protocol under `budget` (its scaled settings there, if any)."""
+    protocol = protocol_for(row, budget)
+    overrides = [f"method.params.{k}={v}" for k, v in (row.get("params") or {}).items()]
+    overrides.append(f"selection={protocol.get('selection', 'top1')}")
+    overrides += [f"selection.{k}={v}" for k, v in protocol.items() if k != "selection" and v]
+    return (f"python run.py method={row['method']} space={setting['space']} data={setting['data']} "
+            f"budget={budget} {' '.join(overrides)}").strip()
+
+
+def _matching_runs(runs: pd.DataFrame, row: dict[str, Any], setting: dict[str, str]) -> dict[tuple, pd.DataFrame]:
+    """The runs that fill the row, grouped by the departures from the paper's settings (one measured row each)."""
     if runs.empty:
-        return runs
+        return {}
+    method, params = row["method"], row.get("params") or {}
     hit = (runs["method"] == method) & (runs["space"] == setting["space"]) & (runs["data"] == setting["data"])
     # exactly the row's configuration: the row's params on top of the method's defaults, so that ablation runs
     # (other hyperparameters changed) are never averaged into a paper table's row
     wanted = variant_params(method, params)
     hit &= runs["variant_params"].map(lambda p: p == wanted)
-    return runs[hit]
+    groups: dict[tuple, list[int]] = {}
+    for index, run in runs[hit].iterrows():
+        departures = unmatched_settings(row, run["protocol"], run["budget"])
+        if departures is not None:
+            groups.setdefault(tuple(departures), []).append(index)
+    return {departures: runs.loc[indices] for departures, indices in groups.items()}
 
 
 def _paper_row(row: dict[str, Any], columns: list[dict[str, Any]]) -> Row:
@@ -102,19 +188,22 @@ def _paper_row(row: dict[str, Any], columns: list[dict[str, Any]]) -> Row:
         value = values.get(col["key"])
         cells.append(Cell(text="—" if value is None else str(value), origin="paper",
                           note=notes.get(col["key"], "not reported" if value is None else "")))
-    return Row(label=row["label"], origin="paper", cells=cells)
+    return Row(label=row["label"], origin="paper", cells=cells, budget=" ".join(str(notes.get("row", "")).split()))
 
 
-def _measured_rows(label: str, runs: pd.DataFrame, columns: list[dict[str, Any]]) -> list[Row]:
-    """One row per (budget, device) the method was measured under; values are means over seeds."""
+def _measured_rows(label: str, groups: dict[tuple, pd.DataFrame], columns: list[dict[str, Any]]) -> list[Row]:
+    """One row per (settings departures, budget, device); cells from its runs (several seeds: mean ± std)."""
     out = []
-    for (_, device), group in runs.groupby(["budget", "device"], sort=True):
-        cells = [Cell(text=fmt.mean_std(group[col["metric"]].tolist(), MEASURED_METRICS[col["metric"]]),
-                      origin="measured") for col in columns]
-        seeds = sorted(group["seed"].tolist())
-        desc = group["budget_desc"].iloc[0]
-        out.append(Row(label=label, origin="measured", cells=cells, run_ids=group["run_id"].tolist(),
-                       budget=f"{desc}; {device}; seeds {', '.join(map(str, seeds))}"))
+    for departures, runs in groups.items():
+        for (_, device), group in runs.groupby(["budget", "device"], sort=True):
+            cells = [Cell(text=MEASURED_METRICS[col["metric"]](group), origin="measured") for col in columns]
+            seeds = sorted(group["seed"].tolist())
+            settings = ("settings matched" if not departures
+                        else "settings not matched: " + ", ".join(departures))
+            out.append(Row(label=label, origin="measured", cells=cells, run_ids=group["run_id"].tolist(),
+                           budget=f"{group['budget_desc'].iloc[0]}; {device}; seeds {', '.join(map(str, seeds))}; "
+                                  f"protocol {protocol_text(group['protocol'].iloc[0])}",
+                           settings=settings))
     return out
 
 
@@ -123,33 +212,28 @@ def _placeholder_row(label: str, origin: str, columns: list[dict[str, Any]], bud
     return Row(label=label, origin=origin, cells=[Cell("—", "none") for _ in columns], budget=budget, command=command)
 
 
-def _counterpart_key(row: dict[str, Any]) -> tuple:
-    return (row.get("method"), tuple(sorted((row.get("params") or {}).items())))
-
-
 def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame) -> PaperTable:
-    """Paper rows in the paper's order; after each group of rows sharing one of our methods, its measured rows."""
+    """Each paper row in the paper's order, followed by the measured rows of its own protocol (or why none)."""
     columns, setting = table["columns"], table["setting"]
     rows: list[Row] = []
-    paper_rows = table["rows"]
-    for i, row in enumerate(paper_rows):
+    for row in table["rows"]:
         if row.get("paper"):
             rows.append(_paper_row(row, columns))
-        last_of_group = i + 1 == len(paper_rows) or _counterpart_key(paper_rows[i + 1]) != _counterpart_key(row)
-        if not last_of_group:
-            continue
-        method, params = row.get("method"), row.get("params") or {}
+        method = row.get("method")
         if method is None:
-            rows.append(_placeholder_row("(no counterpart in this harness)", "no counterpart", columns))
+            why = " ".join(str((row.get("notes") or {}).get("row", "")).split())
+            rows.append(_placeholder_row("(no counterpart in this harness)", "no counterpart", columns, budget=why))
             continue
-        ours = f"ours: method={method}" + "".join(f" {k}={v}" for k, v in params.items())
-        matching = _matching_runs(runs, method, params, setting)
-        if len(matching):
-            rows.extend(_measured_rows(ours, matching, columns))
+        protocol = protocol_text(protocol_for(row, None))
+        ours = f"ours: method={method}" + "".join(f" {k}={v}" for k, v in (row.get("params") or {}).items())
+        ours += f", {protocol}"
+        groups = _matching_runs(runs, row, setting)
+        if groups:
+            rows.extend(_measured_rows(ours, groups, columns))
         else:
             missing = "" if method_is_configured(method) else f" (method {method!r} is not registered yet)"
             rows.append(_placeholder_row(ours, "not run", columns, budget=f"not run{missing}",
-                                         command=run_command(method, params, setting, table["reproduce_budget"])))
+                                         command=row_command(row, setting, table["reproduce_budget"])))
     source = spec["sources"][table["source"]]
     return PaperTable(id=table["id"], title=table["title"], citation=" ".join(source["citation"].split()),
                       url=source["url"], where=" ".join(table["where"].split()),
@@ -161,11 +245,11 @@ def build_tables(runs: pd.DataFrame, path: Path = PAPER_TABLES) -> list[PaperTab
     return [build_table(spec, t, runs) for t in spec["tables"]]
 
 
-def table_methods(table_id: str, path: Path = PAPER_TABLES) -> tuple[list[str], dict[str, str], Optional[str]]:
-    """(our methods in the table, its setting, its reproduce budget): what `reports.reproduce` runs."""
+def table_rows(table_id: str, path: Path = PAPER_TABLES) -> tuple[list[dict[str, Any]], dict[str, str], str]:
+    """(the table's rows that have a counterpart here, its setting, its reproduce budget): what
+    `reports.reproduce` runs, one command per row."""
     spec = load_specs(path)
     for t in spec["tables"]:
         if t["id"] == table_id:
-            methods = list(dict.fromkeys(r["method"] for r in t["rows"] if r.get("method")))
-            return methods, t["setting"], t.get("reproduce_budget")
+            return [r for r in t["rows"] if r.get("method")], t["setting"], t["reproduce_budget"]
     raise KeyError(f"no table {table_id!r} in {path}. Valid: {', '.join(t['id'] for t in spec['tables'])}")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluators.ranking import kendall_tau, pearson_r
+from evaluators.ranking import correlation, kendall_tau, pearson_r
 from evaluators.record import PHASES, RecordError, RunRecord
 
 log = logging.getLogger("oneshot_bench.reports")
@@ -39,19 +39,14 @@ def setting_of(record: RunRecord) -> str:
     return f"{record.space} / {record.data} / budget={record.budget}"
 
 
-def _correlation(fn, proxy: np.ndarray, truth: np.ndarray) -> float:
-    if len(proxy) < 2 or np.ptp(proxy) == 0 or np.ptp(truth) == 0:
-        return math.nan  # undefined: shown as "n/a", never as a number
-    return fn(proxy, truth)
-
-
 def top_half_correlations(record: RunRecord) -> dict[str, float]:
-    """Pearson and Kendall on the truly better half of the ranking sample (GHN Table 4's "Top-50" of 100)."""
+    """Pearson and Kendall on the truly better half of the ranking sample (GHN Table 4's "Top-50" of 100); a
+    constant proxy there ranks nothing: 0.0, the evaluator's one policy."""
     proxy = np.asarray(record.ranking.proxy, dtype=float)
     truth = np.asarray(record.ranking.truth, dtype=float)
     top = np.argsort(-truth, kind="stable")[: len(truth) // 2]
-    return {"pearson_top_half": _correlation(pearson_r, proxy[top], truth[top]),
-            "kendall_top_half": _correlation(kendall_tau, proxy[top], truth[top])}
+    return {"pearson_top_half": correlation(pearson_r, proxy[top], truth[top]),
+            "kendall_top_half": correlation(kendall_tau, proxy[top], truth[top])}
 
 
 def budget_description(record: RunRecord) -> str:
@@ -90,10 +85,48 @@ def variant_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sorted(params.items()) if k in defaults and defaults[k] != v}
 
 
+def run_protocol(record: RunRecord) -> dict[str, Any]:
+    """The selection protocol a run followed, with every setting resolved (what a paper row's protocol is matched
+    against): selection name, k, candidates (the budget's when unset), final_seeds, final_channels and final_cells
+    (of the network its finalists were trained or looked up at), cutout, drop_path, auxiliary_weight."""
+    sel = dict(record.found.selection)
+    budget = record.config.get("budget", {})
+    return {"selection": sel.get("name", "top1"), "k": sel.get("k", 10),
+            "candidates": sel.get("candidates") or budget.get("candidates"),
+            "short_epochs": sel.get("short_epochs") or budget.get("standalone", {}).get("epochs"),
+            "final_seeds": sel.get("final_seeds", 1), "final_channels": record.found.net.get("channels"),
+            "final_cells": record.found.net.get("cells_per_stage"), "cutout": sel.get("cutout", 0),
+            "drop_path": sel.get("drop_path", 0.0), "auxiliary_weight": sel.get("auxiliary_weight", 0.0)}
+
+
 def variant_label(record: RunRecord) -> str:
-    """The method's name, followed by its non-default hyperparameters when there are any: `ghn (stacked=True)`."""
+    """The method's name, followed by its non-default hyperparameters and a selection protocol other than top1
+    (`ghn (stacked=True)`, `oneshot [topk k=2 F=32]`); `random` scored against trained truth is marked as the
+    reproducibility ceiling it is (its proxy is the truth's own kind of training)."""
     changed = variant_params(record.method, record.method_params)
-    return record.method + (f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
+    label = record.method + (f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
+    protocol = run_protocol(record)
+    if protocol["selection"] != "top1":
+        label += f" [{protocol_text(protocol)}]"
+    if record.method == "random" and record.hashes.truth.get("kind") == "trained":
+        label += " (upper bound: same training as the truth)"
+    return label
+
+
+def protocol_text(protocol: dict[str, Any]) -> str:
+    """`topk k=2 F=32`, `top_best 40 ranked, top 3, 2 seeds F=32 cutout 16`: a protocol in words."""
+    name = protocol["selection"]
+    parts = [name]
+    if name == "topk":
+        parts.append(f"k={protocol['k']}")
+    elif name == "top_best":
+        parts.append(f"{protocol['candidates']} ranked, top {protocol['k']}, {protocol['final_seeds']} seed(s)")
+    if protocol.get("final_channels"):
+        parts.append(f"F={protocol['final_channels']}")
+    for key, short in (("cutout", "cutout"), ("drop_path", "drop-path"), ("auxiliary_weight", "aux")):
+        if protocol.get(key):
+            parts.append(f"{short} {protocol[key]}")
+    return " ".join(parts)
 
 
 def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
@@ -112,7 +145,10 @@ def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
             "found_arch": f.arch, "n_ranked": len(rk.proxy),
             "precision_at_top10pct": s.precision_at_top10pct, "precision_at_5": s.precision_at_5,
             "method_params": params, "budget_desc": budget_description(r), "variant": variant_label(r),
-            "variant_params": variant_params(r.method, params),
+            "variant_params": variant_params(r.method, params), "protocol": run_protocol(r),
+            "final_test_acc_std": f.final_test_acc_std, "final_test_acc_se": s.final_test_acc_se,
+            "params_m_std": f.params_std / 1e6, "n_finalists": max(1, len(f.finalists)),
+            "evaluation_seconds": r.cost.evaluation_device_seconds, "truth_kind": r.hashes.truth.get("kind", "?"),
         }
         for name in ("kendall_tau", "spearman_rho", "pearson_r"):
             row[name] = getattr(rk, name)

@@ -297,6 +297,9 @@ class SearchSpace(ABC):
     # ---- structure that methods read ----------------------------------------------------------------------------
     # Why a capability is missing, for the error a method gets on this space (e.g. {SUPERNET: "..."}).
     unavailable: ClassVar[dict[str, str]] = {}
+    # Final-training regularisers its standalone nets support beyond cutout (which every net takes): "drop_path",
+    # "auxiliary_head"
+    final_training: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def choice_points(self) -> list[ChoicePoint]:

@@ -28,8 +28,10 @@ import math
 import operator
 import random
 from collections.abc import Callable, Sequence
+from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from oneshot_bench.config import NetConfig
@@ -251,17 +253,39 @@ class _NetworkCIFAR(nn.Module):
             c = 2 * c if reduction else c
             cells.append(make_cell(c_prev_prev, c_prev, c, reduction, reduction_prev))
             c_prev_prev, c_prev, reduction_prev = c_prev, NUM_NODES * c, reduction
+            if k == 2 * num_cells // 3:  # DARTS' auxiliary head reads this cell's output (C_aux)
+                self.aux_index, self.aux_channels = k, c_prev
         self.cells = nn.ModuleList(cells)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, net.num_classes)
+        self.num_classes = net.num_classes
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.global_pooling(x), 1))
 
 
+class AuxiliaryHead(nn.Module):
+    """DARTS' AuxiliaryHeadCIFAR: ReLU, 5x5 average pool at stride 3 (8x8 -> 2x2), 1x1 conv to 128, BN, ReLU, 2x2
+    conv to 768, BN, ReLU, linear. On feature maps other than 8x8 (images below 32 px) the pool is an adaptive pool
+    to 2x2, which keeps the head's shapes and parameter count."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(x)
+        x = F.avg_pool2d(x, 5, stride=3) if x.shape[-1] == 8 else F.adaptive_avg_pool2d(x, 2)
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
 class DartsNet(_NetworkCIFAR):
-    """One architecture as a plain network (forward(x) -> logits). Set `drop_path_prob` > 0 for DARTS'
-    drop-path regularisation in training mode."""
+    """One architecture as a plain network (forward(x) -> logits). Final-training options (DARTS'): set
+    `drop_path_prob` > 0 for drop-path in training mode; `enable_auxiliary()` adds the auxiliary head, whose logits
+    a training forward leaves in `aux_logits` (parameter counts are taken without it, as DARTS reports them)."""
 
     def __init__(self, arch: Arch, net: NetConfig) -> None:
         super().__init__()
@@ -273,11 +297,19 @@ class DartsNet(_NetworkCIFAR):
 
         self._build(net, make_cell)
         self.drop_path_prob = 0.0
+        self.auxiliary_head: Optional[AuxiliaryHead] = None
+        self.aux_logits: Optional[torch.Tensor] = None
+
+    def enable_auxiliary(self) -> None:
+        if self.auxiliary_head is None:
+            self.auxiliary_head = AuxiliaryHead(self.aux_channels, self.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(x)
-        for cell in self.cells:
+        for k, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if k == self.aux_index and self.auxiliary_head is not None and self.training:
+                self.aux_logits = self.auxiliary_head(s1)
         return self._logits(s1)
 
 
@@ -314,6 +346,7 @@ class DartsSupernet(Supernet, _NetworkCIFAR):
 @register_space("darts_cell")
 class DartsCellSpace(SearchSpace):
     capabilities = frozenset({SAMPLE, MUTATE, ENCODE, TO_GRAPH, SUPERNET, STANDALONE})
+    final_training = frozenset({"drop_path", "auxiliary_head"})  # DartsNet supports both (DARTS' final training)
     description = "DARTS CNN cells: normal + reduction cell, 4 nodes x 2 inputs, 7 ops (~1e18 archs)"
     graph_node_types = ("input", "conv_3x3_bn", "relu_conv_bn_1x1", "factorized_reduce", "max_pool_3x3",
                         "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",

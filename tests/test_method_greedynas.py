@@ -129,7 +129,7 @@ def test_evolution_starts_from_the_pool(monkeypatch):
 
     def fake_evolution(space, fitness, rng, **kw):
         seen.update(kw)
-        return type("R", (), {"best": kw["initial"][0]})()
+        return type("R", (), {"best": kw["initial"][0], "evaluated": {kw["initial"][0]: 1.0}})()
 
     monkeypatch.setattr(greedynas, "evolutionary_search", fake_evolution)
     best = method.derive()

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import re
+import statistics
 import subprocess
 import sys
 import zlib
@@ -17,7 +18,7 @@ import yaml
 from conftest import REPO
 
 from evaluators.ranking import ranking_metrics
-from evaluators.record import RECORD_VERSION, Cost, Found, Hashes, PhaseCost, Ranking, RunRecord, Summary
+from evaluators.record import RECORD_VERSION, Cost, Finalist, Found, Hashes, PhaseCost, Ranking, RunRecord, Summary
 from evaluators.store import ResultsStore
 from methods.ghn import GHNHparams
 from reports import formatting as fmt
@@ -29,21 +30,37 @@ from reports.records import load_records, runs_frame, top_half_correlations
 
 # ---- synthetic records built from the record's own types (summary computed by the real Summary.of) ---------------
 def make_record(method: str, seed: int, *, space: str = "mbnet_chain", data: str = "digits", budget: str = "smoke",
-                params: dict | None = None, n: int = 12, final_acc: float | None = None) -> RunRecord:
+                params: dict | None = None, n: int = 12, final_acc: float | None = None,
+                protocol: dict | None = None, device_type: str = "cpu") -> RunRecord:
+    """`protocol`: the selection (name and settings) the run followed, e.g. {"name": "topk", "k": 2,
+    "final_channels": 32}; topk runs get k finalists whose accuracies spread by 1 point around `final_acc`."""
     rng = np.random.default_rng(zlib.crc32(f"{method}/{seed}/{space}/{budget}".encode()))
     truth = list(np.round(rng.uniform(80, 95, n), 3))
     proxy = list(np.asarray(truth) + rng.normal(0, 4, n))
     phases = {"supernet_train": 10.0 + seed, "ranking": 5.0 + seed, "derive": 1.5, "final": 0.25}
     search = sum(v for k, v in phases.items() if k != "final")
     run_id = f"{space}-{method}-{data}-{budget}-s{seed}-{zlib.crc32(repr(params).encode()):08x}"
-    cost = Cost(device="CPU (x86_64, 2 threads)", device_type="cpu",
+    device = "CPU (x86_64, 2 threads)" if device_type == "cpu" else "NVIDIA H100 80GB HBM3"
+    cost = Cost(device=device, device_type=device_type,
                 phases={k: PhaseCost(v, v / 86400) for k, v in phases.items()},
                 search_device_seconds=search, search_gpu_days=search / 86400)
     ranking = Ranking(**ranking_metrics(proxy, truth, resamples=50, seed=seed), archs=[f"arch{i}" for i in range(n)],
                       proxy=[float(p) for p in proxy], truth=[float(t) for t in truth])
-    found = Found(arch=f"best-{method}-{seed}", params=100_000 + 1000 * seed, flops=5_000_000 + seed,
-                  net={"channels": 8, "cells_per_stage": 1}, resolution=8,
-                  final_test_acc=final_acc if final_acc is not None else 90.0 + seed, final_source="tabular")
+    protocol = dict(protocol or {"name": "top1"})
+    acc = final_acc if final_acc is not None else 90.0 + seed
+    count = protocol.get("k", 1) if protocol["name"] == "topk" else 1
+    finalists = [Finalist(arch=f"best-{method}-{seed}-{i}", params=100_000 + 1000 * seed + 10 * i, flops=5_000_000,
+                          test_acc=acc + (i - (count - 1) / 2), source="tabular", n_images=10_000)
+                 for i in range(count)]
+    accs = [f.test_acc for f in finalists]
+    std = statistics.stdev(accs) if count > 1 else math.nan
+    net = {"channels": protocol.pop("final_channels", 8), "cells_per_stage": protocol.pop("final_cells", 1)}
+    found = Found(arch=f"best-{method}-{seed}", params=round(statistics.fmean(f.params for f in finalists)),
+                  flops=5_000_000 + seed, net=net, resolution=8, final_test_acc=statistics.fmean(accs),
+                  final_source="tabular", selection={"k": 10, "final_seeds": 1, **protocol}, finalists=finalists,
+                  final_test_acc_std=std, final_test_acc_se=std / math.sqrt(count) if count > 1 else 0.3,
+                  params_std=statistics.stdev(f.params for f in finalists) if count > 1 else math.nan,
+                  final_n_images=10_000)
     return RunRecord(
         record_version=RECORD_VERSION, run_id=run_id, finished_at="2026-01-01T00:00:00+00:00",
         config={"method": {"name": method, "params": params or {}},
@@ -112,7 +129,7 @@ def test_method_table_shows_exactly_the_records_numbers(two_method_results, tmp_
     for r in records:
         row, s, rk = rows[r.run_id], r.summary, r.ranking
         assert row["method"] == r.method and row["seed"] == str(r.seed)
-        assert row["final_test_acc"] == f"{s.final_test_acc:.2f} (tabular)"
+        assert row["final_test_acc"] == f"{s.final_test_acc:.2f} SE {s.final_test_acc_se:.2f} (tabular)"
         assert row["kendall_tau"] == (f"{rk.kendall_tau:.3f} [{rk.kendall_tau_ci_low:.3f}, "
                                       f"{rk.kendall_tau_ci_high:.3f}]")
         assert row["spearman_rho"].startswith(f"{rk.spearman_rho:.3f} [")
@@ -175,7 +192,7 @@ def test_top_half_correlation_uses_the_truly_better_half():
     assert out["kendall_top_half"] == pytest.approx(1.0) and out["pearson_top_half"] == pytest.approx(1.0)
     record.ranking.proxy = [1, 1, 1, 0, 0, 0]
     flat = top_half_correlations(record)
-    assert math.isnan(flat["kendall_top_half"])  # undefined, never reported as a number
+    assert flat["kendall_top_half"] == 0.0 and flat["pearson_top_half"] == 0.0  # constant ranks nothing: 0.0
 
 
 def test_mean_std_follows_the_papers_style():
@@ -189,43 +206,91 @@ def _rows_of(tables, table_id):
     return next(t for t in tables if t.id == table_id).rows
 
 
+TABLE1_RANDOM = {"name": "topk", "k": 2, "final_channels": 32}  # Random (F=32) scaled to budget=table1
+
+
 def test_paper_and_measured_cells_are_labelled_with_the_budget(tmp_path):
-    records = [make_record("random", s, space="darts_cell", data="cifar10", budget="table1", final_acc=60.0 + 2 * s)
-               for s in (0, 1)]
+    records = [make_record("random", s, space="darts_cell", data="cifar10", budget="table1", final_acc=60.0 + 2 * s,
+                           protocol=TABLE1_RANDOM) for s in (0, 1)]
     write_records(tmp_path / "results", records)
     rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table1")
     labels = [r.label for r in rows]
     paper = rows[labels.index("Random (F=32)")]
     assert paper.origin == "paper" and {c.origin for c in paper.cells} == {"paper"}
-    assert [c.text for c in paper.cells] == ["—", "4.6 ± 0.6", "94.6 ± 0.3"]
+    assert [c.text for c in paper.cells] == ["—", "—", "4.6 ± 0.6", "94.6 ± 0.3"]
     assert paper.cells[0].note == "printed as '-' in the paper"
     measured = rows[labels.index("Random (F=32)") + 1]
     assert measured.origin == "measured" and {c.origin for c in measured.cells} == {"measured"}
-    assert measured.cells[2].text == "61.00 ± 1.41 (n=2)"  # mean and sample std of 60 and 62
+    assert measured.cells[3].text == "61.00 ± 1.41 (n=2)"  # mean and sample std of 60 and 62 over the seeds
+    # CPU device-days never stand beside the paper's GPU-days: their own column, naming the device
+    assert measured.cells[0].text == "—"
     expected_days = [r.summary.search_gpu_days for r in records]
-    assert measured.cells[0].text == fmt.mean_std(expected_days, fmt.days)
+    assert measured.cells[1].text == f"{fmt.mean_std(expected_days, fmt.days)} on CPU (x86_64, 2 threads)"
     assert "budget=table1" in measured.budget and "CPU (x86_64, 2 threads)" in measured.budget
     assert "seeds 0, 1" in measured.budget and sorted(measured.run_ids) == sorted(r.run_id for r in records)
+    assert measured.settings == "settings not matched: k=2 (paper: 10)"
+    assert "topk k=2 F=32" in measured.budget
+
+
+def test_a_gpu_measurement_stands_beside_the_papers_gpu_days(tmp_path):
+    record = make_record("ghn", 0, space="darts_cell", data="cifar10", budget="paper", device_type="cuda",
+                         protocol={"name": "topk", "k": 10, "final_channels": 32})
+    write_records(tmp_path / "results", [record])
+    rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table1")
+    (measured,) = [r for r in rows if r.origin == "measured"]
+    assert measured.cells[0].text == fmt.days(record.summary.search_gpu_days) and measured.cells[1].text == "—"
+    assert measured.settings == "settings matched"
+    assert measured.cells[3].text.startswith(f"{record.summary.final_test_acc:.2f} ± ")  # over its 10 finalists
 
 
 def test_a_paper_row_without_records_shows_not_run_and_its_command(tmp_path):
     (tmp_path / "results").mkdir()
     rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table1")
     not_run = [r for r in rows if r.origin == "not run"]
-    assert [r.label for r in not_run] == ["ours: method=smash", "ours: method=oneshot", "ours: method=random",
-                                          "ours: method=ghn"]  # one per method, after its group of paper rows
-    assert not_run[0].command == "python run.py method=smash space=darts_cell data=cifar10 budget=table1"
+    assert [r.label for r in not_run] == [
+        "ours: method=smash, top1", "ours: method=oneshot, topk k=10 F=32", "ours: method=oneshot, topk k=10 F=64",
+        "ours: method=random, topk k=10 F=32", "ours: method=ghn, topk k=10 F=32"]  # one per row, its own protocol
+    assert not_run[0].command == ("python run.py method=smash space=darts_cell data=cifar10 budget=table1 "
+                                  "selection=top1")
+    assert not_run[2].command == ("python run.py method=oneshot space=darts_cell data=cifar10 budget=table1 "
+                                  "selection=topk selection.k=2 selection.final_channels=64")
     assert all(c.origin == "none" for r in not_run for c in r.cells)
+    (smash_v2,) = [r for r in rows if r.origin == "no counterpart" and "SMASHv2" in r.budget]
+    assert "no measurement fills it" in smash_v2.budget
 
 
 def test_method_params_select_the_paper_row(tmp_path):
-    first = make_record("darts", 0, space="darts_cell", data="cifar10", params={"order": 1}, final_acc=70.0)
-    second = make_record("darts", 0, space="darts_cell", data="cifar10", params={"order": 2}, final_acc=80.0)
-    write_records(tmp_path / "results", [first, second])
+    darts_protocol = {"name": "top1", "final_channels": 36, "final_cells": 6, "cutout": 16, "drop_path": 0.2,
+                      "auxiliary_weight": 0.4}
+    first = make_record("darts", 0, space="darts_cell", data="cifar10", params={"order": 1}, final_acc=70.0,
+                        protocol=darts_protocol)
+    second = make_record("darts", 0, space="darts_cell", data="cifar10", params={"order": 2}, final_acc=80.0,
+                         protocol=darts_protocol)
+    no_cutout = make_record("darts", 1, space="darts_cell", data="cifar10", params={"order": 2}, final_acc=50.0,
+                            protocol={**darts_protocol, "cutout": 0})
+    write_records(tmp_path / "results", [first, second, no_cutout])
     rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table2")
     measured = {r.label: r for r in rows if r.origin == "measured"}
-    assert measured["ours: method=darts order=1"].cells[2].text == "70.00"
-    assert measured["ours: method=darts order=2"].cells[2].text == "80.00"
+    label = "ours: method=darts order={}, top1 F=36 cutout 16 drop-path 0.2 aux 0.4"
+    assert measured[label.format(1)].cells[3].text.startswith("70.00")
+    assert measured[label.format(2)].cells[3].text.startswith("80.00")
+    assert measured[label.format(2)].run_ids == [second.run_id]  # the run without cutout fills no Table 2 row
+
+
+def test_no_measurement_fills_two_rows_of_a_table():
+    """For every row, a run of its protocol (the paper's settings, and each scaled variant) matches that row only."""
+    from reports.paper_tables import protocol_for, unmatched_settings
+
+    for table in load_specs()["tables"]:
+        rows = [r for r in table["rows"] if r.get("method")]
+        for row in rows:
+            for budget in [None, *(row.get("scaled") or {})]:
+                run = protocol_for(row, budget)
+                filled = [other["label"] for other in rows
+                          if other["method"] == row["method"] and (other.get("params") or {}) == (row.get("params")
+                                                                                                   or {})
+                          and unmatched_settings(other, run, budget or "paper") is not None]
+                assert filled == [row["label"]], (table["id"], row["label"], budget, filled)
 
 
 def test_correlation_table_measures_pearson_and_kendall_on_all_and_top_half(tmp_path):
@@ -260,7 +325,9 @@ def test_paper_data_file_cites_its_sources():
         spec["sources"]["ghn"]["citation"]
     assert "NAS-Bench-201" in spec["sources"]["nb201"]["citation"]
     ghn_top = next(r for r in spec["tables"][0]["rows"] if r["label"] == "GHN Top (F=32)")
-    assert ghn_top["paper"] == {"cost": "0.42", "params": "5.1 ± 0.6", "acc": "95.7 ± 0.1"}  # GHN Table 1
+    assert ghn_top["paper"] == {"cost": "0.42", "cost_other": None, "params": "5.1 ± 0.6",
+                                "acc": "95.7 ± 0.1"}  # GHN Table 1
+    assert ghn_top["protocol"] == {"selection": "topk", "k": 10, "final_channels": 32, "cutout": 0}
 
 
 # ---- reproduce-table1 --------------------------------------------------------------------------------------------
@@ -273,14 +340,18 @@ def test_reproduce_fails_naming_unregistered_methods(monkeypatch, tmp_path, caps
     assert not (tmp_path / "r").exists()  # nothing ran
 
 
-def test_reproduce_runs_every_table_method_with_the_table_budget(tmp_path):
-    cmds = reproduce.run_commands(["smash", "oneshot"], {"space": "darts_cell", "data": "cifar10"}, "table1",
-                                  tmp_path, [])
-    assert [c[2:6] for c in cmds] == [["method=smash", "space=darts_cell", "data=cifar10", "budget=table1"],
-                                      ["method=oneshot", "space=darts_cell", "data=cifar10", "budget=table1"]]
-    paper = reproduce.run_commands(["ghn"], {"space": "darts_cell", "data": "cifar10"}, "table1", tmp_path,
-                                   ["budget=paper", "device=cuda"])[0]
+def test_reproduce_runs_every_row_with_its_protocol_and_the_table_budget(tmp_path):
+    from reports.paper_tables import table_rows
+
+    rows, setting, budget = table_rows("ghn_table1")
+    cmds = reproduce.run_commands(rows, setting, budget, tmp_path, [])
+    assert [c[2:6] for c in cmds][:2] == [["method=smash", "space=darts_cell", "data=cifar10", "budget=table1"],
+                                          ["method=oneshot", "space=darts_cell", "data=cifar10", "budget=table1"]]
+    assert [c for c in cmds[2] if c.startswith("selection")] == ["selection=topk", "selection.k=2",
+                                                                   "selection.final_channels=64"]
+    paper = reproduce.run_commands(rows, setting, budget, tmp_path, ["budget=paper", "device=cuda"])[2]
     assert "budget=table1" not in paper and paper[-2:] == ["budget=paper", "device=cuda"]
+    assert "selection.k=10" in paper  # the paper's settings at the paper budget
 
 
 def test_table1_budget_is_a_valid_profile(smoke_config):
@@ -303,7 +374,7 @@ def test_report_from_real_runs_matches_their_records(tmp_path):
     records = load_records(tmp_path / "results")
     assert len(records) == 2 and set(rows) == {r.run_id for r in records}
     for r in records:
-        assert rows[r.run_id]["final_test_acc"].startswith(f"{r.summary.final_test_acc:.2f} (")
+        assert rows[r.run_id]["final_test_acc"].startswith(f"{r.summary.final_test_acc:.2f} SE ")
         assert rows[r.run_id]["kendall_tau"].startswith(f"{r.summary.kendall_tau:.3f}")
 
 
@@ -335,13 +406,15 @@ def test_ablation_runs_are_labelled_and_kept_out_of_the_paper_row(tmp_path):
     """A GHN run with stacked=true beside the default GHN run: the method table names the changed hyperparameter,
     and GHN Table 1's measured row is the default run alone (an ablation is not averaged into it)."""
     defaults = json.loads(json.dumps(dataclasses.asdict(GHNHparams()), default=str))  # as records store them
-    default = make_record("ghn", 0, space="darts_cell", data="cifar10", params=defaults, final_acc=70.0)
-    stacked = make_record("ghn", 0, space="darts_cell", data="cifar10", params={**defaults, "stacked": True},
-                          final_acc=50.0)
+    table1 = {"name": "topk", "k": 2, "final_channels": 32}
+    default = make_record("ghn", 0, space="darts_cell", data="cifar10", budget="table1", params=defaults,
+                          final_acc=70.0, protocol=table1)
+    stacked = make_record("ghn", 0, space="darts_cell", data="cifar10", budget="table1",
+                          params={**defaults, "stacked": True}, final_acc=50.0, protocol=table1)
     write_records(tmp_path / "results", [default, stacked])
     html = build_report(tmp_path / "results", tmp_path / "out").read_text()
     methods = {attrs["data-run-id"]: cells[0][1] for attrs, cells in table_rows(html) if "data-run-id" in attrs}
-    assert methods == {default.run_id: "ghn", stacked.run_id: "ghn (stacked=True)"}
+    assert methods == {default.run_id: "ghn [topk k=2 F=32]", stacked.run_id: "ghn (stacked=True) [topk k=2 F=32]"}
     rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table1")
     (measured,) = [r for r in rows if r.origin == "measured" and "ghn" in r.label]
-    assert measured.run_ids == [default.run_id] and measured.cells[2].text == "70.00"
+    assert measured.run_ids == [default.run_id] and measured.cells[3].text.startswith("70.00 ± 0.71")

@@ -17,10 +17,11 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from oneshot_bench.config import NetConfig, TrainConfig, params_to_dataclass
+from oneshot_bench.config import NetConfig, TrainConfig, TrainingExtras, params_to_dataclass
 from oneshot_bench.data import DataBundle
 from oneshot_bench.errors import ConfigError, DataError
 from oneshot_bench.registry import Registry
+from oneshot_bench.training import NO_EXTRAS
 from search_spaces.base import STANDALONE, Arch, SearchSpace
 
 TRUTHS: Registry[GroundTruth] = Registry("truth", "evaluators.truth")
@@ -94,8 +95,16 @@ class GroundTruth(ABC):
     def accuracies(self, archs: list[Arch]) -> list[float]:
         """True accuracy (percent) of each arch, the reference for ranking metrics."""
 
-    def final_accuracy(self, arch: Arch) -> dict[str, Any]:
-        return {"test_acc": self.accuracies([arch])[0], "source": self.kind}
+    def final_accuracy(self, arch: Arch, *, seed_index: int = 0, extras: TrainingExtras = NO_EXTRAS,
+                       net: Optional[NetConfig] = None) -> dict[str, Any]:
+        """The found arch's final accuracy: test_acc (percent), source, n_images (test images behind it), and for a
+        training source val_acc, seconds and `correct` (per-image results, hex of packed bits) for paired tests.
+        `seed_index` picks one of several final trainings (Top-Best's seeds); `extras` are the protocol's
+        final-training regularisers and `net` its final network (training sources only)."""
+        return {"test_acc": self.accuracies([arch])[0], "source": self.kind, "n_images": self.test_images}
+
+    # test images behind a looked-up accuracy (the benchmark's test or validation split)
+    test_images: ClassVar[int] = 0
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ class NASBenchMacroTruth(TabularTruth):
     file = "nas_bench_macro_cifar10.json"
     pinned_sha256 = "686dee8363cc21cca8c1f321ad5749454f2d9b9ca5972682e137e539bc522297"
     metric = "NAS-Bench-Macro CIFAR-10 test accuracy (mean of 3 trainings)"
+    test_images = 10000
 
     def network(self) -> tuple[NetConfig, int]:
         return NetConfig(channels=32, cells_per_stage=1, num_classes=10, in_channels=3), 32

@@ -25,6 +25,7 @@ class NB101Truth(TabularTruth):
     default_for = frozenset({"nb101"})
     declared_archs = 292  # distinct graph hashes (301 distinct pruned specs, 9 of them isomorphic to others)
     declared_records = 500
+    test_images = 10000  # NB101's validation split
     file = "naslib_zc_nasbench101.json"
     pinned_sha256 = "c34840bc9af68b6ebaa7f052e42c1749a9a737d7243078be2a5548052bc5a0c2"
     metric = ("NB101 108-epoch CIFAR-10 validation accuracy, a 292-cell subset (NASLib's zero-cost file), mean of "

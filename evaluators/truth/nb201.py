@@ -37,6 +37,11 @@ class NB201Truth(TabularTruth):
     def metric(self) -> str:  # type: ignore[override]
         return f"NB201 200-epoch test accuracy, {self.params.dataset} (mean over seeds)"
 
+    @property
+    def test_images(self) -> int:  # type: ignore[override]
+        # CIFAR-10's test set; NB201 splits CIFAR-100's and ImageNet16-120's test sets into valid and test halves
+        return {"cifar10": 10000, "cifar100": 5000, "imagenet16-120": 3000}[self.params.dataset]
+
     def network(self) -> tuple[NetConfig, int]:
         classes, side = {"cifar10": (10, 32), "cifar100": (100, 32), "imagenet16-120": (120, 16)}[self.params.dataset]
         return NetConfig(channels=16, cells_per_stage=5, num_classes=classes, in_channels=3), side

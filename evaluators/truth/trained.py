@@ -8,13 +8,14 @@ import json
 import logging
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Optional
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from oneshot_bench.atomic import read_json, write_json
-from oneshot_bench.config import TrainConfig
-from oneshot_bench.training import seeded, train_standalone
+from oneshot_bench.config import NetConfig, TrainConfig, TrainingExtras
+from oneshot_bench.training import NO_EXTRAS, seeded, train_standalone
 from search_spaces.base import Arch
 
 from ..store import move_aside
@@ -27,38 +28,50 @@ log = logging.getLogger("oneshot_bench")
 class TrainedTruth(GroundTruth):
     kind = "trained"
 
-    def _key(self, arch: Arch, train: TrainConfig) -> str:
+    def _key(self, arch: Arch, train: TrainConfig, seed: int, extras: TrainingExtras, net: NetConfig) -> str:
         ctx = self.ctx
         spec = {"arch": self.space.encode(arch), "data": ctx.data.sha256, "res": ctx.data.resolution,
-                "net": asdict(ctx.net), "train": asdict(train), "seed": ctx.seed, "space": self.space.name}
+                "net": asdict(net), "train": asdict(train), "seed": seed, "space": self.space.name}
+        if extras.active:  # (keys of trainings without extras stay what they were)
+            spec["extras"] = asdict(extras)
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
-    def _train(self, arch: Arch, train: TrainConfig) -> dict[str, Any]:
+    def _train(self, arch: Arch, train: TrainConfig, seed: int = -1, extras: TrainingExtras = NO_EXTRAS,
+               keep_correct: bool = False, net: Optional[NetConfig] = None) -> dict[str, Any]:
         ctx = self.ctx
-        path = ctx.cache_dir / self.space.name / f"{self._key(arch, train)}.json"
+        seed, net = ctx.seed if seed < 0 else seed, net or ctx.net
+        path = ctx.cache_dir / self.space.name / f"{self._key(arch, train, seed, extras, net)}.json"
         if path.is_file():
             try:
                 cached = read_json(path)
-                if isinstance(cached, dict) and "test_acc" in cached and "val_acc" in cached:
+                if isinstance(cached, dict) and "test_acc" in cached and "val_acc" in cached and (
+                        "test_correct" in cached or not keep_correct):
                     return cached
             except (OSError, ValueError):
                 pass
             log.warning("ground-truth cache file %s is unreadable; kept as %s and the arch is trained again", path,
                         move_aside(path).name)
         start = time.perf_counter()
-        net = seeded(lambda: self.space.build_standalone(arch, ctx.net), ctx.seed)
-        accs = train_standalone(net, ctx.data, train, ctx.device, ctx.seed, desc="ground truth")
-        result = {"arch": self.space.encode(arch), **accs, "seconds": time.perf_counter() - start,
-                  "train": asdict(train), "net": asdict(ctx.net)}
+        model = seeded(lambda: self.space.build_standalone(arch, net), seed)
+        accs = train_standalone(model, ctx.data, train, ctx.device, seed, extras=extras, desc="ground truth",
+                                keep_correct=keep_correct)
+        result = {"arch": self.space.encode(arch), "val_acc": accs["val_acc"], "test_acc": accs["test_acc"],
+                  "seconds": time.perf_counter() - start, "train": asdict(train), "net": asdict(net),
+                  "seed": seed, "extras": asdict(extras), "n_images": len(ctx.data.test)}
+        if keep_correct:
+            result["test_correct"] = np.packbits(accs["test_correct"]).tobytes().hex()
         write_json(path, result)
         return result
 
     def accuracies(self, archs: list[Arch]) -> list[float]:
         return [self._train(a, self.ctx.train)["test_acc"] for a in tqdm(archs, desc="ground truth", leave=False)]
 
-    def final_accuracy(self, arch: Arch) -> dict[str, Any]:
-        r = self._train(arch, self.ctx.final)
-        return {"test_acc": r["test_acc"], "val_acc": r["val_acc"], "source": "retrained", "seconds": r["seconds"]}
+    def final_accuracy(self, arch: Arch, *, seed_index: int = 0, extras: TrainingExtras = NO_EXTRAS,
+                       net: Optional[NetConfig] = None) -> dict[str, Any]:
+        r = self._train(arch, self.ctx.final, seed=self.ctx.seed + 1000 * seed_index, extras=extras,
+                        keep_correct=True, net=net)
+        return {"test_acc": r["test_acc"], "val_acc": r["val_acc"], "source": "retrained", "seconds": r["seconds"],
+                "n_images": r["n_images"], "correct": r["test_correct"]}
 
     def describe(self) -> dict[str, Any]:
         ctx = self.ctx
