@@ -32,9 +32,26 @@ def print_summary(record: RunRecord) -> None:
                         f"seed={record.seed})")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if record.plumbing_check:
+        table.title = f"{table.title}: PLUMBING CHECK, NOT A MEASUREMENT"
+        table.title_style = "bold yellow"
+        table.caption = (f"PLUMBING CHECK, NOT A MEASUREMENT: {record.plumbing_check}. It shows the code runs; "
+                         f"its numbers say nothing about the method (use data=cifar10 budget=cpu or larger).")
+        table.caption_style = "bold yellow"
     for name in ("kendall_tau", "spearman_rho", "pearson_r"):
         low, high = getattr(r, f"{name}_ci_low"), getattr(r, f"{name}_ci_high")
         table.add_row(name, f"{getattr(s, name):.3f}  [{low:.3f}, {high:.3f}]")
+    best = r.best_reference()
+    if best is not None:
+        name, ref = best
+        table.add_row("  best reference (no training)",
+                      f"{name}: Kendall {ref.kendall_tau:.3f}  [{ref.kendall_tau_ci_low:.3f}, "
+                      f"{ref.kendall_tau_ci_high:.3f}]")
+        table.add_row("  other references", ", ".join(f"{n} {v.kendall_tau:.3f}" for n, v in r.references.items()
+                                                      if n != name) or "-")
+    if r.anytime:
+        table.add_row("anytime Kendall (train s)", ", ".join(f"{p.kendall_tau:.2f} @ {p.train_seconds:.0f}s"
+                                                             for p in r.anytime))
     table.add_row("precision@top10% / @5", f"{s.precision_at_top10pct:.2f} / {s.precision_at_5:.2f}")
     table.add_row("found arch", f.arch)
     sel = f.selection

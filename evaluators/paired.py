@@ -40,14 +40,22 @@ def kendall_tau_resampled(values: np.ndarray, truth: np.ndarray, indices: np.nda
     """Kendall's tau-b of values[idx] against truth[idx] for every row idx of `indices` (B x n), vectorised:
     sum of sign products over pairs / sqrt(untied pairs of each side); identical (resampled twice) pairs count as
     ties on both sides, as scipy counts them. NaN where a side is constant."""
-    out = np.empty(len(indices))
+    return kendall_taus_resampled({"": values}, truth, indices)[""]
+
+
+def kendall_taus_resampled(values: dict[str, np.ndarray], truth: np.ndarray,
+                           indices: np.ndarray) -> dict[str, np.ndarray]:
+    """`kendall_tau_resampled` of several proxies against one truth, the truth's pair signs computed once."""
+    out = {name: np.empty(len(indices)) for name in values}
     for start in range(0, len(indices), 64):  # chunks keep B x n x n small
         idx = indices[start:start + 64]
-        sv = np.sign(values[idx][:, :, None] - values[idx][:, None, :])
         st = np.sign(truth[idx][:, :, None] - truth[idx][:, None, :])
-        denominator = np.sqrt((sv ** 2).sum((1, 2)) * (st ** 2).sum((1, 2)))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:start + 64] = np.where(denominator > 0, (sv * st).sum((1, 2)) / denominator, np.nan)
+        truth_pairs = (st ** 2).sum((1, 2))
+        for name, v in values.items():
+            sv = np.sign(v[idx][:, :, None] - v[idx][:, None, :])
+            denominator = np.sqrt((sv ** 2).sum((1, 2)) * truth_pairs)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[name][start:start + 64] = np.where(denominator > 0, (sv * st).sum((1, 2)) / denominator, np.nan)
     return out
 
 
@@ -69,6 +77,37 @@ def tau_difference(proxy_a: Sequence[float], proxy_b: Sequence[float], truth: Se
         return PairedDifference("kendall_tau", difference, math.nan, math.nan, 0)
     low, high = np.quantile(diffs, [0.025, 0.975])
     return PairedDifference("kendall_tau", difference, float(low), float(high), len(diffs))
+
+
+def tau_differences(proxies: dict[str, Sequence[float]], truth: Sequence[float], *, resamples: int = 1000,
+                    seed: int = 0) -> dict[tuple[str, str], PairedDifference]:
+    """`tau_difference` for every pair of several proxies of the same sample, from one set of resamples: each
+    proxy's resampled taus are computed once, so n proxies cost n bootstraps, not n^2 / 2. Keys (a, b) follow the
+    order of `proxies`."""
+    t = np.asarray(truth, dtype=float)
+    names = list(proxies)
+    values = {name: np.asarray(proxies[name], dtype=float) for name in names}
+    if any(len(v) != len(t) for v in values.values()):
+        raise ValueError("paired comparison needs the same sample for every proxy")
+    whole = np.arange(len(t))[None, :]
+    taus = lambda idx: {n: np.nan_to_num(v, nan=0.0)  # noqa: E731 - a constant proxy ranks nothing: 0
+                        for n, v in kendall_taus_resampled(values, t, idx).items()}
+    point = {n: float(v[0]) for n, v in taus(whole).items()}
+    enough = resamples > 0 and len(t) >= 4 and not is_constant(t)
+    if enough:
+        idx = np.random.default_rng(seed).integers(0, len(t), (resamples, len(t)))
+        keep = np.ptp(t[idx], axis=1) != 0
+        boot = {n: v[keep] for n, v in taus(idx).items()}
+    out = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            difference = point[a] - point[b] if not is_constant(t) else math.nan
+            if not enough or not len(boot[a]):
+                out[(a, b)] = PairedDifference("kendall_tau", difference, math.nan, math.nan, 0)
+                continue
+            low, high = np.quantile(boot[a] - boot[b], [0.025, 0.975])
+            out[(a, b)] = PairedDifference("kendall_tau", difference, float(low), float(high), len(boot[a]))
+    return out
 
 
 def correlation_difference(proxy_a: Sequence[float], proxy_b: Sequence[float], truth: Sequence[float], *,

@@ -19,9 +19,9 @@ from oneshot_bench.atomic import read_json, write_json
 
 RECORD_VERSION = 2
 # cost phases, in the order they run. Search cost = supernet_train + derive + selection (the method's own work,
-# what the papers' GPU-days count); ranking = scoring the shared benchmark sample (evaluation, reported apart);
-# final = training (or looking up) the selected archs.
-PHASES = ("supernet_train", "ranking", "derive", "selection", "final")
+# what the papers' GPU-days count); anytime = scoring the shared sample part-way through training, and ranking =
+# scoring it at the end (evaluation, reported apart); final = training (or looking up) the selected archs.
+PHASES = ("supernet_train", "anytime", "ranking", "derive", "selection", "final")
 SEARCH_PHASES = ("supernet_train", "derive", "selection")
 
 
@@ -76,13 +76,35 @@ class ExtraProxy(RankingMetrics):
 
 
 @dataclass
+class AnytimePoint:
+    """The method's ranking of the shared sample part-way through its training (budget.ranking_every)."""
+
+    epoch: int  # after this many search epochs
+    train_seconds: float  # device-seconds of training so far (scoring time excluded)
+    n: int  # archs scored: the first n of the shared sample (budget.anytime_sample)
+    kendall_tau: float
+    kendall_tau_ci_low: float
+    kendall_tau_ci_high: float
+
+
+@dataclass
 class Ranking(RankingMetrics):
-    """The method's proxy against the ground truth on the shared sample, arch by arch."""
+    """The method's proxy against the ground truth on the shared sample, arch by arch; its free references (the
+    same sample ranked by parameter count and FLOPs, no training) and, with budget.ranking_every, its anytime
+    curve (the last point is this ranking)."""
 
     archs: list[str]
     proxy: list[float]
     truth: list[float]
     extra_proxies: dict[str, ExtraProxy] = field(default_factory=dict)
+    references: dict[str, ExtraProxy] = field(default_factory=dict)
+    anytime: list[AnytimePoint] = field(default_factory=list)
+
+    def best_reference(self) -> Optional[tuple[str, ExtraProxy]]:
+        """The reference with the highest Kendall tau on this sample."""
+        if not self.references:
+            return None
+        return max(self.references.items(), key=lambda item: item[1].kendall_tau)
 
 
 @dataclass
@@ -144,6 +166,7 @@ class Summary:
     search_device_seconds: float
     search_gpu_days: float
     supernet_train_seconds: float = 0.0
+    anytime_seconds: float = 0.0
     ranking_seconds: float = 0.0
     derive_seconds: float = 0.0
     selection_seconds: float = 0.0
@@ -219,7 +242,7 @@ class RunRecord:
         if not len(r.archs) == len(r.proxy) == len(r.truth) == r.n:
             raise RecordError(f"record.ranking has {len(r.archs)} archs, {len(r.proxy)} proxy scores and "
                               f"{len(r.truth)} truths for n={r.n}")
-        for name, extra in r.extra_proxies.items():
+        for name, extra in {**r.extra_proxies, **r.references}.items():
             if len(extra.proxy) != r.n:
                 raise RecordError(f"record.ranking.extra_proxies.{name} has {len(extra.proxy)} scores for n={r.n}")
 
@@ -240,6 +263,14 @@ class RunRecord:
     @property
     def method_params(self) -> dict[str, Any]:
         return dict(self.config.get("method", {}).get("params", {}))
+
+    @property
+    def plumbing_check(self) -> Optional[str]:
+        """Why this run checks that the code runs rather than measures anything (8x8 digits, or the seconds-long
+        smoke budget), in words; None for a measurement."""
+        reasons = [why for cond, why in ((self.data == "digits", "data=digits (8x8 digit images)"),
+                                         (self.budget == "smoke", "budget=smoke (seconds of training)")) if cond]
+        return " and ".join(reasons) or None
 
 
 # ---- validation: JSON values -> typed dataclasses ----------------------------------------------------------------

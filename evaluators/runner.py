@@ -2,8 +2,10 @@
 
     plan = plan_run(cfg)                 # everything that needs no data: space, method, truth, device, identity
     run = prepare(plan)                  # data, networks, ground truth bound, method set up (resumed if possible)
-    train(run)                           # search epochs, a checkpoint after each ("supernet_train" phase)
-    evaluation = evaluate(run)           # score the shared sample ("ranking"), derive, final accuracy ("final")
+    train(run)                           # search epochs, a checkpoint after each ("supernet_train" phase), and
+                                         # with budget.ranking_every an anytime ranking every K epochs ("anytime")
+    evaluation = evaluate(run)           # score the shared sample ("ranking"), its free references (params,
+                                         # FLOPs), derive, final accuracy ("final")
     record = build_record(run, evaluation, artifacts)
 
 Each phase is timed in device-seconds. Ground-truth work for the ranking sample is timed separately and never
@@ -11,6 +13,7 @@ charged to a method. `run_benchmark` runs the whole sequence and stores the reco
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -27,19 +30,21 @@ import torch
 from tqdm.auto import tqdm
 
 from methods.base import Method, SearchContext, get_method
+from oneshot_bench.atomic import read_json, write_json
 from oneshot_bench.config import NetConfig, Protocol, RunConfig, nets_for
 from oneshot_bench.data import DataBundle, data_sha256, load_data
 from oneshot_bench.device import configure_torch, resolve_device
 from oneshot_bench.errors import ConfigError
 from oneshot_bench.measure import count_flops, count_params
 from oneshot_bench.training import seeded, train_standalone
-from search_spaces.base import SUPERNET, Arch, SearchSpace, get_space
+from search_spaces.base import STANDALONE, SUPERNET, Arch, SearchSpace, get_space
 
+from .anytime import AnytimeScorer
 from .cost import CostMeter
 from .environment import git_commit, versions
 from .paired import accuracy_standard_error
 from .ranking import ranking_metrics
-from .record import RECORD_VERSION, ExtraProxy, Finalist, Found, Hashes, Ranking, RunRecord, Summary
+from .record import RECORD_VERSION, AnytimePoint, ExtraProxy, Finalist, Found, Hashes, Ranking, RunRecord, Summary
 from .sample import benchmark_sample
 from .store import ResultsStore, config_hash, run_id_for
 from .truth import GroundTruth, TruthContext, resolve_truth
@@ -71,6 +76,8 @@ def identity_of(cfg: RunConfig, method: Method, truth: GroundTruth, device: torc
     not)."""
     config = asdict(cfg)
     del config["execution"]
+    for key in ("ranking_every", "anytime_sample"):  # anytime scoring leaves training bit-identical (anytime.py)
+        del config["budget"][key]
     config["method"]["params"] = method.hparams_dict()
     config["truth"] = truth.identity()
     config["device"] = device.type
@@ -89,10 +96,6 @@ def plan_run(cfg: RunConfig) -> RunPlan:
     method.check_supports(space)
     truth = resolve_truth(space, cfg.truth.name, cfg.truth.params, verify=cfg.truth.verify)
     pool = truth.arch_pool()
-    if pool is not None and not method.draws_candidates:
-        raise ConfigError(f"truth {truth.name!r} covers only {len(pool)} archs of space {space.name!r}, and method "
-                          f"{method.name!r} derives archs outside any given set (evolution, argmax or a controller), "
-                          f"so its final accuracy could not be looked up; use truth=trained.")
     available = len(pool) if pool is not None else space.size()
     if available is not None and cfg.budget.ranking_sample > available:
         source = f"truth {truth.name!r} covers" if pool is not None else f"space {space.name} has"
@@ -147,6 +150,20 @@ class PreparedRun:
     start_epoch: int = 0
     # per-arch work after training: ranking scores (arch string -> score and extra proxies), saved as it happens
     ranking: dict[str, dict[str, Any]] = field(default_factory=dict)
+    anytime: list[dict[str, Any]] = field(default_factory=list)  # AnytimePoint fields, checkpointed
+    truth_seconds: float = 0.0  # ground-truth work for the sample (reference work, never charged to the method)
+    _sample: Optional[tuple[list[Arch], list[float]]] = None
+
+    def sample_and_truth(self) -> tuple[list[Arch], list[float]]:
+        """The shared ranking sample of this run's (space, truth, seed) and its true accuracies (computed once)."""
+        if self._sample is None:
+            plan, budget = self.plan, self.plan.cfg.budget
+            sample = benchmark_sample(plan.space, plan.cfg.seed, budget.ranking_sample, pool=plan.truth.arch_pool(),
+                                      truth=plan.truth.name)
+            start = time.perf_counter()
+            self._sample = sample, plan.truth.accuracies(sample)
+            self.truth_seconds += time.perf_counter() - start
+        return self._sample
 
     def save_progress(self) -> None:
         plan = self.plan
@@ -200,6 +217,7 @@ def prepare(plan: RunPlan) -> PreparedRun:
     if checkpoint is not None:
         plan.method.load_state_dict(checkpoint["method"])
         run.meter.seconds, run.history = dict(checkpoint["seconds"]), list(checkpoint["history"])
+        run.anytime = list(checkpoint.get("anytime", []))
         run.start_epoch = checkpoint["epoch"] + 1
         torch.set_rng_state(checkpoint["torch_rng"])
         log.info("resuming run %s after epoch %d", plan.run_id, checkpoint["epoch"])
@@ -218,15 +236,24 @@ def prepare(plan: RunPlan) -> PreparedRun:
 # ---- train ---------------------------------------------------------------------------------------------------------
 
 def train(run: PreparedRun, progress: Optional[bool] = None) -> None:
+    """Search epochs (none for a method that does not train: random, zero-cost proxies), each followed by an
+    anytime ranking when one is due and affordable, then a checkpoint."""
     plan, budget = run.plan, run.plan.cfg.budget
     method = plan.method
+    if not method.trains:
+        return
+    anytime = AnytimeScorer(method, run.meter, budget.ranking_every, budget.search_epochs, run.sample_and_truth,
+                            sample_size=budget.anytime_sample or budget.ranking_sample,
+                            resamples=budget.bootstrap_resamples,
+                            seed=plan.cfg.seed, points=run.anytime)
     for epoch in tqdm(range(run.start_epoch, budget.search_epochs), desc=f"{method.name} search",
                       disable=progress is False or None, initial=run.start_epoch, total=budget.search_epochs):
         with run.meter.phase("supernet_train"):
             run.history.append({"epoch": epoch, **method.train_epoch(epoch)})
+        anytime.after_epoch(epoch)
         plan.store.save_checkpoint(plan.run_id, plan.config_hash, {
             "method": method.state_dict(), "seconds": dict(run.meter.seconds), "history": run.history,
-            "epoch": epoch, "torch_rng": torch.get_rng_state()})
+            "epoch": epoch, "torch_rng": torch.get_rng_state(), "anytime": run.anytime})
 
 
 # ---- evaluate ------------------------------------------------------------------------------------------------------
@@ -239,6 +266,7 @@ class Evaluation:
     truth_seconds: float
     metrics: dict[str, float]
     extra: dict[str, ExtraProxy]
+    references: dict[str, ExtraProxy]
     best: Arch  # the selected arch (top1: the method's best; top_best: the one kept after short training)
     finals: list[dict[str, Any]]  # one per final training or lookup: arch, proxy score, truth's result
 
@@ -303,16 +331,43 @@ def select(run: PreparedRun) -> tuple[Arch, list[dict[str, Any]]]:
     return chosen[0], finals
 
 
+def free_references(run: PreparedRun, sample: list[Arch], true_acc: list[float]) -> dict[str, ExtraProxy]:
+    """The sample ranked by parameter count and by FLOPs of each arch's search-size network at the run's image
+    side: rankings that need no training, the least a method's ranking must beat. Counted on the meta device (no
+    memory, no data) once per (space, network, image side, sample) and cached beside the truth cache, since every
+    method of a comparison shares them; reference work, never charged to the method."""
+    plan, cfg = run.plan, run.plan.cfg
+    archs = [plan.space.encode(a) for a in sample]
+    key = hashlib.sha256(json.dumps([plan.space.name, cfg.space.params, asdict(run.net), run.data.resolution, archs],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:32]
+    path = Path(cfg.execution.cache_dir or plan.store.cache_dir) / "references" / f"{key}.json"
+    sizes: Optional[dict[str, list[float]]] = None
+    if path.is_file():
+        try:
+            sizes = read_json(path)
+        except (OSError, ValueError):
+            sizes = None  # unreadable: recounted and rewritten below
+    if not (isinstance(sizes, dict) and all(len(sizes.get(k, [])) == len(sample) for k in ("params", "flops"))):
+        sizes = {"params": [], "flops": []}
+        for arch in sample:
+            with torch.device("meta"):
+                model = plan.space.build_standalone(arch, run.net)
+            sizes["params"].append(float(count_params(model)))
+            sizes["flops"].append(float(count_flops(model, run.net.in_channels, run.data.resolution)))
+        write_json(path, sizes)
+    return {name: ExtraProxy(**ranking_metrics(values, true_acc, resamples=cfg.budget.bootstrap_resamples,
+                                               seed=cfg.seed), proxy=[float(v) for v in values])
+            for name, values in sizes.items() if name in ("params", "flops")}
+
+
 def evaluate(run: PreparedRun, progress: Optional[bool] = None) -> Evaluation:
     plan, budget, seed = run.plan, run.plan.cfg.budget, run.plan.cfg.seed
-    truth, encode = plan.truth, plan.space.encode
-    sample = benchmark_sample(plan.space, seed, budget.ranking_sample, pool=truth.arch_pool(), truth=truth.name)
+    encode = plan.space.encode
+    sample, true_acc = run.sample_and_truth()
     score_sample(run, sample, progress)
     scores = [run.ranking[encode(a)]["score"] for a in sample]
     extra_names = sorted({name for entry in run.ranking.values() for name in entry["extra"]})
-    truth_start = time.perf_counter()
-    true_acc = truth.accuracies(sample)
-    truth_seconds = time.perf_counter() - truth_start  # reference work, not charged to the method
+    references = free_references(run, sample, true_acc) if STANDALONE in plan.space.capabilities else {}
     metrics = ranking_metrics(scores, true_acc, resamples=budget.bootstrap_resamples, seed=seed)
     extra = {}
     for name in extra_names:
@@ -321,7 +376,7 @@ def evaluate(run: PreparedRun, progress: Optional[bool] = None) -> Evaluation:
                                  proxy=values)
     run.save_progress()
     best, finals = select(run)
-    return Evaluation(sample, scores, true_acc, truth_seconds, metrics, extra, best, finals)
+    return Evaluation(sample, scores, true_acc, run.truth_seconds, metrics, extra, references, best, finals)
 
 
 # ---- build the record ----------------------------------------------------------------------------------------------
@@ -355,8 +410,17 @@ def build_record(run: PreparedRun, ev: Evaluation, artifacts: list[str]) -> RunR
     mean_acc, n_images = statistics.fmean(accs), finalists[0].n_images
     std = spread(accs)
     se = std / math.sqrt(len(accs)) if len(accs) > 1 else accuracy_standard_error(mean_acc, n_images)
+    anytime = [AnytimePoint(**p) for p in run.anytime]
+    if anytime:  # the curve ends with the run's own ranking after all its training, on the curve's archs
+        n = anytime[-1].n
+        last = ranking_metrics(ev.scores[:n], ev.true_acc[:n], resamples=cfg.budget.bootstrap_resamples,
+                               seed=cfg.seed)
+        anytime.append(AnytimePoint(epoch=cfg.budget.search_epochs,
+                                    train_seconds=run.meter.seconds.get("supernet_train", 0.0), n=n,
+                                    kendall_tau=last["kendall_tau"], kendall_tau_ci_low=last["kendall_tau_ci_low"],
+                                    kendall_tau_ci_high=last["kendall_tau_ci_high"]))
     ranking = Ranking(**ev.metrics, archs=[encode(a) for a in ev.sample], proxy=ev.scores, truth=ev.true_acc,
-                      extra_proxies=ev.extra)
+                      extra_proxies=ev.extra, references=ev.references, anytime=anytime)
     selection = {"name": str(cfg.selection.name), **{k: v for k, v in asdict(cfg.selection).items() if k != "name"}}
     found = Found(arch=encode(ev.best), params=round(statistics.fmean(params)), flops=sizes[ev.best][1],
                   net=asdict(net), resolution=side, final_test_acc=mean_acc, final_source=finalists[0].source,

@@ -218,7 +218,6 @@ class HypernetMethod(Method):
 
     required_capabilities = frozenset({SAMPLE, ENCODE, STANDALONE})
     Hparams = HypernetHparams
-    draws_candidates = True
 
     # ---- subclass hooks -------------------------------------------------------------------------------------------
     @abstractmethod

@@ -58,9 +58,8 @@ class Method(ABC):
     name: ClassVar[str]
     Hparams: ClassVar[type] = NoHparams
     required_capabilities: ClassVar[frozenset[str]] = frozenset({SAMPLE, ENCODE})
-    # True when derive() picks among `candidate_archs` (so it stays inside a ground-truth subset, `arch_pool`);
-    # False when it can reach any arch of the space (evolution, argmax of weights, a controller)
-    draws_candidates: ClassVar[bool] = False
+    # False for methods whose scores do not change with search epochs (random, zero-cost proxies): no anytime curve
+    trains: ClassVar[bool] = True
 
     def __init__(self, hparams: Optional[dict[str, Any]] = None):
         # validated here (types and ranges, in the dataclass' __post_init__), before any data is loaded
@@ -125,7 +124,8 @@ class Method(ABC):
     def ranked(self, n: int) -> list[tuple[Arch, float]]:
         """The method's own search over (about) `n` candidates, best first, each with the method's proxy score:
         what the selection protocols pick from (top-k, Top-Best). Scores go through `cached`, so a resumed run
-        and a later `derive` reuse them."""
+        and a later `derive` reuse them. Every returned arch lies in `ctx.arch_pool` when the truth covers only a
+        subset of the space (tests/test_contract.py checks every method)."""
 
     def derive(self) -> Arch:
         """The method's best architecture: the first of its own ranking of `budget.candidates` archs."""

@@ -20,7 +20,9 @@ the weight optimizer's momentum buffer and weight decay as the official `archite
 paper's plain gradient step (Eq. 6). Neither changes the Hessian term.
 
 Derive: `space.derive_from_weights(softmax(alpha))` (argmax per choice point, within the space's input-selection
-constraints: a DARTS cell keeps the top-2 incoming edges per node, the zero op excluded). Ranking: supernet
+constraints: a DARTS cell keeps the top-2 incoming edges per node, the zero op excluded). With a ground truth that
+covers only a subset of the space (truth=nb301), derive picks the covered arch most likely under softmax(alpha)
+instead, so its accuracy is a lookup: an adaptation, not the paper's rule. Ranking: supernet
 accuracy of each sampled arch's single path after BN recalibration; `score` also stores, in
 `extra_scores["alpha_log_likelihood"]`, each arch's log-likelihood under the architecture distribution, sum over
 choice points of log softmax(alpha)[chosen op] (on the edges an arch leaves unused, the zero op's entry).
@@ -103,13 +105,21 @@ class ArchDistributionMethod(SupernetMethod):
         return super().score(archs)
 
     def derive(self) -> Arch:
+        if self.ctx.arch_pool is not None:
+            return self.ranked(1)[0][0]
         return self.ctx.space.derive_from_weights(self.arch_probs())
 
     def ranked(self, n: int) -> list[tuple[Arch, float]]:
         """The discretised arch (the paper's rule) first, then up to n - 1 more distinct archs drawn from the
         architecture distribution (the Gumbel-max trick on alpha, discretised by the space's own rule, so input
-        constraints hold), by their log-likelihood under softmax(alpha)."""
-        best = self.derive()
+        constraints hold), by their log-likelihood under softmax(alpha).
+
+        With a ground truth covering a subset of the space (`arch_pool`), the n covered archs most likely under
+        the distribution instead (the discretised arch is usually not covered): an adaptation to subset truths."""
+        likelihood = lambda a: alpha_log_likelihood(self.alphas, self.path_of(a))  # noqa: E731
+        if self.ctx.arch_pool is not None:
+            return sorted(((tuple(a), likelihood(a)) for a in self.ctx.arch_pool), key=lambda t: -t[1])[:n]
+        best = self.ctx.space.derive_from_weights(self.arch_probs())
         gen = torch.Generator().manual_seed(self.ctx.seed)  # a fixed draw: the same ranking on every call
 
         def draw() -> Arch:
@@ -118,7 +128,6 @@ class ArchDistributionMethod(SupernetMethod):
             return self.ctx.space.derive_from_weights([F.softmax(z, -1) for z in noisy])
 
         others = [a for a in distinct_archs(draw, n, max_draws=10 * n) if a != best][:max(0, n - 1)]
-        likelihood = lambda a: alpha_log_likelihood(self.alphas, self.path_of(a))  # noqa: E731
         return [(best, likelihood(best))] + sorted(((a, likelihood(a)) for a in others), key=lambda t: -t[1])
 
     def artifacts(self) -> dict[str, Any]:

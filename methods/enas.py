@@ -32,7 +32,9 @@ would need rejection sampling; none of the supernet spaces has one.
 
 Ranking proxy: supernet accuracy of each arch after BN recalibration (the spine's); `extra_scores` adds the
 controller's log-probability of each arch (`controller_log_prob`). Derive: sample `budget.candidates` archs from
-the trained controller (distinct ones, up to 10 rounds of sampling), keep the best by supernet accuracy.
+the trained controller (distinct ones, up to 10 rounds of sampling), keep the best by supernet accuracy. With a
+ground truth that covers only a subset of the space (truth=nb301), the candidates are the `budget.candidates`
+covered archs with the highest controller log-probability instead (an adaptation, so the result is a lookup).
 """
 from __future__ import annotations
 
@@ -274,8 +276,16 @@ class ENAS(SupernetMethod):
 
     def ranked(self, n: int) -> list[tuple[Arch, float]]:
         """n distinct controller samples (up to 10 n draws: a converged controller repeats itself), ranked by
-        supernet accuracy."""
-        candidates = distinct_archs(lambda: self.sample_archs(1)[0], n, max_draws=10 * n)
+        supernet accuracy. With a ground truth covering a subset of the space (`arch_pool`), the n covered archs
+        the controller finds most likely instead (an adaptation to subset truths), ranked the same way."""
+        pool = self.ctx.arch_pool
+        if pool is not None:
+            with torch.no_grad():
+                log_probs = self.log_probs(list(pool)).tolist()
+            order = sorted(range(len(pool)), key=lambda i: -log_probs[i])
+            candidates = [tuple(pool[i]) for i in order[:n]]
+        else:
+            candidates = distinct_archs(lambda: self.sample_archs(1)[0], n, max_draws=10 * n)
         ranking = rank(candidates, self.cached("derive", self.supernet_accuracy), "enas derive")
         self.derive_candidates = dict(ranking)
         return ranking

@@ -165,7 +165,7 @@ class GreedyNAS(SPOS):
         """SPOS' evolutionary search, its initial population taken from the candidate pool (best paths first)."""
         self.evolution = evolutionary_search(
             self.ctx.space, self.cached("derive", self.supernet_accuracy), self.rng, **self.evolution_settings(),
-            initial=self.pool.archs())
+            initial=self.pool.archs(), pool=self.ctx.arch_pool)
         return sorted(self.evolution.evaluated.items(), key=lambda item: -item[1])
 
     def artifacts(self) -> dict[str, Any]:

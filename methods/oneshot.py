@@ -80,7 +80,6 @@ class OneShotHparams:
 @register_method("oneshot")
 class OneShot(SupernetMethod):
     Hparams = OneShotHparams
-    draws_candidates = True
 
     def build(self) -> None:
         super().build()

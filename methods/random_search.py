@@ -24,8 +24,8 @@ class RandomHparams:
 @register_method("random")
 class RandomSearch(Method):
     Hparams = RandomHparams
+    trains = False  # its standalone trainings happen in derive and scoring, not in search epochs
     required_capabilities = frozenset({SAMPLE, ENCODE, STANDALONE})
-    draws_candidates = True
 
     def build(self) -> None:
         train = self.ctx.budget.standalone

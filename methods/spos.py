@@ -61,7 +61,8 @@ class SPOS(SupernetMethod):
         """The evolutionary search (budget.evolution_population x (generations + 1) evaluations; `n` does not
         change it): every arch it evaluated, by supernet accuracy."""
         self.evolution = evolutionary_search(
-            self.ctx.space, self.cached("derive", self.supernet_accuracy), self.rng, **self.evolution_settings())
+            self.ctx.space, self.cached("derive", self.supernet_accuracy), self.rng, **self.evolution_settings(),
+            pool=self.ctx.arch_pool)
         return sorted(self.evolution.evaluated.items(), key=lambda item: -item[1])
 
     def evolution_settings(self) -> dict[str, Any]:

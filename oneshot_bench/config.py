@@ -107,6 +107,12 @@ class BudgetConfig:
     final_net: NetConfig = field(default_factory=NetConfig)
     final_net_by_space: dict[str, NetConfig] = field(default_factory=dict)  # per-space override of `final_net`
     bootstrap_resamples: int = 1000
+    # score the shared sample every this many search epochs (an anytime ranking curve; 0: only at the end). It
+    # never changes training (state restored after) and is skipped where it would exceed 10% of training time
+    ranking_every: int = 0
+    # archs an anytime point scores: the first this many of the shared sample (null: all of it); the curve's
+    # taus, its last point included, are on them, so a cheap subset buys more points under the 10% cap
+    anytime_sample: Optional[int] = None
 
     def __post_init__(self) -> None:
         """Ranges of every field (types are OmegaConf's), so a bad budget fails before any data is read."""
@@ -135,6 +141,11 @@ class BudgetConfig:
                 "evolution needs a population of at least 2")
         require(self.bootstrap_resamples >= 0, f"{b}.bootstrap_resamples", self.bootstrap_resamples,
                 "it must be >= 0 (0: no confidence intervals)")
+        require(self.ranking_every >= 0, f"{b}.ranking_every", self.ranking_every,
+                "it must be >= 0 (0: rank the sample only after training)")
+        require(self.anytime_sample is None or 4 <= self.anytime_sample <= self.ranking_sample,
+                f"{b}.anytime_sample", self.anytime_sample,
+                f"it must be null or between 4 and budget.ranking_sample ({self.ranking_sample})")
         _check_net(f"{b}.net", self.net)
         _check_net(f"{b}.final_net", self.final_net)
         for space, net in self.net_by_space.items():

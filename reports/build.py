@@ -13,6 +13,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from evaluators.record import RunRecord
 
 from . import formatting as fmt
+from .comparison import REFERENCE_METHOD, SummaryRow, best_reference_text, compare
 from .evidence import supported_orderings
 from .figures import Figure, setting_figures
 from .metadata import RunMeta, VersionRow, run_metadata, version_table
@@ -29,9 +30,13 @@ class Setting:
 
     id: str
     title: str
-    rows: list[dict[str, str]]
+    rows: list[dict[str, str]]  # one per method run (references are in `summary`)
+    summary: list[SummaryRow]  # one per method variant and reference, across seeds
+    best_reference: str  # per seed, in words ("" without references)
     figures: list[Figure]
     orderings: list[str]  # what paired tests support (reports.evidence); empty: no ordering is supported
+    plumbing_check: str  # why the setting's runs measure nothing ("" for a measurement)
+    truth_note: str  # what the ground truth is, where a reader must know (surrogate predictions)
 
 
 def slug(text: str) -> str:
@@ -61,11 +66,21 @@ def build_settings(runs: pd.DataFrame, points: pd.DataFrame, records: list[RunRe
     by_id = {r.run_id: r for r in records}
     for title, group in runs.groupby("setting", sort=True):
         sid = slug(title)
-        rows = [method_table_row(r) for _, r in group.sort_values(["method", "variant", "seed"]).iterrows()]
-        figures = setting_figures(group, points[points["setting"] == title], sid)
-        labels = dict(zip(group["run_id"], group["variant"], strict=True))
-        orderings = supported_orderings([by_id[i] for i in group["run_id"]], labels)
-        settings.append(Setting(id=f"setting-{sid}", title=title, rows=rows, figures=figures, orderings=orderings))
+        setting_records = [by_id[i] for i in group["run_id"]]
+        comparison = compare(setting_records)
+        methods = group[group["method"] != REFERENCE_METHOD]
+        rows = [method_table_row(r) for _, r in methods.sort_values(["method", "variant", "seed"]).iterrows()]
+        method_points = points[(points["setting"] == title) & (points["method"] != REFERENCE_METHOD)]
+        figures = setting_figures(methods, method_points, comparison, sid) if len(methods) else []
+        plumbing = sorted({r.plumbing_check for r in setting_records if r.plumbing_check})
+        surrogate = sorted({r.hashes.truth.get("metric", "") for r in setting_records
+                            if r.hashes.truth.get("surrogate")})
+        settings.append(Setting(id=f"setting-{sid}", title=title, rows=rows, summary=comparison.rows,
+                                best_reference=best_reference_text(comparison), figures=figures,
+                                orderings=supported_orderings(comparison.entries),
+                                plumbing_check="; ".join(plumbing),
+                                truth_note=(f"Ground truth: {'; '.join(surrogate)}. These are a surrogate model's "
+                                            f"predictions, not trained accuracies." if surrogate else "")))
     return settings
 
 
@@ -80,7 +95,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, title: str = "one
     records = load_records(results_dir)
     runs, points = runs_frame(records), points_frame(records)
     settings = build_settings(runs, points, records) if records else []
-    tables: list[PaperTable] = build_tables(runs)
+    tables: list[PaperTable] = build_tables(runs, records=records)
     meta: list[RunMeta] = run_metadata(records)
     versions: list[VersionRow] = version_table(records)
     html = render(dict(title=title, results_dir=str(Path(results_dir).resolve()), n_records=len(records),

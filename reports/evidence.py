@@ -1,14 +1,18 @@
-"""What the measurements of one setting support, in sentences: an ordering of two methods is printed only when a
-paired test between them supports it (evaluators.paired): the 95% interval of their Kendall-tau difference on the
-same shared sample excludes 0, or McNemar's test on the same test images gives p < 0.05 for their found archs."""
+"""What the measurements of one setting support, in sentences: an ordering of two rankings is printed only when a
+paired test supports it (evaluators.paired): the 95% interval of their Kendall-tau difference on the same shared
+sample excludes 0; or, for two methods' found archs, McNemar's test on the same test images gives p < 0.05.
+Methods are compared with each other and with the references (rankings that need no training); references are
+not compared with each other."""
 from __future__ import annotations
 
 import itertools
 
 import numpy as np
 
-from evaluators.paired import mcnemar, tau_difference
+from evaluators.paired import mcnemar, tau_differences
 from evaluators.record import RunRecord
+
+from .comparison import RankingEntry
 
 
 def _correct(record: RunRecord):
@@ -20,32 +24,42 @@ def _correct(record: RunRecord):
     return bits[:first.n_images].astype(bool)
 
 
-def supported_orderings(records: list[RunRecord], labels: dict[str, str], resamples: int = 1000) -> list[str]:
-    """Every ordering a paired test supports between two runs of the same seed (the same sample and test images);
-    `labels` names each run (by run id)."""
+def supported_orderings(entries: list[RankingEntry], resamples: int = 1000) -> list[str]:
+    """Every ordering a paired test supports between two rankings of the same seed's sample (methods against
+    methods and against references), and between two methods' found archs tested on the same images."""
     out = []
-    by_seed: dict[int, list[RunRecord]] = {}
-    for record in records:
-        by_seed.setdefault(record.seed, []).append(record)
-    for seed, group in sorted(by_seed.items()):
-        for a, b in itertools.combinations(sorted(group, key=lambda r: labels[r.run_id]), 2):
-            if a.ranking.archs == b.ranking.archs:
-                d = tau_difference(a.ranking.proxy, b.ranking.proxy, a.ranking.truth, resamples=resamples, seed=seed)
-                if d.winner is not None:
-                    better, worse = (a, b) if d.winner == "a" else (b, a)
-                    diff, low, high = ((d.difference, d.ci_low, d.ci_high) if d.winner == "a"
-                                       else (-d.difference, -d.ci_high, -d.ci_low))
-                    out.append(f"{labels[better.run_id]} ranks better than {labels[worse.run_id]} (seed {seed}): "
-                               f"Kendall tau difference {diff:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}] (paired "
-                               f"bootstrap over the shared sample, {d.valid_resamples} resamples)")
-            ca, cb = _correct(a), _correct(b)
-            same_images = a.hashes.data_sha256 == b.hashes.data_sha256
+    by_sample: dict[tuple[int, tuple[str, ...]], list[RankingEntry]] = {}
+    for e in entries:
+        by_sample.setdefault((e.seed, tuple(e.archs)), []).append(e)
+    for (seed, _), group in sorted(by_sample.items(), key=lambda item: item[0][0]):
+        group = sorted(group, key=lambda e: (e.kind, e.label))
+        if not any(e.kind == "method" for e in group):
+            continue
+        names = [f"{e.kind}:{e.label}:{i}" for i, e in enumerate(group)]
+        diffs = tau_differences({n: e.proxy for n, e in zip(names, group, strict=True)}, group[0].truth,
+                                resamples=resamples, seed=seed)
+        for (i, a), (j, b) in itertools.combinations(enumerate(group), 2):
+            if a.kind == b.kind == "reference":
+                continue
+            d = diffs[(names[i], names[j])]
+            if d.winner is None:
+                continue
+            better, worse = (a, b) if d.winner == "a" else (b, a)
+            diff, low, high = ((d.difference, d.ci_low, d.ci_high) if d.winner == "a"
+                               else (-d.difference, -d.ci_high, -d.ci_low))
+            out.append(f"{better.label} ranks better than {worse.label} (seed {seed}): Kendall tau difference "
+                       f"{diff:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}] (paired bootstrap over the shared sample, "
+                       f"{d.valid_resamples} resamples)")
+        runs = [e for e in group if e.record is not None]
+        for a, b in itertools.combinations(runs, 2):
+            ca, cb = _correct(a.record), _correct(b.record)
+            same_images = a.record.hashes.data_sha256 == b.record.hashes.data_sha256
             if ca is not None and cb is not None and len(ca) == len(cb) and same_images:
                 test = mcnemar(ca, cb)
                 if test.winner is not None:
                     better, worse = (a, b) if test.winner == "a" else (b, a)
-                    out.append(f"{labels[better.run_id]}'s found arch is more accurate than "
-                               f"{labels[worse.run_id]}'s (seed {seed}): {better.found.finalists[0].test_acc:.2f}% "
-                               f"vs {worse.found.finalists[0].test_acc:.2f}% on the same {len(ca)} test images, "
-                               f"McNemar p = {test.p_value:.3g}")
+                    out.append(f"{better.label}'s found arch is more accurate than {worse.label}'s (seed {seed}): "
+                               f"{better.record.found.finalists[0].test_acc:.2f}% vs "
+                               f"{worse.record.found.finalists[0].test_acc:.2f}% on the same {len(ca)} test "
+                               f"images, McNemar p = {test.p_value:.3g}")
     return out

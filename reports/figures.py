@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
+from typing import Optional
 
 import matplotlib
 
@@ -15,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
+
+from .comparison import Comparison, prefix_tau  # noqa: E402
 
 DPI = 110
 
@@ -74,27 +77,78 @@ def cost_vs_accuracy(runs: pd.DataFrame, slug: str) -> Figure:
                   data_uri=to_data_uri(fig))
 
 
-def kendall_with_ci(runs: pd.DataFrame, slug: str) -> Figure:
-    """Kendall tau of every run with its 95% bootstrap interval."""
-    runs = runs.sort_values(["method", "variant", "seed"]).reset_index(drop=True)
-    labels = [f"{m} (seed {s})" for m, s in zip(runs["variant"], runs["seed"], strict=True)]
-    colors = _palette(sorted(runs["variant"].unique()))
-    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(runs) + 1.2))
-    for i, r in runs.iterrows():
-        lo, hi = r["kendall_tau_ci_low"], r["kendall_tau_ci_high"]
+def kendall_beside_references(comparison: Comparison, slug: str) -> Figure:
+    """Every ranking's Kendall tau with its 95% interval, methods by seed, then the references (grey)."""
+    entries = sorted(comparison.entries, key=lambda e: (e.kind != "method", e.label, e.seed))
+    colors = _palette(sorted({e.label for e in entries if e.kind == "method"}))
+    fig, ax = plt.subplots(figsize=(7.2, 0.36 * len(entries) + 1.4))
+    for i, e in enumerate(entries):
+        color = colors.get(e.label, (0.45, 0.45, 0.45))
+        lo, hi = e.metrics.kendall_tau_ci_low, e.metrics.kendall_tau_ci_high
         if pd.notna(lo) and pd.notna(hi):
-            ax.plot([lo, hi], [i, i], color=colors[r["variant"]], linewidth=2)
-        ax.plot([r["kendall_tau"]], [i], "o", color=colors[r["variant"]], markersize=7)
+            ax.plot([lo, hi], [i, i], color=color, linewidth=2)
+        ax.plot([e.metrics.kendall_tau], [i], "D" if e.kind == "reference" else "o", color=color, markersize=6)
+    for best in comparison.best_reference.values():
+        ax.axvline(best.metrics.kendall_tau, color="grey", linewidth=0.8, linestyle=":")
     ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
-    ax.set_yticks(range(len(runs)), labels)
+    ax.set_yticks(range(len(entries)), [f"{e.label} (seed {e.seed})" for e in entries], fontsize=8)
     ax.set_xlim(-1.05, 1.05)
-    ax.set_xlabel("Kendall tau (proxy vs ground truth), 95% bootstrap CI")
+    ax.set_xlabel("Kendall tau (ranking vs ground truth), 95% bootstrap CI")
     ax.invert_yaxis()
-    return Figure(id=f"{slug}-kendall", title="Ranking correlation with confidence intervals",
-                  caption="Intervals wider than the gap between two methods mean the sample cannot tell them apart.",
+    return Figure(id=f"{slug}-kendall", title="Ranking correlation beside the references",
+                  caption="Circles: methods; grey diamonds: references that need no training (parameter count, "
+                          "FLOPs, zero-cost proxies) on the same sample. Dotted lines: the best reference of each "
+                          "seed. A method whose interval ends left of its seed's dotted line ranks worse than "
+                          "counting parameters; intervals that overlap cannot be told apart.",
                   data_uri=to_data_uri(fig))
 
 
-def setting_figures(runs: pd.DataFrame, points: pd.DataFrame, slug: str) -> list[Figure]:
+def anytime_curves(comparison: Comparison, slug: str) -> Optional[Figure]:
+    """Kendall tau against training device-seconds for every run with an anytime curve, with the references (mean
+    over seeds) as horizontal lines; None when no run of the setting has a curve."""
+    rows = [{"variant": e.label, "seed": e.seed, "seconds": p.train_seconds, "tau": p.kendall_tau}
+            for e in comparison.entries if e.record is not None for p in e.record.ranking.anytime]
+    if not rows:
+        return None
+    data = pd.DataFrame(rows)
+    methods = sorted(data["variant"].unique())
+    fig, ax = plt.subplots(figsize=(7.6, 4.6))
+    sns.lineplot(data=data, x="seconds", y="tau", hue="variant", hue_order=methods, units="seed", estimator=None,
+                 marker="o", palette=_palette(methods), ax=ax)
+    sizes = [e.record.ranking.anytime[0].n for e in comparison.entries if e.record is not None
+             and e.record.ranking.anytime]
+    n = max(set(sizes), key=sizes.count)  # the curves' archs: the first n of each seed's sample
+    references: dict[str, list[float]] = {}
+    for e in comparison.references:
+        references.setdefault(e.label.split(": ")[-1], []).append(prefix_tau(e, n))
+    best = max(references, key=lambda n: sum(references[n]) / len(references[n])) if references else None
+    for name, taus in sorted(references.items()):
+        tau = sum(taus) / len(taus)
+        ax.axhline(tau, color="black" if name == best else "grey", linewidth=1.2 if name == best else 0.7,
+                   linestyle="--" if name == best else ":")
+        ax.annotate(f"{name} {tau:.2f}", xy=(1.0, tau), xycoords=("axes fraction", "data"), fontsize=7,
+                    color="black" if name == best else "grey", xytext=(3, 0), textcoords="offset points",
+                    va="center")
+    if data["seconds"].max() / max(data["seconds"][data["seconds"] > 0].min(), 1e-9) >= 10:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("training device-seconds (log scale)")
+    else:
+        ax.set_xlabel("training device-seconds")
+    ax.set_ylabel(f"Kendall tau on the first {n} archs of the shared sample")
+    ax.legend(title="method (one line per seed)", fontsize=7, title_fontsize=8, loc="best")
+    return Figure(id=f"{slug}-anytime", title="Anytime ranking: Kendall tau against training time",
+                  caption=f"Each line is one run: its ranking of the first {n} archs of the shared sample "
+                          f"(budget.anytime_sample) after every budget.ranking_every epochs (scoring time excluded "
+                          f"from the axis), ending at its final ranking. Horizontal lines: references that need no "
+                          f"training on the same archs (mean over seeds; the dashed black one is the best). A "
+                          f"method is worth its training time only where its line rises above the dashed line.",
+                  data_uri=to_data_uri(fig))
+
+
+def setting_figures(runs: pd.DataFrame, points: pd.DataFrame, comparison: Comparison, slug: str) -> list[Figure]:
     with sns.axes_style("whitegrid"):
-        return [proxy_vs_truth(points, slug), cost_vs_accuracy(runs, slug), kendall_with_ci(runs, slug)]
+        figures = [proxy_vs_truth(points, slug), cost_vs_accuracy(runs, slug),
+                   kendall_beside_references(comparison, slug)]
+        anytime = anytime_curves(comparison, slug)
+    return figures + ([anytime] if anytime is not None else [])

@@ -18,8 +18,11 @@ from typing import Any, Optional
 import pandas as pd
 import yaml
 
+from evaluators.record import RunRecord
+
 from . import formatting as fmt
-from .records import protocol_text, variant_params
+from .comparison import REFERENCE_METHOD, RankingEntry, reference_entries
+from .records import protocol_text, settings_of, top_half_correlations, variant_params
 
 PAPER_TABLES = Path(__file__).parent / "data" / "paper_tables.yaml"
 PROTOCOL_KEYS = ("selection", "k", "candidates", "short_epochs", "final_seeds", "final_channels", "final_cells",
@@ -159,7 +162,8 @@ def row_command(row: dict[str, Any], setting: dict[str, str], budget: str) -> st
     overrides = [f"method.params.{k}={v}" for k, v in (row.get("params") or {}).items()]
     overrides.append(f"selection={protocol.get('selection', 'top1')}")
     overrides += [f"selection.{k}={v}" for k, v in protocol.items() if k != "selection" and v]
-    return (f"python run.py method={row['method']} space={setting['space']} data={setting['data']} "
+    truth = f" truth={setting['truth']}" if setting.get("truth") else ""
+    return (f"python run.py method={row['method']} space={setting['space']} data={setting['data']}{truth} "
             f"budget={budget} {' '.join(overrides)}").strip()
 
 
@@ -169,6 +173,8 @@ def _matching_runs(runs: pd.DataFrame, row: dict[str, Any], setting: dict[str, s
         return {}
     method, params = row["method"], row.get("params") or {}
     hit = (runs["method"] == method) & (runs["space"] == setting["space"]) & (runs["data"] == setting["data"])
+    if setting.get("truth"):  # e.g. GHN Table 4 against NAS-Bench-301, Table 1 against retraining
+        hit &= runs["truth"] == setting["truth"]
     # exactly the row's configuration: the row's params on top of the method's defaults, so that ablation runs
     # (other hyperparameters changed) are never averaged into a paper table's row
     wanted = variant_params(method, params)
@@ -212,8 +218,48 @@ def _placeholder_row(label: str, origin: str, columns: list[dict[str, Any]], bud
     return Row(label=label, origin=origin, cells=[Cell("—", "none") for _ in columns], budget=budget, command=command)
 
 
-def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame) -> PaperTable:
-    """Each paper row in the paper's order, followed by the measured rows of its own protocol (or why none)."""
+def _reference_metric(metric: str, entries: list[RankingEntry]) -> Cell:
+    """A reference's cell: its ranking metrics over seeds (mean ± std); what a reference does not have (search
+    cost, a found arch's accuracy or size) is "—"."""
+    values: list[float] = []
+    for e in entries:
+        if metric in ("kendall_all", "pearson_all"):
+            values.append(e.metrics.kendall_tau if metric == "kendall_all" else e.metrics.pearson_r)
+        elif metric in ("kendall_top_half", "pearson_top_half"):
+            top = top_half_correlations(e.proxy, e.truth)
+            values.append(top[metric])
+        else:
+            return Cell("—", "none", "a reference ranks the sample without training; it searches nothing")
+    return Cell(fmt.mean_std(values, lambda x: fmt.num(x, 2)), "measured")
+
+
+def _reference_rows(table: dict[str, Any], records: list[RunRecord], columns: list[dict[str, Any]]) -> list[Row]:
+    """'reference: no training' rows: each free ranking of the table's setting (parameter count, FLOPs, the
+    zero-cost proxies of zc runs), per budget, over the seeds that have it."""
+    setting = table["setting"]
+    chosen = [r for r in records if r.space == setting["space"] and r.data == setting["data"]
+              and (not setting.get("truth") or r.config.get("truth", {}).get("name") == setting["truth"])]
+    settings = settings_of(chosen)
+    by_setting: dict[str, list[RunRecord]] = {}
+    for r in chosen:
+        by_setting.setdefault(settings[r.run_id], []).append(r)
+    rows = []
+    for title, group in sorted(by_setting.items()):
+        entries: dict[str, list[RankingEntry]] = {}
+        for e in reference_entries(group):
+            entries.setdefault(e.label, []).append(e)
+        for label, es in sorted(entries.items()):
+            seeds = ", ".join(str(e.seed) for e in es)
+            rows.append(Row(label=label, origin="reference", cells=[_reference_metric(c["metric"], es)
+                                                                   for c in columns],
+                            budget=f"{title}; seeds {seeds}; the shared ranking sample, no training"))
+    return rows
+
+
+def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame,
+                records: Optional[list[RunRecord]] = None) -> PaperTable:
+    """Each paper row in the paper's order, followed by the measured rows of its own protocol (or why none), then
+    the references of the table's setting ("reference: no training")."""
     columns, setting = table["columns"], table["setting"]
     rows: list[Row] = []
     for row in table["rows"]:
@@ -234,22 +280,31 @@ def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame)
             missing = "" if method_is_configured(method) else f" (method {method!r} is not registered yet)"
             rows.append(_placeholder_row(ours, "not run", columns, budget=f"not run{missing}",
                                          command=row_command(row, setting, table["reproduce_budget"])))
+    rows += _reference_rows(table, records or [], columns)
     source = spec["sources"][table["source"]]
     return PaperTable(id=table["id"], title=table["title"], citation=" ".join(source["citation"].split()),
                       url=source["url"], where=" ".join(table["where"].split()),
                       columns=[c["label"] for c in columns], rows=rows)
 
 
-def build_tables(runs: pd.DataFrame, path: Path = PAPER_TABLES) -> list[PaperTable]:
+def build_tables(runs: pd.DataFrame, path: Path = PAPER_TABLES,
+                 records: Optional[list[RunRecord]] = None) -> list[PaperTable]:
     spec = load_specs(path)
-    return [build_table(spec, t, runs) for t in spec["tables"]]
+    runs = runs[runs["method"] != REFERENCE_METHOD] if len(runs) else runs  # zc fills reference rows only
+    return [build_table(spec, t, runs, records) for t in spec["tables"]]
+
+
+def table_spec(table_id: str, path: Path = PAPER_TABLES) -> dict[str, Any]:
+    """The table's entry in the data file (KeyError listing the valid ids)."""
+    spec = load_specs(path)
+    for t in spec["tables"]:
+        if t["id"] == table_id:
+            return t
+    raise KeyError(f"no table {table_id!r} in {path}. Valid: {', '.join(t['id'] for t in spec['tables'])}")
 
 
 def table_rows(table_id: str, path: Path = PAPER_TABLES) -> tuple[list[dict[str, Any]], dict[str, str], str]:
     """(the table's rows that have a counterpart here, its setting, its reproduce budget): what
     `reports.reproduce` runs, one command per row."""
-    spec = load_specs(path)
-    for t in spec["tables"]:
-        if t["id"] == table_id:
-            return [r for r in t["rows"] if r.get("method")], t["setting"], t["reproduce_budget"]
-    raise KeyError(f"no table {table_id!r} in {path}. Valid: {', '.join(t['id'] for t in spec['tables'])}")
+    t = table_spec(table_id, path)
+    return [r for r in t["rows"] if r.get("method")], t["setting"], t["reproduce_budget"]

@@ -7,6 +7,7 @@ is skipped with a warning naming its file, never half-read.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 from functools import cache
@@ -34,16 +35,42 @@ def load_records(results_dir: str | Path) -> list[RunRecord]:
     return sorted(records, key=lambda r: (r.space, r.data, r.budget, r.method, r.seed, r.run_id))
 
 
-def setting_of(record: RunRecord) -> str:
-    """What a comparison holds fixed: methods are only compared within one setting."""
-    return f"{record.space} / {record.data} / budget={record.budget}"
+def setting_of(record: RunRecord, budget_changes: str = "") -> str:
+    """What a comparison holds fixed (space, data, budget, ground truth): methods are only compared, and seeds only
+    grouped, within one setting. `budget_changes` names overrides that set a budget apart from others of its name."""
+    truth = record.config.get("truth", {}).get("name", record.hashes.truth.get("name", "?"))
+    budget = f"budget={record.budget}" + (f" [{budget_changes}]" if budget_changes else "")
+    return f"{record.space} / {record.data} / {budget} / truth={truth}"
 
 
-def top_half_correlations(record: RunRecord) -> dict[str, float]:
+def _budget_key(record: RunRecord) -> str:
+    return json.dumps(record.config.get("budget", {}), sort_keys=True, default=str)
+
+
+def settings_of(records: list[RunRecord]) -> dict[str, str]:
+    """Each run's setting (by run id). Runs whose budgets share a name but not their values (an override such as
+    budget.search_epochs=6) are set apart: the keys where a budget differs from the name's most common one are
+    written into its setting."""
+    by_name: dict[tuple[str, str, str], list[RunRecord]] = {}
+    for r in records:
+        by_name.setdefault((r.space, r.data, r.budget), []).append(r)
+    out = {}
+    for group in by_name.values():
+        keys = [_budget_key(r) for r in group]
+        common = json.loads(max(set(keys), key=keys.count))
+        for r, key in zip(group, keys, strict=True):
+            budget = json.loads(key)
+            changes = ", ".join(f"{k}={budget[k]}" for k in sorted(set(budget) | set(common))
+                                if budget.get(k) != common.get(k))
+            out[r.run_id] = setting_of(r, changes)
+    return out
+
+
+def top_half_correlations(proxy: list[float], truth: list[float]) -> dict[str, float]:
     """Pearson and Kendall on the truly better half of the ranking sample (GHN Table 4's "Top-50" of 100); a
     constant proxy there ranks nothing: 0.0, the evaluator's one policy."""
-    proxy = np.asarray(record.ranking.proxy, dtype=float)
-    truth = np.asarray(record.ranking.truth, dtype=float)
+    proxy = np.asarray(proxy, dtype=float)
+    truth = np.asarray(truth, dtype=float)
     top = np.argsort(-truth, kind="stable")[: len(truth) // 2]
     return {"pearson_top_half": correlation(pearson_r, proxy[top], truth[top]),
             "kendall_top_half": correlation(kendall_tau, proxy[top], truth[top])}
@@ -132,12 +159,13 @@ def protocol_text(protocol: dict[str, Any]) -> str:
 def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
     """One row per run with everything the per-method table, the figures and the paper tables need."""
     rows = []
+    settings = settings_of(records)
     for r in records:
         s, rk, f, c = r.summary, r.ranking, r.found, r.cost
         params = r.method_params
         row = {
             "run_id": r.run_id, "method": r.method, "space": r.space, "data": r.data,
-            "budget": r.budget, "seed": r.seed, "setting": setting_of(r),
+            "budget": r.budget, "seed": r.seed, "setting": settings[r.run_id],
             "device": c.device, "device_type": c.device_type,
             "search_seconds": s.search_device_seconds, "search_gpu_days": s.search_gpu_days,
             "params": s.params, "params_m": s.params / 1e6, "flops": s.flops,
@@ -149,6 +177,7 @@ def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
             "final_test_acc_std": f.final_test_acc_std, "final_test_acc_se": s.final_test_acc_se,
             "params_m_std": f.params_std / 1e6, "n_finalists": max(1, len(f.finalists)),
             "evaluation_seconds": r.cost.evaluation_device_seconds, "truth_kind": r.hashes.truth.get("kind", "?"),
+            "truth": r.config.get("truth", {}).get("name", r.hashes.truth.get("name", "?")),
         }
         for name in ("kendall_tau", "spearman_rho", "pearson_r"):
             row[name] = getattr(rk, name)
@@ -157,7 +186,7 @@ def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
         for phase in PHASES:
             row[f"{phase}_seconds"] = c.phases[phase].device_seconds if phase in c.phases else math.nan
         row["pearson_all"], row["kendall_all"] = rk.pearson_r, rk.kendall_tau
-        row.update(top_half_correlations(r))
+        row.update(top_half_correlations(rk.proxy, rk.truth))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -165,9 +194,10 @@ def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
 def points_frame(records: list[RunRecord]) -> pd.DataFrame:
     """One row per ranked architecture: the method's proxy score against the ground truth."""
     rows = []
+    settings = settings_of(records)
     for r in records:
         run = {"run_id": r.run_id, "method": r.method, "variant": variant_label(r), "seed": r.seed,
-               "setting": setting_of(r)}  # once per run, not per architecture
+               "setting": settings[r.run_id]}  # once per run, not per architecture
         rk = r.ranking
         rows += [{**run, "arch": arch, "proxy": p, "truth": t}
                  for arch, p, t in zip(rk.archs, rk.proxy, rk.truth, strict=True)]

@@ -1,12 +1,16 @@
 """Reproduce one paper table: run each of its rows' protocols on the table's setting, then write the HTML report.
 
     python -m reports.reproduce ghn_table1                  # budget=table1: < 45 min on a 2-core CPU
+    python -m reports.reproduce nb201_weight_sharing        # budget=nb201_ws, seeds 0-2 + references: < 90 min
     python -m reports.reproduce ghn_table1 budget=paper device=cuda   # the papers' scale, on a GPU
 
-One run per paper row that has a counterpart here: the row's method and parameters with its selection protocol
-(the paper's settings, or the row's `scaled` settings for the budget, which the report then lists as not matched).
-Extra arguments are Hydra overrides given to every run. A method of the table that is not registered makes the
-command fail before anything runs, naming it: a reproduction that silently skips a row would be misleading.
+One run per paper row that has a counterpart here and per seed of the table's `reproduce_seeds`: the row's method
+and parameters with its selection protocol (the paper's settings, or the row's `scaled` settings for the budget,
+which the report then lists as not matched), on the table's space, data and truth. With `reproduce_references`, one
+`method=zc method.params.proxy=all` run per seed adds the zero-cost references. Extra arguments are Hydra overrides
+given to every run. A method of the table that is not registered makes the command fail before anything runs,
+naming it: a reproduction that silently skips a row would be misleading. Finished runs are reused (the results
+store), so an interrupted reproduction continues where it stopped.
 """
 from __future__ import annotations
 
@@ -18,11 +22,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .paper_tables import protocol_for, table_rows
+from .paper_tables import protocol_for, table_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-subset"
-TABLE1_LIMIT_SECONDS = 45 * 60
 
 
 def registered_methods() -> set[str]:
@@ -45,21 +48,32 @@ def cifar_root_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def run_commands(rows: list[dict], setting: dict[str, str], budget: str, results: Path,
-                 overrides: list[str]) -> list[list[str]]:
-    """One `python run.py` command per row: its method, parameters and protocol under the effective budget."""
+REFERENCES_ROW = {"label": "references: zero-cost proxies (no training)", "method": "zc",
+                  "params": {"proxy": "all"}, "protocol": {"selection": "top1"}}
+
+
+def run_commands(rows: list[dict], setting: dict[str, str], budget: str, results: Path, overrides: list[str],
+                 seeds: Optional[list[int]] = None, references: bool = False) -> list[tuple[str, list[str]]]:
+    """(label, `python run.py` command) per row and seed: its method, parameters and protocol under the effective
+    budget on the table's space, data and truth; then the references' zc run per seed when asked."""
     given = next((o.split("=", 1)[1] for o in overrides if o.startswith("budget=")), None)
     effective = given or budget
+    truth = [f"truth={setting['truth']}"] if setting.get("truth") else []
+    all_rows = rows + ([REFERENCES_ROW] if references else [])
     commands = []
-    for i, row in enumerate(rows):
-        protocol = protocol_for(row, effective)
-        params = [f"method.params.{k}={v}" for k, v in (row.get("params") or {}).items()]
-        selection = [f"selection={protocol['selection']}"] + [
-            f"selection.{k}={v}" for k, v in protocol.items() if k != "selection" and v]
-        commands.append([sys.executable, "run.py", f"method={row['method']}", f"space={setting['space']}",
-                         f"data={setting['data']}", *([] if given else [f"budget={budget}"]), *params, *selection,
-                         f"execution.results_dir={results}", f"hydra.run.dir={results}/hydra/{i}-{row['method']}",
-                         *overrides])
+    for seed in seeds if seeds is not None else [None]:
+        for i, row in enumerate(all_rows):
+            protocol = protocol_for(row, effective)
+            params = [f"method.params.{k}={v}" for k, v in (row.get("params") or {}).items()]
+            selection = [f"selection={protocol['selection']}"] + [
+                f"selection.{k}={v}" for k, v in protocol.items() if k != "selection" and v]
+            seeded = [] if seed is None else [f"seed={seed}"]
+            tag = f"{i}-{row['method']}" + ("" if seed is None else f"-s{seed}")
+            label = row["label"] + ("" if seed is None else f" (seed {seed})")
+            commands.append((label, [sys.executable, "run.py", f"method={row['method']}", f"space={setting['space']}",
+                                     f"data={setting['data']}", *truth, *([] if given else [f"budget={budget}"]),
+                                     *params, *selection, *seeded, f"execution.results_dir={results}",
+                                     f"hydra.run.dir={results}/hydra/{tag}", *overrides]))
     return commands
 
 
@@ -72,8 +86,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/out"), help="report folder (default: reports/out)")
     args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
 
-    rows, setting, budget = table_rows(args.table)
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    try:
+        table = table_spec(args.table)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    rows = [r for r in table["rows"] if r.get("method")]
+    setting, budget = table["setting"], table["reproduce_budget"]
+    references = bool(table.get("reproduce_references"))
+    methods = list(dict.fromkeys([r["method"] for r in rows] + (["zc"] if references else [])))
     missing = missing_methods(methods)
     if missing:
         print(f"error: {args.table} needs method(s) not registered yet: {', '.join(missing)} "
@@ -90,22 +111,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
 
     timings = []
-    for row, cmd in zip(rows, run_commands(rows, setting, budget, args.results.resolve(), args.overrides),
-                        strict=True):
-        print(f"== {row['label']}: {' '.join(cmd[1:])}", flush=True)
+    commands = run_commands(rows, setting, budget, args.results.resolve(), args.overrides,
+                            seeds=table.get("reproduce_seeds"), references=references)
+    for label, cmd in commands:
+        print(f"== {label}: {' '.join(cmd[1:])}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, env=env)
-        timings.append((row["label"], time.perf_counter() - start))
+        timings.append((label, time.perf_counter() - start))
         if proc.returncode != 0:
-            print(f"error: the run for {row['label']!r} failed (exit {proc.returncode}); no report written.",
+            print(f"error: the run for {label!r} failed (exit {proc.returncode}); no report written.",
                   file=sys.stderr)
             return proc.returncode
     total = sum(t for _, t in timings)
     for label, seconds in timings:
-        print(f"{label[:48]:>48}: {seconds / 60:6.1f} min")
-    print(f"{'total':>48}: {total / 60:6.1f} min")
-    if budget == "table1" and total > TABLE1_LIMIT_SECONDS and not any(o.startswith("budget=") for o in args.overrides):
-        print(f"warning: budget=table1 is meant to finish in {TABLE1_LIMIT_SECONDS // 60} min on 2 CPU cores; "
+        print(f"{label[:60]:>60}: {seconds / 60:6.1f} min")
+    print(f"{'total':>60}: {total / 60:6.1f} min")
+    limit = table.get("reproduce_limit_minutes")
+    if limit and total > 60 * limit and not any(o.startswith("budget=") for o in args.overrides):
+        print(f"warning: {args.table} under budget={budget} is meant to finish in {limit} min on 2 CPU cores; "
               f"it took {total / 60:.1f} min here.", file=sys.stderr)
 
     from .build import build_report

@@ -186,12 +186,9 @@ def test_records_without_the_runner_layout_are_skipped(two_method_results, caplo
 def test_top_half_correlation_uses_the_truly_better_half():
     truth = [1, 2, 3, 4, 5, 6]
     proxy = [3, 2, 1, 4, 5, 6]  # bottom half reversed, top half perfectly ordered
-    record = make_record("spos", 0, n=6)
-    record.ranking.proxy, record.ranking.truth = proxy, truth
-    out = top_half_correlations(record)
+    out = top_half_correlations(proxy, truth)
     assert out["kendall_top_half"] == pytest.approx(1.0) and out["pearson_top_half"] == pytest.approx(1.0)
-    record.ranking.proxy = [1, 1, 1, 0, 0, 0]
-    flat = top_half_correlations(record)
+    flat = top_half_correlations([1, 1, 1, 0, 0, 0], truth)
     assert flat["kendall_top_half"] == 0.0 and flat["pearson_top_half"] == 0.0  # constant ranks nothing: 0.0
 
 
@@ -298,7 +295,7 @@ def test_correlation_table_measures_pearson_and_kendall_on_all_and_top_half(tmp_
     write_records(tmp_path / "results", [record])
     rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_correlation")
     measured = next(r for r in rows if r.origin == "measured")
-    top = top_half_correlations(record)
+    top = top_half_correlations(record.ranking.proxy, record.ranking.truth)
     assert [c.text for c in measured.cells] == [
         f"{record.ranking.pearson_r:.2f}", f"{top['pearson_top_half']:.2f}",
         f"{record.ranking.kendall_tau:.2f}", f"{top['kendall_top_half']:.2f}"]
@@ -344,14 +341,32 @@ def test_reproduce_runs_every_row_with_its_protocol_and_the_table_budget(tmp_pat
     from reports.paper_tables import table_rows
 
     rows, setting, budget = table_rows("ghn_table1")
-    cmds = reproduce.run_commands(rows, setting, budget, tmp_path, [])
-    assert [c[2:6] for c in cmds][:2] == [["method=smash", "space=darts_cell", "data=cifar10", "budget=table1"],
-                                          ["method=oneshot", "space=darts_cell", "data=cifar10", "budget=table1"]]
+    cmds = [c for _, c in reproduce.run_commands(rows, setting, budget, tmp_path, [])]
+    assert [c[2:7] for c in cmds][:2] == [
+        ["method=smash", "space=darts_cell", "data=cifar10", "truth=trained", "budget=table1"],
+        ["method=oneshot", "space=darts_cell", "data=cifar10", "truth=trained", "budget=table1"]]
     assert [c for c in cmds[2] if c.startswith("selection")] == ["selection=topk", "selection.k=2",
                                                                    "selection.final_channels=64"]
-    paper = reproduce.run_commands(rows, setting, budget, tmp_path, ["budget=paper", "device=cuda"])[2]
+    paper = reproduce.run_commands(rows, setting, budget, tmp_path, ["budget=paper", "device=cuda"])[2][1]
     assert "budget=table1" not in paper and paper[-2:] == ["budget=paper", "device=cuda"]
     assert "selection.k=10" in paper  # the paper's settings at the paper budget
+
+
+def test_reproduce_nb201_runs_every_method_for_three_seeds_with_the_references(tmp_path):
+    from reports.paper_tables import table_spec
+
+    table = table_spec("nb201_weight_sharing")
+    rows = [r for r in table["rows"] if r.get("method")]
+    cmds = reproduce.run_commands(rows, table["setting"], table["reproduce_budget"], tmp_path, [],
+                                  seeds=table["reproduce_seeds"], references=table["reproduce_references"])
+    methods = {c[2].removeprefix("method=") for _, c in cmds}
+    from methods.base import METHODS
+
+    assert methods == {m for m in METHODS.names() if METHODS.get(m).supports_name("nb201")}
+    assert len(cmds) == 3 * (len(rows) + 1) and {c[-3] for _, c in cmds} >= {"seed=0", "seed=1", "seed=2"}
+    zc = [c for _, c in cmds if "method=zc" in c]
+    assert len(zc) == 3 and all("method.params.proxy=all" in c and "truth=nb201" in c for c in zc)
+    assert all("budget=nb201_ws" in c for _, c in cmds)
 
 
 def test_table1_budget_is_a_valid_profile(smoke_config):
