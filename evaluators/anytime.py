@@ -6,8 +6,8 @@ Scoring part-way must not change the run: the method's whole state (weights, Bat
 architecture parameters, its random generators) and torch's global random state are copied before and restored
 after, so training continues bit-identically (tests/test_anytime.py checks every method) and `ranking_every` is
 not part of the run's identity. Its time is the `anytime` phase: neither search cost nor the final ranking's
-evaluation cost. A point is skipped when it would take the run's anytime scoring past 10% of its training time so
-far (ANYTIME_SHARE), so a slow scorer gets fewer, more widely spaced points, never a slower search.
+evaluation cost. A point is skipped when it would take the run's anytime scoring past `budget.anytime_share` (10%)
+of its training time so far, so a slow scorer gets fewer, more widely spaced points, never a slower search.
 """
 from __future__ import annotations
 
@@ -29,14 +29,13 @@ from .ranking import ranking_metrics
 from .record import AnytimePoint
 
 log = logging.getLogger("oneshot_bench")
-ANYTIME_SHARE = 0.10  # at most this share of (projected) training time goes to anytime scoring
 
 
 class AnytimeScorer:
     def __init__(self, method: Method, meter: CostMeter, every: int, epochs: int,
                  sample_and_truth: Callable[[], tuple[list, list[float]]], sample_size: int, resamples: int,
-                 seed: int, points: list[dict[str, Any]]):
-        self.method, self.meter, self.every, self.epochs = method, meter, every, epochs
+                 seed: int, points: list[dict[str, Any]], share: float = 0.1):
+        self.method, self.meter, self.every, self.epochs, self.share = method, meter, every, epochs, share
         self.sample_and_truth, self.sample_size = sample_and_truth, sample_size
         self.resamples, self.seed = resamples, seed
         self.points = points  # kept by the runner (checkpointed with the method)
@@ -49,9 +48,9 @@ class AnytimeScorer:
         return self.every > 0 and self.method.trains and done % self.every == 0 and done < self.epochs
 
     def allowance(self) -> float:
-        """Seconds of anytime scoring the run may still spend now: ANYTIME_SHARE of the training so far, less
-        what earlier points took (so the share holds at every epoch, and points spread over the run)."""
-        return (ANYTIME_SHARE * self.meter.seconds.get("supernet_train", 0.0)
+        """Seconds of anytime scoring the run may still spend now: `share` of the training so far, less what
+        earlier points took (so the share holds at every epoch, and points spread over the run)."""
+        return (self.share * self.meter.seconds.get("supernet_train", 0.0)
                 - self.meter.seconds.get("anytime", 0.0))
 
     def after_epoch(self, epoch: int) -> None:
@@ -101,4 +100,5 @@ class AnytimeScorer:
         self.skipped += 1
         if self.skipped == 1:
             log.info("anytime ranking after epoch %d skipped: scoring the sample would take %s's anytime scoring "
-                     "past %d%% of its training time", epoch + 1, self.method.name, round(100 * ANYTIME_SHARE))
+                     "past %g%% of its training time (budget.anytime_share)", epoch + 1, self.method.name,
+                     100 * self.share)

@@ -76,7 +76,7 @@ def identity_of(cfg: RunConfig, method: Method, truth: GroundTruth, device: torc
     not)."""
     config = asdict(cfg)
     del config["execution"]
-    for key in ("ranking_every", "anytime_sample"):  # anytime scoring leaves training bit-identical (anytime.py)
+    for key in ("ranking_every", "anytime_sample", "anytime_share"):  # training is bit-identical (anytime.py)
         del config["budget"][key]
     config["method"]["params"] = method.hparams_dict()
     config["truth"] = truth.identity()
@@ -243,9 +243,9 @@ def train(run: PreparedRun, progress: Optional[bool] = None) -> None:
     if not method.trains:
         return
     anytime = AnytimeScorer(method, run.meter, budget.ranking_every, budget.search_epochs, run.sample_and_truth,
-                            sample_size=budget.anytime_sample or budget.ranking_sample,
+                            sample_size=min(budget.anytime_sample or budget.ranking_sample, budget.ranking_sample),
                             resamples=budget.bootstrap_resamples,
-                            seed=plan.cfg.seed, points=run.anytime)
+                            seed=plan.cfg.seed, points=run.anytime, share=budget.anytime_share)
     for epoch in tqdm(range(run.start_epoch, budget.search_epochs), desc=f"{method.name} search",
                       disable=progress is False or None, initial=run.start_epoch, total=budget.search_epochs):
         with run.meter.phase("supernet_train"):

@@ -5,7 +5,7 @@ the constraint, and return the best arch ever evaluated.
 With a ground truth that covers only a subset of the space (`pool`), every arch the search proposes (initial
 population, mutant, child) is replaced by the nearest pool arch it has not evaluated yet (Hamming distance over
 the space's decisions, ties broken by the search's rng), so it evaluates and returns only covered archs. This is an
-adaptation of SPOS's search to subset truths (nb301, nb101), not part of the paper."""
+adaptation of SPOS's search to ground truths that cover a subset of a space, not part of the paper."""
 from __future__ import annotations
 
 import random

@@ -110,9 +110,12 @@ class BudgetConfig:
     # score the shared sample every this many search epochs (an anytime ranking curve; 0: only at the end). It
     # never changes training (state restored after) and is skipped where it would exceed 10% of training time
     ranking_every: int = 0
-    # archs an anytime point scores: the first this many of the shared sample (null: all of it); the curve's
-    # taus, its last point included, are on them, so a cheap subset buys more points under the 10% cap
+    # archs an anytime point scores: the first this many of the shared sample (null, or more: all); the curve's
+    # taus, its last point included, are on them, so a cheap subset buys more points under the cap
     anytime_sample: Optional[int] = None
+    # cap on anytime scoring, as a share of the training time so far (points that would pass it are skipped);
+    # raise it to study a curve closely (e.g. 1.0): it never changes training, only the run's wall time
+    anytime_share: float = 0.1
 
     def __post_init__(self) -> None:
         """Ranges of every field (types are OmegaConf's), so a bad budget fails before any data is read."""
@@ -143,9 +146,11 @@ class BudgetConfig:
                 "it must be >= 0 (0: no confidence intervals)")
         require(self.ranking_every >= 0, f"{b}.ranking_every", self.ranking_every,
                 "it must be >= 0 (0: rank the sample only after training)")
-        require(self.anytime_sample is None or 4 <= self.anytime_sample <= self.ranking_sample,
-                f"{b}.anytime_sample", self.anytime_sample,
-                f"it must be null or between 4 and budget.ranking_sample ({self.ranking_sample})")
+        require(self.anytime_share > 0, f"{b}.anytime_share", self.anytime_share,
+                "it must be > 0 (0.1: anytime scoring takes at most 10% of the training time)")
+        require(self.anytime_sample is None or self.anytime_sample >= 4, f"{b}.anytime_sample",
+                self.anytime_sample, "it must be null (the whole ranking sample) or >= 4 (a larger value than "
+                "budget.ranking_sample means the whole sample)")
         _check_net(f"{b}.net", self.net)
         _check_net(f"{b}.final_net", self.final_net)
         for space, net in self.net_by_space.items():

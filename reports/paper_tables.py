@@ -118,6 +118,8 @@ def load_specs(path: Path = PAPER_TABLES) -> dict[str, Any]:
             if col["metric"] not in MEASURED_METRICS:
                 raise ValueError(f"{path}: unknown metric {col['metric']!r}. Valid: {sorted(MEASURED_METRICS)}")
         for row in table["rows"]:
+            if not isinstance(row.get("reproduce", True), bool):
+                raise ValueError(f"{path}: row {row['label']!r}: `reproduce` must be true or false")
             unknown = set(row.get("protocol") or {}) - set(PROTOCOL_KEYS)
             for scaled in (row.get("scaled") or {}).values():
                 unknown |= set(scaled) - set(PROTOCOL_KEYS)

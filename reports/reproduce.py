@@ -1,7 +1,7 @@
 """Reproduce one paper table: run each of its rows' protocols on the table's setting, then write the HTML report.
 
     python -m reports.reproduce ghn_table1                  # budget=table1: < 45 min on a 2-core CPU
-    python -m reports.reproduce nb201_weight_sharing        # budget=nb201_ws, seeds 0-2 + references: < 90 min
+    python -m reports.reproduce nb201_weight_sharing        # budget=compare, seeds 0-2 + references: < 90 min
     python -m reports.reproduce ghn_table1 budget=paper device=cuda   # the papers' scale, on a GPU
 
 One run per paper row that has a counterpart here and per seed of the table's `reproduce_seeds`: the row's method
@@ -48,6 +48,11 @@ def cifar_root_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def reproduced_rows(table: dict) -> list[dict]:
+    """The rows a reproduction runs: those with a method here, unless the table keeps one out (`reproduce: false`)."""
+    return [r for r in table["rows"] if r.get("method") and r.get("reproduce", True)]
+
+
 REFERENCES_ROW = {"label": "references: zero-cost proxies (no training)", "method": "zc",
                   "params": {"proxy": "all"}, "protocol": {"selection": "top1"}}
 
@@ -91,7 +96,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
-    rows = [r for r in table["rows"] if r.get("method")]
+    rows = reproduced_rows(table)
     setting, budget = table["setting"], table["reproduce_budget"]
     references = bool(table.get("reproduce_references"))
     methods = list(dict.fromkeys([r["method"] for r in rows] + (["zc"] if references else [])))

@@ -36,7 +36,7 @@ def trained(smoke_config, method: str, every: int, space: str = "nb201"):
     from evaluators.runner import plan_run, prepare, train
 
     plan = plan_run(smoke_config(f"method={method}", *DETERMINISTIC.get(method, []), f"space={space}",
-                                 "budget.search_epochs=3",
+                                 "budget.search_epochs=3", "budget.anytime_share=1e9",
                                  f"budget.ranking_every={every}", "budget.ranking_sample=6",
                                  "execution.resume=false"))
     run = prepare(plan)
@@ -45,8 +45,7 @@ def trained(smoke_config, method: str, every: int, space: str = "nb201"):
 
 
 @pytest.mark.parametrize("method", TRAINING_METHODS)
-def test_scoring_part_way_leaves_training_bit_identical(smoke_config, monkeypatch, method):
-    monkeypatch.setattr(anytime_module, "ANYTIME_SHARE", 1e9)  # score at every due epoch, whatever it costs
+def test_scoring_part_way_leaves_training_bit_identical(smoke_config, method):
     plain_plan, plain = trained(smoke_config, method, every=0)
     plan, run = trained(smoke_config, method, every=1)
     assert [p["epoch"] for p in run.anytime] == [1, 2] and plain.anytime == []
@@ -64,11 +63,11 @@ def test_scoring_part_way_leaves_training_bit_identical(smoke_config, monkeypatc
     assert plan.method.score(sample) == plain_plan.method.score(sample)
 
 
-def test_the_record_keeps_the_curve_ending_in_its_own_ranking(smoke_config, monkeypatch):
+def test_the_record_keeps_the_curve_ending_in_its_own_ranking(smoke_config):
     from evaluators.runner import run_benchmark
 
-    monkeypatch.setattr(anytime_module, "ANYTIME_SHARE", 1e9)
-    record = run_benchmark(smoke_config("method=spos", "budget.search_epochs=4", "budget.ranking_every=2"),
+    record = run_benchmark(smoke_config("method=spos", "budget.search_epochs=4", "budget.ranking_every=2",
+                                        "budget.anytime_share=1e9"),
                            progress=False)
     curve = record.ranking.anytime
     assert [p.epoch for p in curve] == [2, 4] and {p.n for p in curve} == {record.ranking.n}
@@ -124,7 +123,8 @@ def test_anytime_scoring_stays_within_its_share_of_training(monkeypatch, arch_se
     method = SlowScorer(clock, arch_seconds)
     points: list = []
     scorer = AnytimeScorer(method, meter, every=1, epochs=20, sample_and_truth=lambda: (list(range(10)),
-                           [float(i) for i in range(10)]), sample_size=10, resamples=0, seed=0, points=points)
+                           [float(i) for i in range(10)]), sample_size=10, resamples=0, seed=0, points=points,
+                           share=0.1)
     for epoch in range(20):
         with meter.phase("supernet_train"):
             clock[0] += 1.0
@@ -138,13 +138,12 @@ def test_anytime_scoring_stays_within_its_share_of_training(monkeypatch, arch_se
         assert max(gaps) - min(gaps) <= 1  # evenly spread
 
 
-def test_a_curve_on_a_prefix_of_the_sample_ends_in_the_final_ranking_of_that_prefix(smoke_config, monkeypatch):
+def test_a_curve_on_a_prefix_of_the_sample_ends_in_the_final_ranking_of_that_prefix(smoke_config):
     from evaluators.ranking import kendall_tau
     from evaluators.runner import run_benchmark
 
-    monkeypatch.setattr(anytime_module, "ANYTIME_SHARE", 1e9)
     record = run_benchmark(smoke_config("method=oneshot", "budget.search_epochs=2", "budget.ranking_every=1",
-                                        "budget.anytime_sample=6"), progress=False)
+                                        "budget.anytime_sample=6", "budget.anytime_share=1e9"), progress=False)
     first, last = record.ranking.anytime
     assert (first.n, last.n, record.ranking.n) == (6, 6, 12)
     assert last.kendall_tau == pytest.approx(kendall_tau(record.ranking.proxy[:6], record.ranking.truth[:6]))
@@ -153,5 +152,5 @@ def test_a_curve_on_a_prefix_of_the_sample_ends_in_the_final_ranking_of_that_pre
 def test_a_bad_anytime_sample_names_the_key(smoke_config):
     from oneshot_bench.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="budget.anytime_sample.*between 4 and budget.ranking_sample"):
-        smoke_config("budget.anytime_sample=100")
+    with pytest.raises(ConfigError, match="budget.anytime_sample.*>= 4"):
+        smoke_config("budget.anytime_sample=2")

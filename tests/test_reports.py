@@ -27,8 +27,10 @@ from reports.build import build_report
 from reports.paper_tables import PAPER_TABLES, build_tables, load_specs
 from reports.records import load_records, runs_frame, top_half_correlations
 
-
 # ---- synthetic records built from the record's own types (summary computed by the real Summary.of) ---------------
+DEFAULT_TRUTH = {"darts_cell": "trained", "nb201": "nb201", "mbnet_chain": "nas_bench_macro"}  # truth=auto's
+
+
 def make_record(method: str, seed: int, *, space: str = "mbnet_chain", data: str = "digits", budget: str = "smoke",
                 params: dict | None = None, n: int = 12, final_acc: float | None = None,
                 protocol: dict | None = None, device_type: str = "cpu") -> RunRecord:
@@ -63,7 +65,7 @@ def make_record(method: str, seed: int, *, space: str = "mbnet_chain", data: str
                   final_n_images=10_000)
     return RunRecord(
         record_version=RECORD_VERSION, run_id=run_id, finished_at="2026-01-01T00:00:00+00:00",
-        config={"method": {"name": method, "params": params or {}},
+        config={"method": {"name": method, "params": params or {}}, "truth": {"name": DEFAULT_TRUTH.get(space, "t")},
                 "budget": {"name": budget, "resolution": 8, "max_train_images": 256, "search_epochs": 2,
                            "final": {"epochs": 1}}},
         method=method, space=space, data=data, budget=budget, seed=seed,
@@ -247,10 +249,10 @@ def test_a_paper_row_without_records_shows_not_run_and_its_command(tmp_path):
     assert [r.label for r in not_run] == [
         "ours: method=smash, top1", "ours: method=oneshot, topk k=10 F=32", "ours: method=oneshot, topk k=10 F=64",
         "ours: method=random, topk k=10 F=32", "ours: method=ghn, topk k=10 F=32"]  # one per row, its own protocol
-    assert not_run[0].command == ("python run.py method=smash space=darts_cell data=cifar10 budget=table1 "
-                                  "selection=top1")
-    assert not_run[2].command == ("python run.py method=oneshot space=darts_cell data=cifar10 budget=table1 "
-                                  "selection=topk selection.k=2 selection.final_channels=64")
+    assert not_run[0].command == ("python run.py method=smash space=darts_cell data=cifar10 truth=trained "
+                                  "budget=table1 selection=top1")
+    assert not_run[2].command == ("python run.py method=oneshot space=darts_cell data=cifar10 truth=trained "
+                                  "budget=table1 selection=topk selection.k=2 selection.final_channels=64")
     assert all(c.origin == "none" for r in not_run for c in r.cells)
     (smash_v2,) = [r for r in rows if r.origin == "no counterpart" and "SMASHv2" in r.budget]
     assert "no measurement fills it" in smash_v2.budget
@@ -292,9 +294,12 @@ def test_no_measurement_fills_two_rows_of_a_table():
 
 def test_correlation_table_measures_pearson_and_kendall_on_all_and_top_half(tmp_path):
     record = make_record("ghn", 0, space="darts_cell", data="cifar10")
-    write_records(tmp_path / "results", [record])
+    record.config["truth"] = {"name": "nb301"}  # GHN Table 4 is measured against NAS-Bench-301
+    other = make_record("ghn", 1, space="darts_cell", data="cifar10")  # trained truth: not this table's setting
+    write_records(tmp_path / "results", [record, other])
     rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_correlation")
     measured = next(r for r in rows if r.origin == "measured")
+    assert measured.run_ids == [record.run_id]
     top = top_half_correlations(record.ranking.proxy, record.ranking.truth)
     assert [c.text for c in measured.cells] == [
         f"{record.ranking.pearson_r:.2f}", f"{top['pearson_top_half']:.2f}",
@@ -356,7 +361,8 @@ def test_reproduce_nb201_runs_every_method_for_three_seeds_with_the_references(t
     from reports.paper_tables import table_spec
 
     table = table_spec("nb201_weight_sharing")
-    rows = [r for r in table["rows"] if r.get("method")]
+    rows = reproduce.reproduced_rows(table)
+    assert [r["label"] for r in table["rows"] if r.get("reproduce") is False] == ["DARTS-V2 (Liu et al., 2019)"]
     cmds = reproduce.run_commands(rows, table["setting"], table["reproduce_budget"], tmp_path, [],
                                   seeds=table["reproduce_seeds"], references=table["reproduce_references"])
     methods = {c[2].removeprefix("method=") for _, c in cmds}
@@ -366,7 +372,7 @@ def test_reproduce_nb201_runs_every_method_for_three_seeds_with_the_references(t
     assert len(cmds) == 3 * (len(rows) + 1) and {c[-3] for _, c in cmds} >= {"seed=0", "seed=1", "seed=2"}
     zc = [c for _, c in cmds if "method=zc" in c]
     assert len(zc) == 3 and all("method.params.proxy=all" in c and "truth=nb201" in c for c in zc)
-    assert all("budget=nb201_ws" in c for _, c in cmds)
+    assert all("budget=compare" in c for _, c in cmds)
 
 
 def test_table1_budget_is_a_valid_profile(smoke_config):
