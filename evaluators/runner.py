@@ -222,7 +222,8 @@ def prepare(plan: RunPlan) -> PreparedRun:
         torch.set_rng_state(checkpoint["torch_rng"])
         log.info("resuming run %s after epoch %d", plan.run_id, checkpoint["epoch"])
     progress = store.load_progress(plan.run_id, plan.config_hash)
-    if progress is not None and run.start_epoch >= cfg.budget.search_epochs:  # training had finished
+    training_done = run.start_epoch >= cfg.budget.search_epochs or not plan.method.trains
+    if progress is not None and training_done:  # scores and per-arch caches of the evaluation so far
         decode = plan.space.decode
         run.meter.seconds = dict(progress["seconds"])
         run.ranking = dict(progress["ranking"])
