@@ -42,10 +42,10 @@ def test_unknown_method_parameter_is_named(smoke_config):
 
 
 def test_unknown_truth_and_a_truth_that_does_not_cover_the_space(smoke_config):
-    valid = "nas_bench_macro, nb101, nb201, trained"
+    valid = "nas_bench_macro, nb101, nb201, nb301, trained"
     with pytest.raises(ConfigError, match=f"unknown truth 'oracle'. Valid choices: {valid}"):
         run_benchmark(smoke_config("method=spos", "space=mbnet_chain", "truth.name=oracle"))
-    with pytest.raises(ConfigError, match="truth 'nb201' does not cover space 'darts_cell'.*auto, trained"):
+    with pytest.raises(ConfigError, match="truth 'nb201' does not cover space 'darts_cell'.*auto, nb301, trained"):
         run_benchmark(smoke_config("method=spos", "space=darts_cell", "truth=nb201"))
 
 

@@ -86,7 +86,7 @@ def test_a_multithreaded_hypernet_run_repeats_exactly(smoke_config):
     assert first.found.arch == second.found.arch
 
 
-@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize("method", [m for m in METHODS.names() if METHODS.get(m).trains])
 def test_every_methods_checkpoint_resumes_through_the_restricted_loader(smoke_config, method, monkeypatch):
     """Each method's state (tensors, RNG states, optimizer and controller states, pools, latency tables) is plain
     enough for torch.load(weights_only=True), and a run resumed after epoch 0 equals an uninterrupted one."""
@@ -106,4 +106,29 @@ def test_every_methods_checkpoint_resumes_through_the_restricted_loader(smoke_co
     resumed = run_benchmark(smoke_config(*overrides), progress=False)
     fresh = run_benchmark(smoke_config(*overrides, "execution.force=true"), progress=False)
     assert [h["epoch"] for h in resumed.history] == [0, 1]
+    assert resumed.ranking.proxy == fresh.ranking.proxy and resumed.found.arch == fresh.found.arch
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS.names() if not METHODS.get(m).trains])
+def test_a_method_without_training_resumes_its_scoring(smoke_config, method, monkeypatch):
+    """random and zc have no epochs to checkpoint: a run killed while scoring the sample keeps the scores it had,
+    scores only the rest on resume, and ends with the uninterrupted run's numbers."""
+    space = next(s for s in ("mbnet_chain", "nb201", "nb101") if METHODS.get(method).supports_name(s))
+    overrides = (f"method={method}", f"space={space}")
+    cls, original, scored = METHODS.get(method), METHODS.get(method).score, []
+
+    def dies(self, archs):
+        if len(scored) == 3:
+            raise KeyboardInterrupt  # killed while scoring the 4th sample arch
+        scored.extend(archs)
+        return original(self, archs)
+
+    monkeypatch.setattr(cls, "score", dies)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(smoke_config(*overrides), progress=False)
+    done, scored[:] = list(scored), []
+    monkeypatch.setattr(cls, "score", lambda self, archs: (scored.extend(archs), original(self, archs))[1])
+    resumed = run_benchmark(smoke_config(*overrides), progress=False)
+    assert len(done) == 3 and not set(done) & set(scored)  # the 3 scored archs were not scored again
+    fresh = run_benchmark(smoke_config(*overrides, "execution.force=true"), progress=False)
     assert resumed.ranking.proxy == fresh.ranking.proxy and resumed.found.arch == fresh.found.arch
