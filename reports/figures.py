@@ -15,7 +15,7 @@ matplotlib.rcParams["text.parse_math"] = False  # labels are data (a '$' in a hy
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from .comparison import Comparison, prefix_tau  # noqa: E402
 
@@ -35,6 +35,40 @@ def to_data_uri(fig: plt.Figure) -> str:
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def log_seconds_axis(ax: plt.Axes) -> None:
+    """A log x axis labelled in plain numbers at 1, 2 and 5 per decade: math text is off (labels are data), so
+    matplotlib's default log labels would print as raw TeX, and a range under two decades would get one label."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def spread_labels(values: list[float], gap: float) -> list[float]:
+    """Label heights for sorted-or-not values, each at least `gap` from its neighbours and as close as possible to
+    its own value (labels of references with near-equal taus would print over each other)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    wanted = [values[i] for i in order]
+    placed = list(wanted)
+    for i in range(1, len(placed)):
+        placed[i] = max(placed[i], placed[i - 1] + gap)
+    clusters, start = [], 0  # runs of labels pushed against each other: each is centred on its own values
+    for i in range(1, len(placed) + 1):
+        if i == len(placed) or placed[i] - placed[i - 1] > gap * 1.0001:
+            clusters.append(range(start, i))
+            start = i
+    for cluster in clusters:
+        shift = sum(placed[i] - wanted[i] for i in cluster) / len(cluster)
+        for i in cluster:
+            placed[i] -= shift
+    for i in range(1, len(placed)):  # a centred cluster may reach the one below it
+        placed[i] = max(placed[i], placed[i - 1] + gap)
+    heights = [0.0] * len(values)
+    for rank, i in enumerate(order):
+        heights[i] = placed[rank]
+    return heights
 
 
 def _palette(methods: list[str]) -> dict[str, tuple]:
@@ -64,9 +98,8 @@ def cost_vs_accuracy(runs: pd.DataFrame, slug: str) -> Figure:
     sns.scatterplot(data=runs, x="search_seconds", y="final_test_acc", hue="variant", hue_order=methods,
                     palette=_palette(methods), s=70, ax=ax)
     costs = runs["search_seconds"][runs["search_seconds"] > 0]
-    if len(costs) and costs.max() / costs.min() >= 10:  # a log axis only where it has a labelled decade
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a wide log range overlap each other
+    if len(costs) and costs.max() / costs.min() >= 10:  # a log axis only where it spans a decade
+        log_seconds_axis(ax)
         ax.set_xlabel("search cost (device-seconds, log scale)")
     else:
         ax.set_xlabel("search cost (device-seconds)")
@@ -122,21 +155,26 @@ def anytime_curves(comparison: Comparison, slug: str) -> Optional[Figure]:
     for e in comparison.references:
         references.setdefault(e.label.split(": ")[-1], []).append(prefix_tau(e, n))
     best = max(references, key=lambda n: sum(references[n]) / len(references[n])) if references else None
-    for name, taus in sorted(references.items()):
-        tau = sum(taus) / len(taus)
+    names = sorted(references)
+    means = [sum(references[name]) / len(references[name]) for name in names]
+    for name, tau in zip(names, means):
         ax.axhline(tau, color="black" if name == best else "grey", linewidth=1.2 if name == best else 0.7,
                    linestyle="--" if name == best else ":")
-        ax.annotate(f"{name} {tau:.2f}", xy=(1.0, tau), xycoords=("axes fraction", "data"), fontsize=7,
-                    color="black" if name == best else "grey", xytext=(3, 0), textcoords="offset points",
-                    va="center")
+    low, high = ax.get_ylim()
+    for name, tau, height in zip(names, means, spread_labels(means, gap=(high - low) * 0.045)):
+        ax.annotate(f"{name} {tau:.2f}", xy=(1.0, tau), xycoords=("axes fraction", "data"), xytext=(1.01, height),
+                    textcoords=("axes fraction", "data"), fontsize=7, va="center",
+                    color="black" if name == best else "grey")
+    ax.set_ylim(low, high)
     if data["seconds"].max() / max(data["seconds"][data["seconds"] > 0].min(), 1e-9) >= 10:
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        log_seconds_axis(ax)
         ax.set_xlabel("training device-seconds (log scale)")
     else:
         ax.set_xlabel("training device-seconds")
     ax.set_ylabel(f"Kendall tau on the first {n} archs of the shared sample")
-    ax.legend(title="method (one line per seed)", fontsize=7, title_fontsize=8, loc="best")
+    # below the axes: inside, the legend would cover the reference lines and the curves
+    ax.legend(title="method (one line per seed)", fontsize=7, title_fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.16), ncol=min(len(methods), 4), frameon=False)
     return Figure(id=f"{slug}-anytime", title="Anytime ranking: Kendall tau against training time",
                   caption=f"Each line is one run: its ranking of the first {n} archs of the shared sample "
                           f"(budget.anytime_sample) after every budget.ranking_every epochs (scoring time excluded "

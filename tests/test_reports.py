@@ -439,3 +439,28 @@ def test_ablation_runs_are_labelled_and_kept_out_of_the_paper_row(tmp_path):
     rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table1")
     (measured,) = [r for r in rows if r.origin == "measured" and "ghn" in r.label]
     assert measured.run_ids == [default.run_id] and measured.cells[3].text.startswith("70.00 ± 0.71")
+
+
+def test_reference_labels_keep_apart_and_stay_near_their_lines():
+    from reports.figures import spread_labels
+
+    values = [0.62, 0.60, 0.56, 0.55, 0.55, 0.21, 0.15, -0.01, -0.08]
+    heights = spread_labels(values, gap=0.05)
+    ordered = sorted(heights)
+    assert all(b - a >= 0.05 - 1e-9 for a, b in zip(ordered, ordered[1:]))
+    assert heights[values.index(0.21)] == 0.21 and heights[values.index(-0.08)] == -0.08  # isolated: unmoved
+    assert max(abs(h - v) for h, v in zip(heights, values)) < 0.1
+
+
+def test_log_seconds_axis_labels_are_plain_numbers():
+    import matplotlib.pyplot as plt
+
+    from reports.figures import log_seconds_axis
+
+    fig, ax = plt.subplots()
+    ax.plot([30, 800], [0, 1])
+    log_seconds_axis(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    plt.close(fig)
+    assert "100" in labels and "50" in labels and not any("$" in label or "mathdefault" in label for label in labels)
