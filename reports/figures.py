@@ -157,11 +157,11 @@ def anytime_curves(comparison: Comparison, slug: str) -> Optional[Figure]:
     best = max(references, key=lambda n: sum(references[n]) / len(references[n])) if references else None
     names = sorted(references)
     means = [sum(references[name]) / len(references[name]) for name in names]
-    for name, tau in zip(names, means):
+    for name, tau in zip(names, means, strict=True):
         ax.axhline(tau, color="black" if name == best else "grey", linewidth=1.2 if name == best else 0.7,
                    linestyle="--" if name == best else ":")
     low, high = ax.get_ylim()
-    for name, tau, height in zip(names, means, spread_labels(means, gap=(high - low) * 0.045)):
+    for name, tau, height in zip(names, means, spread_labels(means, gap=(high - low) * 0.045), strict=True):
         ax.annotate(f"{name} {tau:.2f}", xy=(1.0, tau), xycoords=("axes fraction", "data"), xytext=(1.01, height),
                     textcoords=("axes fraction", "data"), fontsize=7, va="center",
                     color="black" if name == best else "grey")

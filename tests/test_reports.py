@@ -447,9 +447,9 @@ def test_reference_labels_keep_apart_and_stay_near_their_lines():
     values = [0.62, 0.60, 0.56, 0.55, 0.55, 0.21, 0.15, -0.01, -0.08]
     heights = spread_labels(values, gap=0.05)
     ordered = sorted(heights)
-    assert all(b - a >= 0.05 - 1e-9 for a, b in zip(ordered, ordered[1:]))
+    assert all(b - a >= 0.05 - 1e-9 for a, b in zip(ordered, ordered[1:], strict=False))
     assert heights[values.index(0.21)] == 0.21 and heights[values.index(-0.08)] == -0.08  # isolated: unmoved
-    assert max(abs(h - v) for h, v in zip(heights, values)) < 0.1
+    assert max(abs(h - v) for h, v in zip(heights, values, strict=True)) < 0.1
 
 
 def test_log_seconds_axis_labels_are_plain_numbers():
