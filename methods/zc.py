@@ -119,7 +119,8 @@ def grad_norm(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def jacov(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     x = x.clone().requires_grad_(True)
     (jacobian,) = torch.autograd.grad(net(x).sum(), x)
-    corr = np.corrcoef(jacobian.reshape(len(x), -1).double().cpu().numpy())
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant row gives NaN, handled below
+        corr = np.corrcoef(jacobian.reshape(len(x), -1).double().cpu().numpy())
     if not np.all(np.isfinite(corr)):
         return -1e8  # a constant Jacobian row (NASLib scores a failure the same way)
     v = np.linalg.eigvalsh(corr)
