@@ -1,7 +1,7 @@
 """Reproduce one paper table: run each of its rows' protocols on the table's setting, then write the HTML report.
 
     python -m reports.reproduce ghn_table1                  # budget=table1: < 45 min on a 2-core CPU
-    python -m reports.reproduce nb201_weight_sharing        # budget=compare, seeds 0-2 + references: < 90 min
+    python -m reports.reproduce nb201_weight_sharing        # budget=compare, seeds 0-2 + references: target < 90 min
     python -m reports.reproduce ghn_table1 budget=paper device=cuda   # the papers' scale, on a GPU
 
 One run per paper row that has a counterpart here and per seed of the table's `reproduce_seeds`: the row's method
