@@ -129,53 +129,73 @@ class ChunkLayout:
     row: torch.Tensor  # (chunks,) row of each chunk
     pos_code: torch.Tensor  # (chunks, pos_dim) sinusoidal code of each chunk's index within its row
     keep: torch.Tensor  # indices into the flattened (chunks * chunk_size) output that are kept, in row order
-    pos: torch.Tensor  # (chunks,) index of each chunk within its row, clamped to the learned table's padding row
+    pos_low: torch.Tensor  # (chunks,) j mod radix: the low digit of each chunk's index j within its row
+    pos_high: torch.Tensor  # (chunks,) j div radix: its high digit
 
 
 class ChunkDecoder(nn.Module):
     """The shared hypernetwork H: (conditioning vector of a row, chunk index j) -> `chunk_size` values.
 
-    h = act(A cond + B sinusoid(j) + E[j] + b), then `layers - 1` hidden layers, then a linear map to the chunk;
-    LeakyReLU(0.02) as in SMASH's hypernet. E is a learned table over chunk indices j < max_chunks (zero beyond):
-    with the sinusoid alone the chunks of one row are too alike to fit even one fixed arch well (measured: 22% vs
-    72% val accuracy after 120 steps on digits, a 4-node cell space at C=8). The parameter count does not depend on
-    the target net.
+    h = act(A cond + B sinusoid(j) + E(j) + b), then `layers - 1` hidden layers, then a linear map to the chunk;
+    LeakyReLU(0.02) as in SMASH's hypernet. E(j) is a learned code of the chunk index: with the sinusoid alone the
+    chunks of one row are too alike to fit even one fixed arch well (measured: 22% vs 72% val accuracy after 120
+    steps on digits, a 4-node cell space at C=8). E is two-digit in base `code_radix` (R):
+    E(j) = E_low[j mod R] + E_high[j div R], so every index below R^2 has its own learned code (R=1024: rows up to
+    about a million chunks, 67M values at chunk size 64) for 2R table rows, and a row that needs more is refused
+    when its layout is built, never silently given the sinusoid alone. (A single table of R rows, as before, left
+    about 56% of a paper-width mbnet_chain row's values with the sinusoid only.) `code_radix=0` is the ablation
+    without any learned code. The parameter count does not depend on the target net.
     """
 
     def __init__(self, cond_dim: int, hidden: int, chunk_size: int, pos_dim: int = 16, layers: int = 2,
-                 max_chunks: int = 0) -> None:
+                 code_radix: int = 0) -> None:
         super().__init__()
         if chunk_size < 1 or hidden < 1 or layers < 1 or pos_dim < 2 or pos_dim % 2:
             raise ConfigError(f"decoder needs chunk_size, hidden, layers >= 1 and an even pos_dim >= 2; got "
                               f"chunk_size={chunk_size}, hidden={hidden}, layers={layers}, pos_dim={pos_dim}.")
-        self.chunk_size, self.pos_dim, self.max_chunks = chunk_size, pos_dim, max_chunks
+        self.chunk_size, self.pos_dim, self.code_radix = chunk_size, pos_dim, code_radix
         self.cond = nn.Linear(cond_dim, hidden)
         self.pos = nn.Linear(pos_dim, hidden, bias=False)
-        # learned code of chunk indices < max_chunks; later chunks get the padding row (zero, never trained)
-        self.pos_table = nn.Embedding(max_chunks + 1, hidden, padding_idx=max_chunks) if max_chunks > 0 else None
+        self.pos_low = self.pos_high = None
+        if code_radix > 0:
+            self.pos_low, self.pos_high = nn.Embedding(code_radix, hidden), nn.Embedding(code_radix, hidden)
+            for table in (self.pos_low, self.pos_high):  # the sum of the two digits' codes has unit variance
+                nn.init.normal_(table.weight, std=math.sqrt(0.5))
         body: list[nn.Module] = []
         for _ in range(layers - 1):
             body += [nn.LeakyReLU(0.02), nn.Linear(hidden, hidden)]
         body += [nn.LeakyReLU(0.02), nn.Linear(hidden, chunk_size)]
         self.body = nn.Sequential(*body)
 
+    @property
+    def code_capacity(self) -> int:
+        """Chunks per row that get their own learned code (0: no learned code)."""
+        return self.code_radix ** 2
+
     def layout(self, counts: Sequence[int], device: torch.device) -> ChunkLayout:
         counts = tuple(int(c) for c in counts)
         n_chunks = [math.ceil(c / self.chunk_size) for c in counts]
+        if self.code_radix > 0 and n_chunks and max(n_chunks) > self.code_capacity:
+            need = max(n_chunks)
+            raise ConfigError(
+                f"method.params.code_radix={self.code_radix}: a generated row needs {need} chunks of "
+                f"{self.chunk_size} values, beyond the {self.code_capacity} that have a learned position code; set "
+                f"method.params.code_radix to at least {math.isqrt(need - 1) + 1} (or raise chunk_size).")
         row = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(n_chunks, dtype=torch.long))
         pos = torch.cat([torch.arange(n) for n in n_chunks]) if counts else torch.zeros(0, dtype=torch.long)
         starts = [0]
         for n in n_chunks[:-1]:
             starts.append(starts[-1] + n * self.chunk_size)
         keep = torch.cat([torch.arange(c) + s for c, s in zip(counts, starts, strict=True)]) if counts else pos
+        radix = max(self.code_radix, 1)
         return ChunkLayout(counts, row.to(device), sinusoid(pos, self.pos_dim).to(device), keep.to(device),
-                           pos.clamp(max=self.max_chunks).to(device))
+                           (pos % radix).to(device), (pos // radix).to(device))
 
     def forward(self, cond: torch.Tensor, layout: ChunkLayout) -> torch.Tensor:
         """cond: (rows, cond_dim) -> the rows' values, concatenated: (sum(counts),)."""
         h = self.cond(cond)[layout.row] + self.pos(layout.pos_code)
-        if self.pos_table is not None:
-            h = h + self.pos_table(layout.pos)
+        if self.pos_low is not None and self.pos_high is not None:
+            h = h + self.pos_low(layout.pos_low) + self.pos_high(layout.pos_high)
         return self.body(h).reshape(-1)[layout.keep]
 
 
@@ -195,16 +215,17 @@ class HypernetHparams:
     decoder_hidden: int = 64
     decoder_layers: int = 2
     pos_dim: int = 64  # sinusoidal code of the chunk index
-    max_chunks: int = 1024  # learned embedding of chunk indices below this (0: sinusoidal code only)
+    code_radix: int = 1024  # learned chunk-index code, two digits in this base: rows up to radix^2 chunks
+    # (0: the sinusoidal code only, an ablation)
     weight_norm: bool = True  # whole-tensor weight normalisation of generated conv/linear weights (see above)
     plan_cache: int = 64  # archs whose meta net / graph tensors are kept (LRU); 0 disables
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ConfigError(f"method.params.lr must be > 0, got {self.lr}.")
-        if self.weight_decay < 0 or self.plan_cache < 0 or self.max_chunks < 0:
-            raise ConfigError(f"method.params.weight_decay, plan_cache and max_chunks must be >= 0, got "
-                              f"{self.weight_decay}, {self.plan_cache} and {self.max_chunks}.")
+        if self.weight_decay < 0 or self.plan_cache < 0 or self.code_radix < 0:
+            raise ConfigError(f"method.params.weight_decay, plan_cache and code_radix must be >= 0, got "
+                              f"{self.weight_decay}, {self.plan_cache} and {self.code_radix}.")
         if (self.chunk_size < 1 or self.decoder_hidden < 1 or self.decoder_layers < 1 or self.pos_dim < 2
                 or self.pos_dim % 2):
             raise ConfigError(f"method.params: chunk_size, decoder_hidden and decoder_layers must be >= 1 and "

@@ -194,7 +194,7 @@ class GraphHyperNetwork(nn.Module):
         self.embed = nn.Embedding(len(node_types), hp.hidden)
         self.gnns = nn.ModuleList(GatedGNN(hp.hidden) for _ in range(num_gnns))
         self.decoder = ChunkDecoder(hp.hidden, hp.decoder_hidden, hp.chunk_size, hp.pos_dim, hp.decoder_layers,
-                                    hp.max_chunks)
+                                    hp.code_radix)
         # set to a list to record the propagation schedule: (pass, module index, node ids updated together)
         self.trace: Optional[list[tuple[str, int, tuple[int, ...]]]] = None
 

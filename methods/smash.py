@@ -76,7 +76,7 @@ class SMASH(HypernetMethod):
         self._codes: dict[str, torch.Tensor] = {}
         hp = self.hp
         return ChunkDecoder(self.encoding_dim + hp.z_dim, hp.decoder_hidden, hp.chunk_size, hp.pos_dim,
-                            hp.decoder_layers, hp.max_chunks)
+                            hp.decoder_layers, hp.code_radix)
 
     def encode_arch(self, arch) -> torch.Tensor:
         """Concatenated one-hots of the decisions."""
