@@ -29,6 +29,11 @@ choice points of log softmax(alpha)[chosen op] (on the edges an arch leaves unus
 
 `ArchDistributionMethod` (alpha bookkeeping, derive, second proxy, checkpoints) and the alpha helpers are shared with
 ProxylessNAS.
+
+As in quark0/darts' search model, the BNs inside the mixed ops have no scale or shift (`bn_affine: false`), so the
+alphas alone weigh the candidates; subnets still copy exactly into affine standalone nets (scale 1, shift 0).
+Departures from the official code: its mixed op adds a BN after each pooling candidate, which this supernet does not
+(yet); the stem and cell-preprocessing BNs follow the space (affine; the official preprocessing is not).
 """
 from __future__ import annotations
 
@@ -158,6 +163,7 @@ class DARTSHparams:
     xi: Optional[float] = None  # virtual step size of order 2; null = the current weight learning rate (paper)
     fd_scale: float = 0.01  # finite-difference step eps = fd_scale / ||grad_w' L_val|| (paper, Eq. 8: 0.01)
     unrolled_momentum_wd: bool = False  # include the SGD momentum buffer and weight decay in w' (official code)
+    bn_affine: bool = False  # scale/shift in the mixed ops' BNs (quark0/darts' search model: affine=False)
 
     def __post_init__(self) -> None:
         if self.order not in (1, 2):

@@ -1,6 +1,7 @@
 """Evolutionary architecture search over a scoring function (SPOS, Guo et al. 2020, Sec. 3.3 and Alg. 1):
 keep the top-k, make half the next population by mutation and half by crossover, reject archs that violate
-the constraint, and return the best arch ever evaluated.
+the constraint, top the population up with uniformly sampled archs when mutation and crossover fall short (the
+official `search.py`'s `get_random`), and return the best arch ever evaluated.
 
 With a ground truth that covers only a subset of the space (`pool`), every arch the search proposes (initial
 population, mutant, child) is replaced by the nearest pool arch it has not evaluated yet (Hamming distance over
@@ -95,7 +96,9 @@ def evolutionary_search(space: SearchSpace, fitness: Fitness, rng: random.Random
         children = _fill((), lambda top=top: propose(space.crossover(rng.choice(top), rng.choice(top), rng)),
                          population - len(mutants), ok, seen, max_tries)
         pop = mutants + children
-        if not pop:  # the neighbourhood of the top-k is exhausted
+        # mutation and crossover can fall short (a small space, a tight constraint): random archs fill the rest
+        pop += _fill((), lambda: propose(space.sample(rng)), population - len(pop), ok, seen, max_tries)
+        if not pop:  # the space (or the pool) is exhausted
             break
     best = max(result.evaluated, key=result.evaluated.__getitem__)
     result.best, result.best_fitness = best, result.evaluated[best]

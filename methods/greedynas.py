@@ -85,6 +85,7 @@ class CandidatePool:
 
 @dataclass
 class GreedyNASHparams(SPOSHparams):
+    bn_affine: bool = True  # mmrazor's GreedyNAS supernet keeps affine BNs (SPOS's official one does not)
     num_paths: int = 10  # m: paths sampled and evaluated per iteration (paper: 10)
     num_kept: int = 5  # k: lowest-loss paths kept and trained (paper: 5)
     pool_size: int = 1000  # candidate pool size (paper: 1000)

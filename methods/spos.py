@@ -1,7 +1,16 @@
 """SPOS: Single Path One-Shot NAS with uniform sampling (Guo et al., ECCV 2020).
 
 Supernet training samples one path uniformly per step; ranking uses supernet accuracy after BN recalibration;
-the final search is an evolutionary algorithm under an optional params/FLOPs constraint.
+the final search is an evolutionary algorithm under an optional params/FLOPs constraint (mutation and crossover,
+topped up with uniformly sampled archs when they fall short, as the official `search.py` does).
+
+As in the official supernet (megvii-model/SinglePathOneShot), the BNs of the candidate ops have no scale or shift
+(`bn_affine: false`); a subnet still copies exactly into an affine standalone net (scale 1, shift 0).
+
+Departures from the official code: the search space is the harness' (nb201, darts_cell, mbnet_chain), not the
+ShuffleNetV2 choice blocks, so the stem and head BNs follow the space (affine); the FLOPs/params constraint is
+counted at the budget's final network; evolution's sizes come from the budget (the paper: population 50, 20
+generations, top 10, at `budget=paper`).
 """
 from __future__ import annotations
 
@@ -23,6 +32,7 @@ class SPOSHparams:
     mutation_prob: float = 0.1  # per-decision resampling probability (the paper: 0.1)
     max_params: Optional[float] = None  # constraint on the final network's parameter count
     max_flops: Optional[float] = None  # constraint on its FLOPs (multiply-add = 2), at the budget's resolution
+    bn_affine: bool = False  # scale/shift in the candidate ops' BNs (official supernet: no)
 
     def __post_init__(self) -> None:
         if self.topk < 1:

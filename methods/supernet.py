@@ -11,6 +11,7 @@ from torch import nn
 
 from oneshot_bench.training import accuracy, cosine, optimizer_step, recalibrate_bn, sgd, steps_per_epoch
 from search_spaces.base import ENCODE, SAMPLE, SUPERNET, Arch, Path
+from search_spaces.ops import make_choice_bn_non_affine
 
 from .base import Method
 
@@ -21,10 +22,18 @@ class SupernetMethod(Method):
 
     def build(self) -> None:
         ctx = self.ctx
-        self.supernet = ctx.space.build_supernet(ctx.net).to(ctx.device).to(memory_format=torch.channels_last)
+        self.supernet = ctx.space.build_supernet(ctx.net)
+        if not self.choice_bn_affine():
+            make_choice_bn_non_affine(self.supernet)
+        self.supernet = self.supernet.to(ctx.device).to(memory_format=torch.channels_last)
         self.steps_per_epoch = steps_per_epoch(len(ctx.data.train), ctx.budget.batch_size)
         self.w_optimizer = sgd(self.weight_parameters(), ctx.budget.lr, ctx.budget.momentum, ctx.budget.weight_decay)
         self.w_scheduler = cosine(self.w_optimizer, ctx.budget.search_epochs * self.steps_per_epoch)
+
+    def choice_bn_affine(self) -> bool:
+        """Whether the BNs inside the candidate ops learn a scale and shift (the harness' shared supernet); methods
+        whose official supernet builds them with `affine=False` (SPOS, DARTS) make it a hyperparameter."""
+        return bool(getattr(self.hp, "bn_affine", True))
 
     def weight_parameters(self) -> Iterator[nn.Parameter]:
         return self.supernet.parameters()

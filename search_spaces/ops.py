@@ -2,7 +2,9 @@
 
 The ops follow the reference code (AutoDL-Projects' `cell_operations.py` for NAS-Bench-201, DARTS'
 `operations.py`) and keep its submodule names (`op.1.weight`...). Every BatchNorm is affine and tracks running
-statistics, in the supernet too, so that a subnet's supernet weights copy exactly into a standalone network.
+statistics, in the supernet too, so that a subnet's supernet weights copy exactly into a standalone network; a
+method whose official supernet has non-affine candidate BNs (SPOS, DARTS) removes their scale and shift with
+`make_choice_bn_non_affine`, and the copy stays exact.
 """
 from __future__ import annotations
 
@@ -154,15 +156,40 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 
 # ---- choice points --------------------------------------------------------------------------------------------------
 
+def make_choice_bn_non_affine(supernet: nn.Module) -> int:
+    """Turn every BatchNorm inside a ChoiceOp's candidates into a non-affine one (no scale, no shift), as the
+    official SPOS and DARTS supernets build their candidate ops (`affine=False`); returns how many. BNs outside the
+    choice ops (stem, cell preprocessing, head) keep theirs. `subnet_state_dict` gives such a BN scale 1 and shift
+    0, so the subnet still copies exactly into a standalone net (whose BNs are affine)."""
+    count = 0
+    for choice in (m for m in supernet.modules() if isinstance(m, ChoiceOp)):
+        for bn in (m for m in choice.candidates.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+            if bn.affine:
+                del bn.weight, bn.bias
+                bn.register_parameter("weight", None)
+                bn.register_parameter("bias", None)
+                bn.affine = False
+                bn.affine_in_standalone = True
+                count += 1
+    return count
+
+
 def subnet_state_dict(supernet: nn.Module, path: Sequence[int]) -> dict[str, torch.Tensor]:
     """`supernet.state_dict()` with every ChoiceOp replaced by its chosen candidate `path[op.point]`.
 
     Keys '<op>.candidates.<k>.<rest>' of the chosen k become '<op>.<rest>'; other candidates are dropped. This is
-    the layout of standalone nets that hold the chosen op module where the supernet holds its ChoiceOp.
+    the layout of standalone nets that hold the chosen op module where the supernet holds its ChoiceOp. A BN made
+    non-affine by `make_choice_bn_non_affine` contributes scale 1 and shift 0, which is what it computes.
     """
     chosen = {name: path[m.point] for name, m in supernet.named_modules() if isinstance(m, ChoiceOp)}
     state: dict[str, torch.Tensor] = {}
-    for key, value in supernet.state_dict().items():
+    full = dict(supernet.state_dict())
+    for name, bn in supernet.named_modules():
+        if getattr(bn, "affine_in_standalone", False):
+            ref = bn.running_mean
+            full[f"{name}.weight"] = torch.ones(bn.num_features, dtype=ref.dtype, device=ref.device)
+            full[f"{name}.bias"] = torch.zeros(bn.num_features, dtype=ref.dtype, device=ref.device)
+    for key, value in full.items():
         owner, found, rest = key.partition(".candidates.")
         if not found or owner not in chosen:
             state[key] = value

@@ -28,8 +28,9 @@ def perturb_bn(module: torch.nn.Module, seed: int) -> None:
             n = m.num_features
             m.running_mean.copy_(0.2 * torch.randn(n, generator=g))
             m.running_var.copy_(0.5 + torch.rand(n, generator=g))
-            m.weight.data.copy_(1 + 0.2 * torch.randn(n, generator=g))
-            m.bias.data.copy_(0.2 * torch.randn(n, generator=g))
+            if m.affine:  # (a supernet's non-affine choice BNs have none)
+                m.weight.data.copy_(1 + 0.2 * torch.randn(n, generator=g))
+                m.bias.data.copy_(0.2 * torch.randn(n, generator=g))
 
 
 def assert_subnets_equal_standalone(space, supernet, net, archs, side: int) -> None:

@@ -1,10 +1,13 @@
 import random
 
+import numpy as np
 import pytest
+import torch
 
 from evaluators.runner import run_benchmark
 from methods.evolution import evolutionary_search
 from search_spaces import get_space
+from search_spaces.base import ChoiceOp
 
 
 def test_evolution_finds_the_optimum_of_a_known_fitness():
@@ -41,3 +44,98 @@ def test_spos_on_nb201_beats_the_worst_decile(smoke_config, seed):
     found = record.found
     assert found.final_source == "tabular"
     assert found.final_test_acc > found.space_worst_decile_acc
+
+
+def make_spos(space_name: str, **hparams):
+    from methods import SearchContext, get_method
+    from oneshot_bench.config import BudgetConfig, DataConfig, NetConfig
+    from oneshot_bench.data import load_data
+
+    data = load_data(DataConfig(), resolution=8, seed=0, max_train_images=64, max_val_images=64)
+    net = NetConfig(channels=8, cells_per_stage=1, num_classes=10, in_channels=1)
+    budget = BudgetConfig(batch_size=16, search_epochs=1, score_batches=2, bn_recalibration_batches=2, candidates=3)
+    method = get_method("spos", hparams)
+    method.setup(SearchContext(get_space(space_name), data, budget, torch.device("cpu"), 0, net, net,
+                               data.resolution))
+    return method, net
+
+
+@pytest.mark.parametrize("space_name", ["nb201", "darts_cell", "mbnet_chain"])
+def test_spos_supernet_has_non_affine_choice_bn_and_still_copies_exactly(space_name):
+    from conftest import assert_subnets_equal_standalone, perturb_bn
+
+    method, net = make_spos(space_name)
+    sn = method.supernet
+    choice_bns = [m for c in sn.modules() if isinstance(c, ChoiceOp) for m in c.candidates.modules()
+                  if isinstance(m, torch.nn.BatchNorm2d)]
+    assert choice_bns and not any(bn.affine for bn in choice_bns)  # the official supernet: affine=False
+    assert not any(n.endswith(".weight") for n, _ in sn.named_parameters() if ".candidates." in n
+                   and isinstance(sn.get_submodule(n.rpartition(".")[0]), torch.nn.BatchNorm2d))
+    perturb_bn(sn, 0)
+    sn.eval()
+    assert_subnets_equal_standalone(get_space(space_name), sn, net,
+                                    [get_space(space_name).sample(random.Random(i)) for i in range(3)], side=8)
+    affine, _ = make_spos(space_name, bn_affine=True)
+    assert all(bn.affine for c in affine.supernet.modules() if isinstance(c, ChoiceOp)
+               for bn in c.candidates.modules() if isinstance(bn, torch.nn.BatchNorm2d))
+
+
+def test_spos_samples_every_op_uniformly():
+    """Chi-square test of the op frequencies at every choice point over 3,000 sampled training paths (uniform
+    single-path sampling: a departure would bias the supernet towards some ops)."""
+    from scipy import stats
+
+    method, _ = make_spos("nb201")
+    space = method.ctx.space
+    counts = np.zeros((len(space.decisions), max(len(d.choices) for d in space.decisions)))
+    for _ in range(3000):
+        for point, choice in enumerate(method.sample_arch()):
+            counts[point, choice] += 1
+    for point, d in enumerate(space.decisions):
+        observed = counts[point, :len(d.choices)]
+        assert stats.chisquare(observed).pvalue > 1e-3, (d.name, observed)
+    # and the test can fail: a sampler that prefers op 0 is caught
+    biased = observed.copy()
+    biased[0] += 0.1 * observed.sum()
+    assert stats.chisquare(biased).pvalue < 1e-3
+
+
+def test_bn_recalibration_changes_scores_and_matches_a_standalone_net_with_those_statistics():
+    """Scoring re-estimates BN statistics for the scored path: the score differs from scoring with the supernet's
+    mixed running statistics, and equals the standalone net loaded with the subnet's weights and the recalibrated
+    statistics, on the same val batches."""
+    from oneshot_bench.training import accuracy
+
+    method, net = make_spos("nb201")
+    torch.manual_seed(0)
+    for _ in range(5):  # a little training, so running statistics are a mixture over paths
+        for x, y in method.train_batches():
+            method.weight_step(method.path_of(method.sample_arch()), x, y)
+    space, arch = method.ctx.space, method.ctx.space.sample(random.Random(7))
+    b = method.ctx.budget
+    val = lambda: method.ctx.data.batches("val", b.batch_size, method.generator, shuffle=False,  # noqa: E731
+                                          augment=False, max_batches=b.score_batches)
+    path = method.path_of(arch)
+    method.supernet.eval()
+    with torch.no_grad():
+        mixed_logits = torch.cat([method.supernet(x, path) for x, _ in val()])
+    recalibrated = method.supernet_accuracy(arch)
+    method.supernet.eval()
+    with torch.no_grad():
+        recal_logits = torch.cat([method.supernet(x, path) for x, _ in val()])
+    assert not torch.allclose(mixed_logits, recal_logits)
+    standalone = space.build_standalone(arch, net)
+    standalone.load_state_dict(method.supernet.subnet_state_dict(arch), strict=True)
+    standalone.eval()
+    with torch.no_grad():
+        assert accuracy(standalone, val()) == recalibrated
+        torch.testing.assert_close(torch.cat([standalone(x) for x, _ in val()]), recal_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_evolution_tops_up_with_random_archs_when_mutation_and_crossover_fall_short():
+    """mutation_prob 0 and top-1 make every mutant and child a copy of the parent (already evaluated): the official
+    search fills the population with random archs instead of stopping."""
+    space = get_space("mbnet_chain")
+    result = evolutionary_search(space, lambda a: -sum(a), random.Random(0), population=10, generations=3, topk=1,
+                                 mutation_prob=0.0, progress=False)
+    assert len(result.evaluated) == 10 * 4
