@@ -1,28 +1,40 @@
 """GreedyNAS: Towards Fast One-Shot NAS with Greedy Supernet (You et al., CVPR 2020).
 
-SPOS with a greedy supernet: rather than training every uniformly sampled path, each iteration
+SPOS with a greedy supernet. The first `warmup_iters` weight steps train uniformly sampled single paths, as SPOS
+does (the paper warms the supernet up before filtering; mmrazor's config: 10,000 of 150,000 iterations, so the
+default is 1/15 of the search's weight steps). After that, rather than training every uniformly sampled path, each
+iteration
 
 1. samples m = `num_paths` paths, each taken from the candidate pool with probability epsilon(t) (exploitation,
    uniformly among the pool's paths) and uniformly from the space otherwise (exploration; under a params/FLOPs
    constraint, uniformly among the archs that satisfy it, as SPOS);
-2. evaluates each on the same small search-val batch (`val_batch_size` examples drawn at random, no augmentation,
-   BatchNorm on batch statistics, no gradient) by its cross-entropy loss;
+2. evaluates each by its cross-entropy loss on ONE fixed search-val subset (`val_batch_size` examples drawn once
+   per run from the search-val split, no augmentation, BatchNorm on batch statistics, no gradient), so the losses
+   that enter the pool are comparable with one another (the paper scores paths on a fixed small val subset);
 3. keeps the k = `num_kept` paths of lowest loss (multi-path sampling with rejection) and pushes them, with their
    losses, into the candidate pool: a fixed-size pool (`pool_size`, paper 1000) holding the paths of lowest
    loss (a path already in the pool gets its newest loss; a full pool replaces its worst path by a better one);
 4. trains the supernet on the k kept paths, one SGD step (the spine's `weight_step`) each on its own training
    batch.
 
-epsilon(t) grows linearly from 0 at the first iteration to `epsilon_max` (paper 0.8) at the last. To spend the same
-weight-training budget as SPOS, an epoch takes exactly as many weight steps as SPOS (one per training batch, the
-last iteration of an epoch trains only the kept paths that still have a batch): the same number of trained paths,
-plus m forward passes on a val batch per k of them (`self.stats`: paths_evaluated, paths_trained, pool_size,
-returned by `train_epoch` into the run history). The paper's ~60% of SPOS's supernet cost comes from needing fewer
-epochs for the same accuracy; this implementation does not shorten the budget (nor use the paper's pool-based
-stopping rule), so that all methods of a comparison get the same search epochs.
+Every `rescore_every` epochs the pool's paths are scored again on the fixed subset with the current weights, so
+that a path's loss from early training does not keep it in (or out of) the pool; paths then ranked out of the pool
+leave it.
+
+epsilon(t) grows linearly from 0 at the first greedy iteration to `epsilon_max` (paper 0.8) at the last. To spend
+the same weight-training budget as SPOS, an epoch takes exactly as many weight steps as SPOS (one per training
+batch, the last iteration of an epoch trains only the kept paths that still have a batch): the same number of
+trained paths, plus m forward passes on the val subset per k of them (`self.stats`: paths_evaluated, paths_trained,
+pool_size, paths_rescored, returned by `train_epoch` into the run history). The paper's ~60% of SPOS's supernet cost
+comes from needing fewer epochs for the same accuracy; this implementation does not shorten the budget (nor use the
+paper's pool-based stopping rule), so that all methods of a comparison get the same search epochs.
 
 Ranking proxy: supernet accuracy after BN recalibration (the spine's). Derive: SPOS' evolutionary search, its
 initial population taken from the candidate pool (best paths first).
+
+Departures (GreedyNAS has no official code; mmrazor's implementation stands in): paths are scored by loss, not
+mmrazor's top-1 accuracy; the pool's re-scoring cadence (`rescore_every`) is ours; the supernet is the harness'
+space (affine BNs, as mmrazor's), not the paper's MobileNet space.
 """
 from __future__ import annotations
 
@@ -90,7 +102,9 @@ class GreedyNASHparams(SPOSHparams):
     num_kept: int = 5  # k: lowest-loss paths kept and trained (paper: 5)
     pool_size: int = 1000  # candidate pool size (paper: 1000)
     epsilon_max: float = 0.8  # probability of sampling from the pool, reached linearly at the end (paper: 0.8)
-    val_batch_size: Optional[int] = None  # examples of the search-val batch that scores paths; null = batch_size
+    val_batch_size: Optional[int] = None  # examples of the fixed search-val subset that scores paths; null: batch_size
+    warmup_iters: Optional[int] = None  # uniform single-path weight steps first; null: 1/15 of the search's steps
+    rescore_every: int = 10  # epochs between re-scorings of the whole pool on the current weights (0: never)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -102,6 +116,10 @@ class GreedyNASHparams(SPOSHparams):
                               f"{self.pool_size} and {self.epsilon_max}.")
         if self.val_batch_size is not None and self.val_batch_size < 1:
             raise ConfigError(f"method.params.val_batch_size must be >= 1 or null, got {self.val_batch_size}.")
+        if self.warmup_iters is not None and self.warmup_iters < 0:
+            raise ConfigError(f"method.params.warmup_iters must be >= 0 or null, got {self.warmup_iters}.")
+        if self.rescore_every < 0:
+            raise ConfigError(f"method.params.rescore_every must be >= 0 (0: never), got {self.rescore_every}.")
 
 
 @register_method("greedynas")
@@ -112,10 +130,17 @@ class GreedyNAS(SPOS):
         hp = self.hp
         super().build()
         self.pool = CandidatePool(hp.pool_size)
-        self.iterations_per_epoch = math.ceil(self.steps_per_epoch / hp.num_kept)
-        self.total_iterations = self.ctx.budget.search_epochs * self.iterations_per_epoch
+        total_steps = self.ctx.budget.search_epochs * self.steps_per_epoch
+        self.warmup_steps = min(total_steps, hp.warmup_iters if hp.warmup_iters is not None else total_steps // 15)
+        self.total_iterations = math.ceil((total_steps - self.warmup_steps) / hp.num_kept)
         self.iteration = 0
-        self.stats = {"paths_evaluated": 0, "paths_trained": 0, "pool_size": 0}
+        self.weight_steps = 0
+        self.stats = {"paths_evaluated": 0, "paths_trained": 0, "pool_size": 0, "paths_rescored": 0}
+        # the fixed search-val subset that scores every path (drawn once; its own stream, so training's is unchanged)
+        val = self.ctx.data.val
+        n = min(len(val), hp.val_batch_size or self.ctx.budget.batch_size)
+        idx = torch.randperm(len(val), generator=torch.Generator().manual_seed(self.ctx.seed))[:n].to(val.y.device)
+        self.path_val = (val.x[idx].contiguous(memory_format=torch.channels_last), val.y[idx])
 
     def epsilon(self, iteration: int) -> float:
         """Exploitation probability: 0 at the first iteration, epsilon_max at the last, linear in between."""
@@ -135,7 +160,7 @@ class GreedyNAS(SPOS):
         """Sample m paths, keep the k of lowest val loss, update the pool, train up to `max_steps` of them (one
         weight step each on the next training batch); returns their training losses."""
         candidates = self.sample_paths(self.epsilon(self.iteration))
-        losses = self.path_losses(candidates, *self.random_val_batch(self.hp.val_batch_size))
+        losses = self.path_losses(candidates, *self.path_val)
         kept = sorted(range(len(candidates)), key=losses.__getitem__)[:self.hp.num_kept]
         for i in kept:
             self.pool.update(candidates[i], losses[i])
@@ -143,24 +168,39 @@ class GreedyNAS(SPOS):
         for i in kept[:max_steps]:
             x, y = next(batches)
             train_losses.append(self.weight_step(self.path_of(candidates[i]), x, y))
+        self.weight_steps += len(train_losses)
         self.iteration += 1
         self.stats["paths_evaluated"] += len(candidates)
         self.stats["paths_trained"] += len(train_losses)
         self.stats["pool_size"] = len(self.pool)
         return train_losses
 
+    def rescore_pool(self) -> None:
+        """Score every pool path again on the fixed subset with the current weights (losses from earlier weights are
+        not comparable with new ones); the pool keeps its size, now by the fresh losses."""
+        archs = list(self.pool.losses)
+        self.pool.losses = dict(zip(archs, self.path_losses(archs, *self.path_val), strict=True))
+        self.stats["paths_rescored"] += len(archs)
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         batches = iter(self.train_batches())
         remaining = self.steps_per_epoch  # the same weight steps per epoch as SPOS
         losses: list[float] = []
+        while remaining > 0 and self.weight_steps < self.warmup_steps:  # uniform warm-up, one path per batch
+            x, y = next(batches)
+            losses.append(self.weight_step(self.path_of(self.sample_arch()), x, y))
+            self.weight_steps += 1
+            remaining -= 1
         while remaining > 0:
             step_losses = self.greedy_iteration(batches, remaining)
             if not step_losses:
                 break
             losses += step_losses
             remaining -= len(step_losses)
+        if self.hp.rescore_every and (epoch + 1) % self.hp.rescore_every == 0 and len(self.pool):
+            self.rescore_pool()
         return {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0],
-                "epsilon": self.epsilon(self.iteration - 1), **{k: float(v) for k, v in self.stats.items()}}
+                "epsilon": self.epsilon(max(0, self.iteration - 1)), **{k: float(v) for k, v in self.stats.items()}}
 
     def ranked(self, n: int) -> list[tuple[Arch, float]]:
         """SPOS' evolutionary search, its initial population taken from the candidate pool (best paths first)."""
@@ -175,10 +215,11 @@ class GreedyNAS(SPOS):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "pool": self.pool.state(), "iteration": self.iteration,
-                "stats": dict(self.stats)}
+                "weight_steps": self.weight_steps, "stats": dict(self.stats)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.pool.load(state["pool"])
         self.iteration = state["iteration"]
+        self.weight_steps = state["weight_steps"]
         self.stats = dict(state["stats"])

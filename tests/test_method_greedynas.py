@@ -144,3 +144,50 @@ def test_real_epoch_and_state_dict_round_trip():
     b = make_method(num_paths=4, num_kept=2)
     b.load_state_dict(a.state_dict())
     assert b.pool.losses == a.pool.losses and b.iteration == a.iteration == 2 and b.stats == a.stats
+
+
+def recording(method, monkeypatch, loss=stub_loss):
+    evaluated, trained = [], []
+    monkeypatch.setattr(method, "path_losses",
+                        lambda archs, x, y: (evaluated.append((list(archs), x, y)), [loss(a) for a in archs])[1])
+    monkeypatch.setattr(method, "weight_step", lambda path, x, y: (trained.append(tuple(path)), 1.0)[1])
+    return evaluated, trained
+
+
+def test_uniform_warmup_comes_before_greedy_filtering(monkeypatch):
+    """The first warmup_iters weight steps train uniformly sampled paths without scoring any; greedy iterations
+    follow in the same epoch, and epsilon's schedule spans the greedy iterations only."""
+    method = make_method(epochs=2, num_paths=6, num_kept=2, warmup_iters=3)
+    evaluated, trained = recording(method, monkeypatch)
+    assert method.total_iterations == 3  # (8 steps - 3 warm-up) / 2 kept, rounded up
+    method.train_epoch(0)
+    assert len(trained) == 4 and len(evaluated) == 1  # 3 warm-up steps, then one iteration trains what is left
+    assert method.stats["paths_trained"] == 1 and method.weight_steps == 4
+    method.train_epoch(1)
+    assert len(evaluated) == 3 and len(trained) == 8
+    # the default: 1/15 of the search's weight steps (mmrazor: 10,000 of 150,000)
+    assert make_method(epochs=30).warmup_steps == 30 * 4 // 15
+
+
+def test_paths_are_scored_on_one_fixed_val_subset(monkeypatch):
+    method = make_method(num_paths=4, num_kept=2, val_batch_size=8)
+    evaluated, _ = recording(method, monkeypatch)
+    method.train_epoch(0)
+    method.train_epoch(1)
+    assert len(evaluated) == 4
+    first_x, first_y = evaluated[0][1], evaluated[0][2]
+    assert first_x.shape[0] == 8
+    assert all(torch.equal(x, first_x) and torch.equal(y, first_y) for _, x, y in evaluated)
+
+
+def test_the_pool_is_rescored_on_current_weights(monkeypatch):
+    method = make_method(num_paths=4, num_kept=2, rescore_every=2)
+    offset = {"value": 0.0}
+    evaluated, _ = recording(method, monkeypatch, loss=lambda a: stub_loss(a) + offset["value"])
+    method.train_epoch(0)  # epoch 1 of 2: no re-scoring yet
+    before = dict(method.pool.losses)
+    assert before and method.stats["paths_rescored"] == 0
+    offset["value"] = 1.0  # the weights changed: every path's loss is now 1 higher
+    method.train_epoch(1)
+    assert method.stats["paths_rescored"] == len(method.pool)
+    assert all(v == pytest.approx(stub_loss(a) + 1.0) for a, v in method.pool.losses.items())
