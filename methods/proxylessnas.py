@@ -1,4 +1,8 @@
-"""ProxylessNAS (Cai, Zhu & Han, ICLR 2019): path-level binarization with a measured latency loss.
+"""ProxylessNAS (Cai, Zhu & Han, ICLR 2019): path-level binarization, with an optional hardware (latency) loss.
+
+By default (`latency_metric: off`) there is NO resource term: every method of a comparison searches for accuracy
+alone, so ProxylessNAS' found arch and final accuracy compare with the others' (with the paper's latency term on,
+it alone would be pushed toward cheap archs, on nb201 toward the zero op). The hardware loss is an option below.
 
 Each supernet choice point has architecture parameters alpha, p = softmax(alpha).
 
@@ -22,11 +26,16 @@ Each supernet choice point has architecture parameters alpha, p = softmax(alpha)
   gets no architecture update in that step, as in the official code.
 - Hardware loss: E[cost] = fixed + sum over choice points of sum_i p_i * table[point][i] (the paper's expected
   latency, with the full p; differentiable in alpha), combined with the cross-entropy as
+  `latency_loss: mul_log` (the official default, `mul#log`):
+                        alpha * L_CE * (log E / log target) ** beta  (official search script: alpha 0.2, beta 0.3),
   `latency_loss: add`:  L_CE + lambda * (E - target) / target  (the paper's L_CE + lambda_2 E[LAT], normalized by
                         the target as the official `add#linear`, so lambda has no unit), or
-  `latency_loss: mul`:  L_CE * (E / target) ** beta  (multiplicative form).
-  `latency_metric: latency` uses a lookup table MEASURED on the run's device (see `measure_cost_table`),
-  `flops` a table of FLOPs per candidate from torch.utils.flop_counter, `off` no hardware loss.
+  `latency_loss: mul`:  L_CE * (E / target) ** beta  (a multiplicative form without the log).
+  `latency_metric: latency` uses a lookup table MEASURED on the run's device (see `measure_cost_table`: the median
+  of `latency_repeats` warmed-up timings per module, all timings' medians recorded), `flops` a table of FLOPs per
+  candidate from torch.utils.flop_counter, `off` (default) no hardware loss. The target is part of the run's
+  identity: `latency_metric: latency` needs an explicit `latency_target_ms` (a measured default could not be in
+  the run id); with `flops` a null target is E[FLOPs] at uniform p, a function of the config.
 
 The table is built at the start of the first training epoch (its cost counts as search cost), kept in
 `self.latency_table` (a JSON-able dict) and in `state_dict`, and the runner writes it to
@@ -42,6 +51,7 @@ single-path gates do not model.
 """
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from collections.abc import Callable
@@ -55,7 +65,7 @@ from torch import nn
 from oneshot_bench.config import Choice
 from oneshot_bench.device import device_name
 from oneshot_bench.errors import ConfigError
-from oneshot_bench.measure import flops_of_calls, min_latency_ms
+from oneshot_bench.measure import flops_of_calls, median_latency_ms
 from oneshot_bench.training import check_finite
 from search_spaces.base import SearchSpace, WeightedChoice
 
@@ -70,7 +80,8 @@ class CostMetric(Choice):
 
 
 class CostLoss(Choice):
-    add = "add"  # L_CE + lambda * (E - T) / T (paper)
+    mul_log = "mul_log"  # alpha * L_CE * (log E / log T) ** beta (official `mul#log`, its default)
+    add = "add"  # L_CE + lambda * (E - T) / T (paper; official `add#linear`)
     mul = "mul"  # L_CE * (E / T) ** beta
 
 
@@ -95,14 +106,15 @@ class ProxylessNASHparams:
     arch_update_every: int = 5  # one architecture update per this many weight steps (official: 5)
     arch_update_steps: int = 1  # architecture steps per update (official: 1)
     warmup_fraction: float = 0.25  # share of search epochs with weight steps only (official: 40 of 40 + 120)
-    latency_metric: CostMetric = CostMetric.latency  # latency (measured lookup table) | flops | off
-    latency_loss: CostLoss = CostLoss.add  # add: L_CE + lambda * (E - T) / T (paper) | mul: L_CE * (E / T) ** beta
+    latency_metric: CostMetric = CostMetric.off  # off (no resource term: comparable) | latency (measured) | flops
+    latency_loss: CostLoss = CostLoss.mul_log  # mul_log (official) | add (paper) | mul, see the module docstring
+    latency_alpha: float = 0.2  # alpha of mul_log (official search script: 0.2)
     latency_lambda: float = 0.1  # lambda of the additive form (official add#linear default: 0.1)
-    latency_beta: float = 0.3  # beta of the multiplicative form (official search script: 0.3)
-    latency_target_ms: Optional[float] = None  # target T for latency_metric=latency; null: E[latency] at uniform p
+    latency_beta: float = 0.3  # beta of mul_log and mul (official search script: 0.3)
+    latency_target_ms: Optional[float] = None  # target T for latency_metric=latency (required there)
     flops_target: Optional[float] = None  # target T for latency_metric=flops; null: E[FLOPs] at uniform p
     latency_batch_size: int = 1  # batch size of the latency measurements (the paper: 1 image on the device)
-    latency_repeats: int = 20  # timed runs per candidate (the fastest counts), after 3 warm-up runs
+    latency_repeats: int = 20  # timed runs per candidate (the median counts), after 3 warm-up runs
 
     def __post_init__(self) -> None:
         if self.arch_update_every < 1 or self.arch_update_steps < 0 or not 0.0 <= self.warmup_fraction <= 1.0:
@@ -115,6 +127,13 @@ class ProxylessNASHparams:
         for key in ("latency_target_ms", "flops_target"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ConfigError(f"method.params.{key} must be > 0 or null, got {getattr(self, key)}.")
+        if self.latency_metric == CostMetric.latency and self.latency_target_ms is None:
+            raise ConfigError("method.params.latency_target_ms: latency_metric=latency needs an explicit target in "
+                              "ms, so that the run id names it (a target measured during the run could not be); "
+                              "set it, e.g. method.params.latency_target_ms=5 (a run's latency_table.json records "
+                              "the uniform expectation to choose one from), or use latency_metric=flops or off.")
+        if self.latency_alpha <= 0:
+            raise ConfigError(f"method.params.latency_alpha must be > 0, got {self.latency_alpha}.")
 
 
 @register_method("proxylessnas")
@@ -176,6 +195,8 @@ class ProxylessNAS(ArchDistributionMethod):
         target = float(self.latency_table["target"])
         if self.hp.latency_loss == CostLoss.add:
             return ce + self.hp.latency_lambda * (expected - target) / target
+        if self.hp.latency_loss == CostLoss.mul_log:
+            return self.hp.latency_alpha * ce * (torch.log(expected) / math.log(target)) ** self.hp.latency_beta
         return ce * (expected / target) ** self.hp.latency_beta
 
     def ensure_cost_table(self) -> None:
@@ -189,8 +210,8 @@ class ProxylessNAS(ArchDistributionMethod):
                       for row in self.latency_table["table"]]
 
     def measure_cost_table(self) -> dict[str, Any]:
-        """Per choice point and candidate: latency (ms, in eval mode, fastest of `latency_repeats` timed runs,
-        round-robin over all modules, since other processes on a shared machine only ever slow a run down) or FLOPs
+        """Per choice point and candidate: latency (ms, in eval mode, median of `latency_repeats` warmed-up timed
+        runs, round-robin over all modules, so that interference from other processes hits all alike) or FLOPs
         (per image, torch's FlopCounterMode) of the candidate module, summed over every module instance that follows
         that choice point (`supernet.choice_ops(point)`: one per cell of a cell space, the one layer of a chain);
         each is run alone on a random tensor of the input shape that forward pre-hooks recorded during one forward
@@ -237,7 +258,7 @@ class ProxylessNAS(ArchDistributionMethod):
             if metric == CostMetric.flops:
                 costs = flops_of_calls(jobs)
             else:
-                costs = min_latency_ms(jobs, ctx.device, self.hp.latency_repeats)
+                costs = median_latency_ms(jobs, ctx.device, self.hp.latency_repeats)
         finally:
             for h in hooks:
                 h.remove()
@@ -251,17 +272,21 @@ class ProxylessNAS(ArchDistributionMethod):
         uniform = fixed + sum(sum(row) / len(row) for row in table)
         given = self.hp.latency_target_ms if metric == CostMetric.latency else self.hp.flops_target
         target = float(given) if given is not None else uniform
-        if target <= 0:
-            raise ConfigError(f"proxylessnas: the {metric} target must be > 0, got {target}.")
+        if target <= 0 or (self.hp.latency_loss == CostLoss.mul_log and target <= 1):
+            raise ConfigError(f"proxylessnas: the {metric} target must be > 0 (> 1 for latency_loss=mul_log, whose "
+                              f"log(target) divides), got {target}; set method.params."
+                              f"{'latency_target_ms' if metric == CostMetric.latency else 'flops_target'}.")
         how = ("each candidate module run alone on a random input of the shape that forward pre-hooks recorded in "
                "one full supernet pass, summed over the module instances of its choice point; fixed = whole network "
                "minus its ops (median over 3 random archs)")
         if metric == CostMetric.latency:
-            how += f"; latency = fastest of {self.hp.latency_repeats} timed runs, interleaved over all modules"
+            how += (f"; latency = median of {self.hp.latency_repeats} timed runs after 3 warm-up rounds, interleaved "
+                    f"over all modules")
         return {"metric": metric.value, "unit": UNITS[metric], "device": device_name(ctx.device),
                 "batch_size": batch, "how": how, "choice_points": [cp.name for cp in sn.choice_points],
                 "candidates": [list(n) for n in self.candidate_names],
-                "table": table, "fixed": fixed, "target": target, "target_is_uniform_expectation": given is None}
+                "table": table, "fixed": fixed, "target": target, "target_is_uniform_expectation": given is None,
+                "uniform_expectation": uniform, "loss": self.hp.latency_loss.value}
 
     # ---- steps -------------------------------------------------------------------------------------------------------
     def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -2,7 +2,7 @@
 ProxylessNAS' cost tables) and the evaluator (the found arch's size), so neither imports the other for it."""
 from __future__ import annotations
 
-import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,20 +40,26 @@ def flops_of_calls(calls: Sequence[Callable[[], Any]]) -> list[float]:
 
 
 @torch.no_grad()
-def min_latency_ms(calls: Sequence[Callable[[], Any]], device: torch.device, repeats: int,
-                   warmup: int = 3) -> list[float]:
-    """Fastest of `repeats` timed runs of each call, in milliseconds, after `warmup` untimed rounds. Runs go
-    round-robin over the calls, so that a burst of interference from other processes slows one run of many calls
-    rather than every run of one call; the minimum discards such bursts (other processes only slow a run down)."""
+def latency_timings_ms(calls: Sequence[Callable[[], Any]], device: torch.device, repeats: int,
+                       warmup: int = 3) -> list[list[float]]:
+    """`repeats` timed runs of each call, in milliseconds, after `warmup` untimed rounds (warmed up: caches,
+    allocator, cuDNN autotuning). Runs go round-robin over the calls, so that a burst of interference from other
+    processes slows one run of many calls rather than every run of one call."""
     for _ in range(warmup):
         for call in calls:
             call()
-    best = [math.inf] * len(calls)
+    timings: list[list[float]] = [[] for _ in calls]
     for _ in range(max(1, repeats)):
         for n, call in enumerate(calls):
             synchronize(device)
             start = time.perf_counter()
             call()
             synchronize(device)
-            best[n] = min(best[n], time.perf_counter() - start)
-    return [1000.0 * b for b in best]
+            timings[n].append(1000.0 * (time.perf_counter() - start))
+    return timings
+
+
+def median_latency_ms(calls: Sequence[Callable[[], Any]], device: torch.device, repeats: int,
+                      warmup: int = 3) -> list[float]:
+    """Median of `repeats` warmed-up timed runs of each call (robust to bursts both ways)."""
+    return [statistics.median(t) for t in latency_timings_ms(calls, device, repeats, warmup)]

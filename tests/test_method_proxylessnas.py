@@ -223,23 +223,24 @@ def test_arch_step_adds_the_hardware_loss_gradient_through_full_softmax():
 
 @pytest.mark.parametrize("space", ["mbnet_chain", "nb201"])
 def test_latency_table_has_one_positive_entry_per_candidate(space):
-    m = make(space, latency_repeats=20)
+    m = make(space, latency_metric="latency", latency_target_ms=5.0, latency_repeats=20)
     m.ensure_cost_table()
     t = m.latency_table
-    assert t["metric"] == "latency" and t["unit"] == "ms" and t["batch_size"] == 1
+    assert t["metric"] == "latency" and t["unit"] == "ms" and t["batch_size"] == 1 and "median" in t["how"]
     assert len(t["table"]) == len(m.alphas)
     for row, names in zip(t["table"], m.candidate_names, strict=True):
         assert len(row) == len(names)
         for v, name in zip(row, names, strict=True):
             assert (v == 0.0) if name == "none" else (v > 0.0 and math.isfinite(v))
-    assert t["fixed"] >= 0 and t["target"] > 0 and t["target_is_uniform_expectation"]
+    assert t["fixed"] >= 0 and t["target"] == 5.0 and not t["target_is_uniform_expectation"]
+    assert t["uniform_expectation"] == pytest.approx(t["fixed"] + sum(sum(r) / len(r) for r in t["table"]))
     json.dumps(t)  # JSON-able, for the run record
     if space == "mbnet_chain":  # the MBv2 k5 e6 block is slower than the identity / 1x1 projection
         assert all(row[0] < row[2] for row in t["table"])
 
 
 def test_expected_latency_is_differentiable_in_alpha():
-    m = make("mbnet_chain")
+    m = make("mbnet_chain", latency_metric="latency", latency_target_ms=5.0)
     e = m.expected_cost()
     assert e.requires_grad
     e.backward()
@@ -272,7 +273,8 @@ def test_latency_table_is_saved_with_the_run(smoke_config):
     from evaluators.runner import run_benchmark
     from evaluators.store import ResultsStore
 
-    cfg = smoke_config("method=proxylessnas", "space=mbnet_chain", "method.params.latency_repeats=3")
+    cfg = smoke_config("method=proxylessnas", "space=mbnet_chain", "method.params.latency_repeats=3",
+                       "method.params.latency_metric=latency", "method.params.latency_target_ms=5")
     record = run_benchmark(cfg, progress=False)
     assert record.artifacts == ["arch_probs.json", "latency_table.json"]
     run_dir = ResultsStore(cfg.execution.results_dir).run_dir(record.run_id)
@@ -286,8 +288,9 @@ def test_latency_table_is_saved_with_the_run(smoke_config):
 def test_hardware_loss_pushes_the_architecture_toward_cheaper_ops(metric, loss):
     # a heavy hardware term: lambda = 100 (add) or beta = 5 (mul; a much larger beta makes the loss scale collapse
     # once below the target, and Adam's long second-moment memory then stalls the steps)
+    target = {"latency_target_ms": 2.0} if metric == "latency" else {}
     m = make("mbnet_chain", latency_metric=metric, latency_loss=loss, latency_lambda=100.0, latency_beta=5.0,
-             arch_lr=0.05, latency_repeats=20)
+             arch_lr=0.05, latency_repeats=20, **target)
     x, y = batch(m)
     start = m.expected_cost().item()
     for _ in range(15):
@@ -350,12 +353,13 @@ def test_bad_switches_are_config_errors():
 
 
 def test_state_dict_round_trip():
-    m = make("mbnet_chain", search_epochs=2, warmup_fraction=0.0, arch_update_every=1)
+    m = make("mbnet_chain", search_epochs=2, warmup_fraction=0.0, arch_update_every=1, latency_metric="flops")
     m.train_epoch(0)
+    assert m.latency_table is not None
     buffer = io.BytesIO()
     torch.save(m.state_dict(), buffer)
     buffer.seek(0)
-    fresh = make("mbnet_chain", search_epochs=2, warmup_fraction=0.0, arch_update_every=1)
+    fresh = make("mbnet_chain", search_epochs=2, warmup_fraction=0.0, arch_update_every=1, latency_metric="flops")
     fresh.load_state_dict(torch.load(buffer, weights_only=False))
     assert fresh.latency_table == m.latency_table and fresh.global_step == m.global_step
     assert all(torch.equal(a, b) for a, b in zip(m.alphas, fresh.alphas, strict=True))
@@ -363,3 +367,37 @@ def test_state_dict_round_trip():
     m.train_epoch(1)
     fresh.train_epoch(1)  # same generator state, same alphas and weights: same trajectory
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(m.alphas, fresh.alphas, strict=True))
+
+
+def test_no_resource_term_by_default_so_the_search_is_comparable():
+    """The default searches for accuracy alone (as every other method): no cost table, no hardware loss."""
+    m = make("nb201", warmup_fraction=0.0, arch_update_every=1)
+    assert m.hp.latency_metric.value == "off"
+    stats = m.arch_step(*batch(m))
+    assert m.latency_table is None and "expected_cost" not in stats
+
+
+def test_mul_log_is_the_official_formula():
+    m = make("mbnet_chain", latency_metric="flops", latency_loss="mul_log", flops_target=2e6)
+    ce, expected = torch.tensor(1.7), torch.tensor(3e6)
+    m.ensure_cost_table()
+    got = m.hardware_loss(ce, expected)
+    assert got.item() == pytest.approx(0.2 * 1.7 * (math.log(3e6) / math.log(2e6)) ** 0.3)
+
+
+def test_a_latency_search_needs_an_explicit_target_in_its_config():
+    with pytest.raises(ConfigError, match="latency_target_ms.*run id"):
+        make(latency_metric="latency")
+
+
+def test_latency_is_the_median_of_warmed_up_timings(monkeypatch):
+    from oneshot_bench import measure
+
+    durations = iter([5.0, 5.0, 5.0, 0.5, 9.0, 1.0, 2.0])  # 3 warm-up runs (not timed), then 4 timed ones (ms)
+    clock = {"t": 0.0}
+
+    def call():
+        clock["t"] += next(durations) / 1000.0
+
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["t"])
+    assert measure.median_latency_ms([call], torch.device("cpu"), repeats=4) == [pytest.approx(1.5)]
