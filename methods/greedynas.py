@@ -18,8 +18,8 @@ iteration
    batch.
 
 Every `rescore_every` epochs the pool's paths are scored again on the fixed subset with the current weights, so
-that a path's loss from early training does not keep it in (or out of) the pool; paths then ranked out of the pool
-leave it.
+that a loss measured on early weights does not keep a path in the pool: new paths then compete against current
+losses.
 
 epsilon(t) grows linearly from 0 at the first greedy iteration to `epsilon_max` (paper 0.8) at the last. To spend
 the same weight-training budget as SPOS, an epoch takes exactly as many weight steps as SPOS (one per training
