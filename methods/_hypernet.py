@@ -143,8 +143,8 @@ class ChunkDecoder(nn.Module):
     E(j) = E_low[j mod R] + E_high[j div R], so every index below R^2 has its own learned code (R=1024: rows up to
     about a million chunks, 67M values at chunk size 64) for 2R table rows, and a row that needs more is refused
     when its layout is built, never silently given the sinusoid alone. (A single table of R rows, as before, left
-    about 56% of a paper-width mbnet_chain row's values with the sinusoid only.) `code_radix=0` is the ablation
-    without any learned code. The parameter count does not depend on the target net.
+    about 56% of the values of a paper-width chain space's widest row with the sinusoid only.) `code_radix=0` is
+    the ablation without any learned code. The parameter count does not depend on the target net.
     """
 
     def __init__(self, cond_dim: int, hidden: int, chunk_size: int, pos_dim: int = 16, layers: int = 2,

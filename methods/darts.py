@@ -32,8 +32,12 @@ ProxylessNAS.
 
 As in quark0/darts' search model, the BNs inside the mixed ops have no scale or shift (`bn_affine: false`), so the
 alphas alone weigh the candidates; subnets still copy exactly into affine standalone nets (scale 1, shift 0).
-Departures from the official code: its mixed op adds a BN after each pooling candidate, which this supernet does not
-(yet); the stem and cell-preprocessing BNs follow the space (affine; the official preprocessing is not).
+As in its MixedOp, each pooling candidate (by the space's op traits) is followed by a non-affine BN in the mixed
+sum (`bn_after_pooling`), so pooling outputs compete with normalised conv outputs on the same scale; single paths
+(scoring, and the copy into standalone nets) run the plain pooling, as the derived network does.
+Departures from the official code: the stem and cell-preprocessing BNs follow the space (affine; the official
+preprocessing is not). The official search uses weight lr 0.025 (cosine to 0.001), batch 64 and 50 epochs:
+`budget=paper_darts` (the shared `budget=paper` uses the harness' lr 0.1 and 100 epochs for every method).
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ from torch import nn
 from oneshot_bench.errors import ConfigError, DivergenceError
 from oneshot_bench.training import check_finite
 from search_spaces.base import Arch, Path, WeightedChoice
+from search_spaces.ops import add_bn_after_pooling
 
 from .base import distinct_archs, register_method
 from .supernet import SupernetMethod
@@ -164,6 +169,7 @@ class DARTSHparams:
     fd_scale: float = 0.01  # finite-difference step eps = fd_scale / ||grad_w' L_val|| (paper, Eq. 8: 0.01)
     unrolled_momentum_wd: bool = False  # include the SGD momentum buffer and weight decay in w' (official code)
     bn_affine: bool = False  # scale/shift in the mixed ops' BNs (quark0/darts' search model: affine=False)
+    bn_after_pooling: bool = True  # a non-affine BN after each pooling op in the mixed op (quark0/darts' MixedOp)
 
     def __post_init__(self) -> None:
         if self.order not in (1, 2):
@@ -183,6 +189,11 @@ class DARTS(ArchDistributionMethod):
     def build(self) -> None:
         super().build()
         self.alphas = init_alphas(self.supernet, self.hp.alpha_init_std, self.generator, self.ctx.device)
+        if self.hp.bn_after_pooling:
+            data = self.ctx.data
+            x = torch.zeros(2, data.in_channels, data.resolution, data.resolution, device=self.ctx.device)
+            add_bn_after_pooling(self.supernet, x.contiguous(memory_format=torch.channels_last),
+                                 self.mixed_path(detach=True))
         self.a_optimizer = torch.optim.Adam(self.alphas, lr=self.hp.arch_lr,
                                             betas=(self.hp.arch_beta1, self.hp.arch_beta2),
                                             weight_decay=self.hp.arch_weight_decay)

@@ -2,7 +2,7 @@
 
 By default (`latency_metric: off`) there is NO resource term: every method of a comparison searches for accuracy
 alone, so ProxylessNAS' found arch and final accuracy compare with the others' (with the paper's latency term on,
-it alone would be pushed toward cheap archs, on nb201 toward the zero op). The hardware loss is an option below.
+it alone would be pushed toward cheap archs, on a cell space toward the zero op). The hardware loss is an option below.
 
 Each supernet choice point has architecture parameters alpha, p = softmax(alpha).
 

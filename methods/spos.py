@@ -7,7 +7,7 @@ topped up with uniformly sampled archs when they fall short, as the official `se
 As in the official supernet (megvii-model/SinglePathOneShot), the BNs of the candidate ops have no scale or shift
 (`bn_affine: false`); a subnet still copies exactly into an affine standalone net (scale 1, shift 0).
 
-Departures from the official code: the search space is the harness' (nb201, darts_cell, mbnet_chain), not the
+Departures from the official code: the search space is the harness' (any space with a supernet), not the
 ShuffleNetV2 choice blocks, so the stem and head BNs follow the space (affine); the FLOPs/params constraint is
 counted at the budget's final network; evolution's sizes come from the budget (the paper: population 50, 20
 generations, top 10, at `budget=paper`).

@@ -166,7 +166,9 @@ class ChoiceOp(nn.Module):
     forward(x, entry): an int runs only that candidate; a WeightedChoice sums weights[k] * candidates[indices[k]](x).
     A zero op is never run: it contributes nothing, and forward returns None when nothing was added, so the cell
     decides what an empty sum is. `point` is the index of the supernet choice point whose path entry selects here;
-    several ChoiceOps (one per cell) may follow the same point.
+    several ChoiceOps (one per cell) may follow the same point. `mixed_norms` (empty unless a method adds some, see
+    `search_spaces.ops.add_bn_after_pooling`) holds modules applied after candidate k in the weighted (mixed) sum
+    only: a single path runs the plain candidate, as the standalone net does.
     """
 
     def __init__(self, point: int, ops: Sequence[Op], candidates: Sequence[nn.Module]) -> None:
@@ -177,6 +179,7 @@ class ChoiceOp(nn.Module):
         self.ops = tuple(ops)
         self.zero_index = next((k for k, op in enumerate(self.ops) if op.zero), None)
         self.candidates = nn.ModuleList(candidates)
+        self.mixed_norms = nn.ModuleDict()  # str(k) -> module after candidate k in weighted sums only
 
     def _check_index(self, k: int) -> int:
         k = operator.index(k)
@@ -197,7 +200,10 @@ class ChoiceOp(nn.Module):
             k = self._check_index(k)
             if k == self.zero_index:  # weight * 0: adds nothing and gives the weight no gradient either way
                 continue
-            term = weight * self.candidates[k](x)
+            y = self.candidates[k](x)
+            if str(k) in self.mixed_norms:
+                y = self.mixed_norms[str(k)](y)
+            term = weight * y
             out = term if out is None else out + term
         return out
 

@@ -174,6 +174,38 @@ def make_choice_bn_non_affine(supernet: nn.Module) -> int:
     return count
 
 
+def add_bn_after_pooling(supernet: nn.Module, x: torch.Tensor, path: Sequence) -> int:
+    """Add a non-affine BatchNorm after every pooling candidate (by the space's op traits) of every ChoiceOp, in the
+    weighted (mixed) sum only (`ChoiceOp.mixed_norms`), as DARTS' MixedOp does; returns how many. A pooling op keeps
+    its input's channels, read from one forward pass of `x` along `path` (which must run every pooling
+    candidate, e.g. all candidates weighted). Single paths, and so subnets copied into standalone nets, are
+    unchanged."""
+    channels: dict[int, int] = {}
+    choices = [m for m in supernet.modules() if isinstance(m, ChoiceOp)]
+
+    def record(module: nn.Module, args: tuple) -> None:  # returning None keeps the inputs
+        channels.setdefault(id(module), int(args[0].shape[1]))
+
+    hooks = [c.register_forward_pre_hook(record) for c in choices]
+    was_training = supernet.training
+    supernet.eval()  # running statistics are read, not updated
+    try:
+        with torch.no_grad():
+            supernet(x, path)
+    finally:
+        supernet.train(was_training)
+        for h in hooks:
+            h.remove()
+    count = 0
+    for choice in choices:
+        for k, op in enumerate(choice.ops):
+            if op.pooling and id(choice) in channels:
+                ref = next(choice.parameters(), x)
+                choice.mixed_norms[str(k)] = nn.BatchNorm2d(channels[id(choice)], affine=False).to(ref.device)
+                count += 1
+    return count
+
+
 def subnet_state_dict(supernet: nn.Module, path: Sequence[int]) -> dict[str, torch.Tensor]:
     """`supernet.state_dict()` with every ChoiceOp replaced by its chosen candidate `path[op.point]`.
 
@@ -190,6 +222,8 @@ def subnet_state_dict(supernet: nn.Module, path: Sequence[int]) -> dict[str, tor
             full[f"{name}.weight"] = torch.ones(bn.num_features, dtype=ref.dtype, device=ref.device)
             full[f"{name}.bias"] = torch.zeros(bn.num_features, dtype=ref.dtype, device=ref.device)
     for key, value in full.items():
+        if ".mixed_norms." in key:  # used in weighted sums only: not part of any single path
+            continue
         owner, found, rest = key.partition(".candidates.")
         if not found or owner not in chosen:
             state[key] = value

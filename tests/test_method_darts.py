@@ -3,6 +3,7 @@ steps, the derivation rule and resumable state, on tiny supernets (C=8, 8 px, 8 
 from __future__ import annotations
 
 import io
+import random
 
 import pytest
 import torch
@@ -263,3 +264,42 @@ def test_bad_order_is_a_config_error():
 
     with pytest.raises(ConfigError, match="order"):
         DARTS({"order": 3}).setup(make_ctx("nb201"))
+
+
+# ---- fidelity to quark0/darts' search model ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("space", ["nb201", "darts_cell"])
+def test_mixed_ops_have_non_affine_bn_and_bn_after_pooling_in_the_mixed_sum_only(space):
+    from conftest import assert_subnets_equal_standalone, perturb_bn
+
+    from search_spaces.base import ChoiceOp
+
+    m = make_darts(space)
+    sp = get_space(space)
+    choices = [c for c in m.supernet.modules() if isinstance(c, ChoiceOp)]
+    bns = [b for c in choices for b in c.candidates.modules() if isinstance(b, nn.BatchNorm2d)]
+    assert bns and not any(b.affine for b in bns)
+    # one non-affine BN after each pooling candidate (read from the space's op traits), in every ChoiceOp
+    pooling = [k for k, op in enumerate(choices[0].ops) if op.pooling]
+    assert pooling and all(sorted(int(k) for k in c.mixed_norms) == pooling for c in choices)
+    assert all(not n.affine for c in choices for n in c.mixed_norms.values())
+    perturb_bn(m.supernet, 3)
+    m.supernet.eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        mixed = m.supernet(x, m.mixed_path(detach=True))
+        for c in choices:  # the norms take part in the mixed sum...
+            for norm in c.mixed_norms.values():
+                norm.running_var.mul_(4.0)
+        assert not torch.allclose(mixed, m.supernet(x, m.mixed_path(detach=True)))
+    # ...and not in single paths: subnets still copy exactly into standalone nets (strict load, no extra keys)
+    archs = [sp.sample(random.Random(i)) for i in range(3)]
+    assert_subnets_equal_standalone(sp, m.supernet, NET, archs, side=8)
+    plain = make_darts(space, bn_after_pooling=False, bn_affine=True)
+    assert not any(len(c.mixed_norms) for c in plain.supernet.modules() if isinstance(c, ChoiceOp))
+
+
+def test_paper_darts_budget_has_the_official_search_schedule(smoke_config):
+    b = smoke_config("method=darts", "budget=paper_darts").budget
+    assert (b.search_epochs, b.lr, b.batch_size, b.weight_decay) == (50, 0.025, 64, 0.0003)
+    assert b.resolution == 32 and b.max_train_images is None  # the rest is budget=paper
