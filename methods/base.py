@@ -60,6 +60,9 @@ class Method(ABC):
     required_capabilities: ClassVar[frozenset[str]] = frozenset({SAMPLE, ENCODE})
     # False for methods whose scores do not change with search epochs (random, zero-cost proxies): no anytime curve
     trains: ClassVar[bool] = True
+    # set where the method runs here only as an adaptation (its published search space is none of this harness'):
+    # reports print it beside every row of the method
+    adaptation: ClassVar[str | None] = None
 
     def __init__(self, hparams: Optional[dict[str, Any]] = None):
         # validated here (types and ranges, in the dataclass' __post_init__), before any data is loaded

@@ -137,7 +137,19 @@ def variant_label(record: RunRecord) -> str:
         label += f" [{protocol_text(protocol)}]"
     if record.method == "random" and record.hashes.truth.get("kind") == "trained":
         label += " (upper bound: same training as the truth)"
+    adaptation = method_adaptation(record.method)
+    if adaptation:
+        label += f" ({adaptation})"
     return label
+
+
+def method_adaptation(method: str) -> str | None:
+    """The method's own statement that it runs here as an adaptation (`Method.adaptation`), if any."""
+    from methods.base import METHODS
+
+    if method not in METHODS.names():  # a record of a method this checkout no longer has
+        return None
+    return METHODS.get(method).adaptation
 
 
 def protocol_text(protocol: dict[str, Any]) -> str:

@@ -129,7 +129,10 @@ class ArchGraph:
     such as 'input', 'sum', 'output', pooling, skip). `node_scopes[v]` names the top-level part of the net that
     node v computes in, parameter-free nodes included; each scope is one contiguous run of nodes, and
     `scope_kinds[scope]` says what it is: STEM, CELL (a repeated cell), BLOCK (a fixed block between cells) or
-    HEAD. Stacked GHN propagates one scope after another.
+    HEAD. Stacked GHN propagates one scope after another. `node_decisions[v]` lists the indices (into
+    `space.decisions`) of the decisions that shape node v's module (its edge's op and input, its layer's op; every
+    decision of a cell whose widths depend on the whole cell graph); empty for fixed parts (stem, head). SMASH
+    conditions each generated weight on exactly these.
     """
 
     node_types: list[str]
@@ -137,6 +140,7 @@ class ArchGraph:
     node_modules: list[Optional[str]] = field(default_factory=list)
     node_scopes: list[str] = field(default_factory=list)
     scope_kinds: dict[str, str] = field(default_factory=dict)
+    node_decisions: list[tuple[int, ...]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.node_types)
@@ -145,6 +149,8 @@ class ArchGraph:
                 raise ValueError(f"edge ({s}, {d}) is not forward in a {n}-node topologically ordered graph")
         if self.node_modules and len(self.node_modules) != n:
             raise ValueError("node_modules must have one entry per node")
+        if self.node_decisions and len(self.node_decisions) != n:
+            raise ValueError("node_decisions must have one entry per node")
         if self.node_scopes:
             if len(self.node_scopes) != n:
                 raise ValueError("node_scopes must have one entry per node")

@@ -471,9 +471,12 @@ class DartsCellSpace(SearchSpace):
             states = [g.add_op(cell.preprocess0, f"{name}.preprocess0", s0),
                       g.add_op(cell.preprocess1, f"{name}.preprocess1", s1)]
             for i, inputs in enumerate(cell.inputs):
-                keys = [f"{NUM_INPUTS + i}<-{j}" for j in inputs]
-                states.append(g.add_sum([g.add_op(cell.edges[key], f"{name}.edges.{key}", states[j])
-                                         for key, j in zip(keys, inputs, strict=True)]))
+                terms = []
+                for p, j in enumerate(inputs):  # node i's input p: decisions (input, op) at base + 2p, base + 2p + 1
+                    key, base = f"{NUM_INPUTS + i}<-{j}", (int(cell.reduction) * NUM_NODES + i) * 4
+                    with g.shaped_by(base + 2 * p, base + 2 * p + 1):
+                        terms.append(g.add_op(cell.edges[key], f"{name}.edges.{key}", states[j]))
+                states.append(g.add_sum(terms))
             s0, s1 = s1, g.add("concat", states[NUM_INPUTS:])
         g.enter("head", HEAD)
         g.add("output", [g.add("linear", [g.add("global_avg_pool", [s1])], "classifier")])

@@ -246,7 +246,8 @@ class MBNetChainSpace(SearchSpace):
         x = g.add_conv(model.stem, "stem", g.add("input"))
         for i, op in enumerate(model.layers):
             g.enter(f"layers.{i}", BLOCK)
-            x = g.add_op(op, f"layers.{i}", x)
+            with g.shaped_by(i):  # decision i is layer i's op
+                x = g.add_op(op, f"layers.{i}", x)
         g.enter("head", HEAD)
         x = g.add("avg_pool", [g.add_conv(model.head, "head", x)])
         g.add("output", [g.add("linear", [x], "classifier")])

@@ -375,25 +375,27 @@ class NB101Space(SearchSpace):
             name = g.enter(f"cells.{k}", CELL)
             if k in model.downsample_before:
                 x = g.add("maxpool2x2", [x])
-            spec, n = cell.spec, cell.spec.num_vertices
-            vertices, concat = [x], []
-            for t in range(1, n - 1):
-                terms = [vertices[s] for s in range(1, t) if spec.edge(s, t)]
-                if spec.edge(0, t):
-                    terms.append(g.add("conv1x1_bn_relu", [x], f"{name}.projections.{t}"))
-                node = terms[0] if len(terms) == 1 else g.add("sum", terms)
-                op = spec.ops[t]
-                vertices.append(g.add("maxpool3x3", [node]) if op == "maxpool3x3" else g.add(
-                    op.replace("-", "_"), [node], f"{name}.ops.{t}"))
-                if spec.edge(t, n - 1):
-                    concat.append(vertices[-1])
-            projection = (g.add("conv1x1_bn_relu", [x], f"{name}.output_projection") if spec.edge(0, n - 1)
-                          else None)
-            if concat:
-                x = concat[0] if len(concat) == 1 else g.add("concat", concat)
-                x = g.add("sum", [x, projection]) if projection is not None else x
-            else:
-                x = projection
+            # NB101's vertex widths depend on the whole (pruned) cell graph: every decision shapes every cell module
+            with g.shaped_by(*range(len(self.decisions))):
+                spec, n = cell.spec, cell.spec.num_vertices
+                vertices, concat = [x], []
+                for t in range(1, n - 1):
+                    terms = [vertices[s] for s in range(1, t) if spec.edge(s, t)]
+                    if spec.edge(0, t):
+                        terms.append(g.add("conv1x1_bn_relu", [x], f"{name}.projections.{t}"))
+                    node = terms[0] if len(terms) == 1 else g.add("sum", terms)
+                    op = spec.ops[t]
+                    vertices.append(g.add("maxpool3x3", [node]) if op == "maxpool3x3" else g.add(
+                        op.replace("-", "_"), [node], f"{name}.ops.{t}"))
+                    if spec.edge(t, n - 1):
+                        concat.append(vertices[-1])
+                projection = (g.add("conv1x1_bn_relu", [x], f"{name}.output_projection") if spec.edge(0, n - 1)
+                              else None)
+                if concat:
+                    x = concat[0] if len(concat) == 1 else g.add("concat", concat)
+                    x = g.add("sum", [x, projection]) if projection is not None else x
+                else:
+                    x = projection
         g.enter("head", HEAD)
         g.add("output", [g.add("linear", [g.add("global_avg_pool", [x])], "classifier")])
         return g.graph()

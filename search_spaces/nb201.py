@@ -266,8 +266,11 @@ class NB201Space(SearchSpace):
                 continue
             nodes = [x]
             for i in range(1, NUM_NODES):
-                terms = [g.add_op(cell.edges[EDGE_KEYS[e]], f"{name}.edges.{EDGE_KEYS[e]}", nodes[j])
-                         for e, j in _incoming(i) if EDGE_KEYS[e] in cell.edges]
+                terms = []
+                for e, j in _incoming(i):
+                    if EDGE_KEYS[e] in cell.edges:
+                        with g.shaped_by(e):  # decision e is edge e's op
+                            terms.append(g.add_op(cell.edges[EDGE_KEYS[e]], f"{name}.edges.{EDGE_KEYS[e]}", nodes[j]))
                 nodes.append(g.add_sum(terms))
             x = nodes[-1]
         g.enter("head", HEAD)

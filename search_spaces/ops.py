@@ -8,7 +8,8 @@ method whose official supernet has non-affine candidate BNs (SPOS, DARTS) remove
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -262,6 +263,17 @@ class GraphBuilder:
         self.scope_kinds: dict[str, str] = {}
         self.edges: list[tuple[int, int]] = []
         self.scope: str = ""
+        self.decisions: list[tuple[int, ...]] = []
+        self.shaping: tuple[int, ...] = ()
+
+    @contextmanager
+    def shaped_by(self, *decisions: int) -> Iterator[None]:
+        """Nodes added inside are shaped by these decisions (indices into `space.decisions`)."""
+        outer, self.shaping = self.shaping, tuple(decisions)
+        try:
+            yield
+        finally:
+            self.shaping = outer
 
     def enter(self, scope: str, kind: str) -> str:
         """Nodes added from now on belong to `scope` (of kind STEM, CELL, BLOCK or HEAD); returns the name."""
@@ -274,6 +286,7 @@ class GraphBuilder:
         self.types.append(node_type)
         self.modules.append(module)
         self.scopes.append(self.scope)
+        self.decisions.append(self.shaping)
         self.edges.extend((src, node) for src in inputs)
         return node
 
@@ -289,4 +302,4 @@ class GraphBuilder:
         return terms[0] if len(terms) == 1 else self.add("sum", terms)
 
     def graph(self) -> ArchGraph:
-        return ArchGraph(self.types, self.edges, self.modules, self.scopes, dict(self.scope_kinds))
+        return ArchGraph(self.types, self.edges, self.modules, self.scopes, dict(self.scope_kinds), self.decisions)

@@ -197,3 +197,31 @@ def test_the_run_id_is_everything_but_the_execution_group(smoke_config):
                                       "sha256": "cb5d777ec3368be83c8f9b3aa4d520696051cb0eb8d94b8f85b519f9ea4afa3e"}
     assert len(base.identity["data"]["sha256"]) == 64 and "root" not in base.identity["data"]
     assert base.identity["method"]["params"]["topk"] == 10  # defaults filled in
+
+
+@pytest.mark.parametrize("space_name", SPACES.names())
+def test_every_graph_declares_which_decisions_shape_each_node(space_name):
+    """`ArchGraph.node_decisions` (read by SMASH's per-position conditioning): one entry per node, valid decision
+    indices, none for the stem and head, and every decision shapes some module of some arch (a declaration that
+    forgot a decision would make SMASH blind to it)."""
+    import random as _random
+
+    from oneshot_bench.config import NetConfig
+    from search_spaces.base import TO_GRAPH
+
+    space = SPACES.get(space_name)()
+    if TO_GRAPH not in space.capabilities:
+        pytest.skip(f"{space_name} has no graph view")
+    net = NetConfig(channels=8, cells_per_stage=1, num_classes=10, in_channels=3)
+    seen: set[int] = set()
+    rng = _random.Random(0)
+    for _ in range(20):
+        graph = space.to_graph(space.sample(rng), net)
+        assert len(graph.node_decisions) == len(graph.node_types)
+        for v, decisions in enumerate(graph.node_decisions):
+            assert all(0 <= d < len(space.decisions) for d in decisions)
+            if graph.node_scopes[v] in ("stem", "head"):
+                assert decisions == ()
+            if graph.node_modules[v] is not None:
+                seen |= set(decisions)
+    assert seen == set(range(len(space.decisions)))

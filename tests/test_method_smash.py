@@ -61,19 +61,62 @@ def test_generated_forward_equals_standalone_loaded_with_generated_weights(data,
     assert_generated_forward_equals_standalone(method, get_space(space), archs(space, 1, seed=1)[0], NET, x)
 
 
+def neighbours(space: str, arch, seed: int = 0):
+    """Archs that differ from `arch` in exactly one decision, with that decision's index (in a random order)."""
+    sp = get_space(space)
+    rng = random.Random(seed)
+    for d in rng.sample(range(len(arch)), len(arch)):
+        for c in rng.sample(range(len(sp.decisions[d].choices)), len(sp.decisions[d].choices)):
+            other = tuple(arch[:d]) + (c,) + tuple(arch[d + 1:])
+            if other != tuple(arch) and sp.is_valid(other):
+                yield other, d
+
+
+@pytest.mark.parametrize("generate", ["pointwise", "all"])
 @pytest.mark.parametrize("space", SPACES)
-def test_weights_depend_on_the_arch_and_gradients_reach_phi(data, space):
+def test_changing_one_decision_changes_only_the_slots_it_shapes(data, space, generate):
+    method = make(data, space, generate=generate)
+    for seed in range(3):
+        a = archs(space, 1, seed=10 + seed)[0]
+        pa = method.plan(a)
+        # a one-decision neighbour in which the changed decision shapes some generated slot
+        b, d = next((b, d) for b, d in neighbours(space, a, seed)
+                    if any(d in method.plan(b).extra["shaping"][s.name] for s in method.plan(b).extra["generated"]))
+        pb = method.plan(b)
+        with torch.no_grad():
+            wa, wb = method.generate(pa), method.generate(pb)
+        rows_a = {s.name: r for s, r in zip(pa.extra["generated"], pa.extra["cond"], strict=True)}
+        rows_b = {s.name: r for s, r in zip(pb.extra["generated"], pb.extra["cond"], strict=True)}
+        for name in set(rows_a) & set(rows_b):
+            shaped = d in pb.extra["shaping"][name]
+            assert shaped == (not torch.equal(rows_a[name], rows_b[name])), name
+            if not shaped and wa[name].shape == wb[name].shape:
+                torch.testing.assert_close(wa[name], wb[name], rtol=0, atol=1e-6)
+        # fixed parts (stem, classifier) are shaped by no decision: conditioned on their code z alone
+        assert all(not pb.extra["shaping"][n] for n in wb if n.startswith(("stem", "classifier")))
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_pointwise_weights_are_generated_and_the_rest_learned_directly(data, space):
     method = make(data, space)
-    a, b = archs(space, 2, seed=2)
-    with torch.no_grad():
-        wa, wb = (method.generate(method.plan(arch)) for arch in (a, b))
-    for name in ("stem.0.weight" if space != "mbnet_chain" else "stem.conv.weight", "classifier.weight"):
-        assert not torch.allclose(wa[name], wb[name]), name  # a parameter both nets have
-    plan = method.plan(a)
+    plan = method.plan(archs(space, 1, seed=2)[0])
+    generated = {s.name for s in plan.extra["generated"]}
+    assert generated == {s.name for s in plan.params if s.kind == "conv_weight" and s.shape[2:] == (1, 1)}
+    assert generated and set(plan.extra["learned"]) == {s.name for s in plan.params} - generated
+    params = method.generate(plan)
+    learned = [params[n] for n in plan.extra["learned"]]
+    assert all(any(t is p for p in method.hypernet.learned.values()) for t in learned)
+    # no gradient reaches a learned weight through the hypernet: generated values do not depend on it
+    through = torch.autograd.grad(sum(params[n].sum() for n in generated), learned, allow_unused=True)
+    assert all(g is None for g in through)
     x, y = next(data.batches("train", 16, torch.Generator().manual_seed(0), augment=False))
-    F.cross_entropy(method.run(plan, method.generate(plan), x), y).backward()
-    for name, p in method.hypernet.named_parameters():
+    F.cross_entropy(method.run(plan, params, x), y).backward()
+    for name, p in method.hypernet.decoder.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in learned if t.dim() > 1)
+    # the learned weights are trained by the method's optimizer
+    assert {id(t) for t in learned} <= {id(p) for g in method.optimizer.param_groups for p in g["params"]}
+    assert not make(data, space, generate="all").plan(plan.arch).extra["learned"]
 
 
 def test_dynamic_slicing_same_slot_same_code(data):
@@ -86,7 +129,11 @@ def test_dynamic_slicing_same_slot_same_code(data):
     names3 = [s.name for s in p3.params]
     names6 = [s.name for s in p6.params]
     assert names3 == names6
-    torch.testing.assert_close(p3.extra["cond"][:, -z:], p6.extra["cond"][:, -z:])
+    rows3 = {s.name: r for s, r in zip(p3.extra["generated"], p3.extra["cond"], strict=True)}
+    rows6 = {s.name: r for s, r in zip(p6.extra["generated"], p6.extra["cond"], strict=True)}
+    assert rows3.keys() == rows6.keys()
+    for name in rows3:
+        torch.testing.assert_close(rows3[name][-z:], rows6[name][-z:])
     shapes = {s.name: s.shape for s in p6.params}
     assert any(s.shape != shapes[s.name] for s in p3.params)
 

@@ -464,3 +464,17 @@ def test_log_seconds_axis_labels_are_plain_numbers():
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     plt.close(fig)
     assert "100" in labels and "50" in labels and not any("$" in label or "mathdefault" in label for label in labels)
+
+
+def test_a_method_that_runs_here_as_an_adaptation_says_so_on_its_rows(tmp_path):
+    """SMASH's memory-bank space is none of this harness' spaces: its rows carry the method's own adaptation
+    statement; a method run on a space it was published on carries none."""
+    from conftest import copy_record
+
+    from reports.records import variant_label
+
+    copy_record(tmp_path, "record_v1_nb201-spos.json", run_id="smash-run", method="smash", params={})
+    copy_record(tmp_path, "record_v1_nb201-spos.json", run_id="spos-run")
+    labels = {r.run_id: variant_label(r) for r in ResultsStore(tmp_path).records()}
+    assert labels["smash-run"] == "smash (this harness's adaptation of SMASH to the space)"
+    assert "adaptation" not in labels["spos-run"]
