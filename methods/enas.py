@@ -16,12 +16,19 @@ the official code (melodyguan/enas, `controller_train_every=1`) does:
 Reward batches use BatchNorm in training mode (batch statistics), as the official `build_valid_rl` does
 (`is_training=True`); running statistics are left untouched, they are re-estimated before any scoring anyway.
 
-Controller: a one-layer LSTM (`lstm_size` 64 as in the official code), a learned start input, then for decision i
-of `space.decisions` (a generic categorical view; no attention over previous nodes as in the official micro
-controller): h = LSTM(input), logits = tanh_constant * tanh(W_i h / temperature) (the paper's constants 2.5 and
-5.0), one softmax head per decision, sample, and the embedding of the sampled choice (per decision) is the next
-input. All controller parameters start uniform in [-0.1, 0.1] (paper). The official micro controller's fixed
-op-logit biases and its attention-based input selection are not reproduced.
+Controller (`controller`): a one-layer LSTM (`lstm_size` 64 as in the official code) from a learned start input, one
+step per decision of `space.decisions`. `official_micro` (default) is the official micro controller (melodyguan/enas
+`micro_controller.py`): Adam lr 3.5e-3, op logits (1.1 / 2.5) * tanh(W h) from one op head shared by every op
+decision, no temperature, and attention-based input selection where the space declares it (`Decision.selects_input`,
+a DARTS cell's inputs): logits 1.1 * tanh(v^T tanh(W1 anchor_j + W2 h)) over the cell's nodes so far, the chosen
+node's anchor fed as the next input (see `Controller`). `paper` is a generic controller with the paper's constants:
+one head per decision, logits 2.5 * tanh(W_i h / 5.0), Adam lr 3.5e-4, the sampled choice's embedding (per decision)
+as the next input. Every constant can be set (`tanh_constant`, `temperature`, `op_tanh_reduce`, `controller_lr`;
+null: the controller's own). All controller parameters start uniform in [-0.1, 0.1]. Departures from the official
+micro controller: the decision order is the space's (a DARTS node's input_a, op_a, input_b, op_b, the official
+samples both inputs, then both ops, and lets them repeat; here the second input must exceed the first, the space's
+canonical form); its fixed op-logit biases for the normal cell (`use_bias`) are not reproduced; on spaces without
+input selections (edge-op cells, chains) only the shared op head and constants apply.
 
 Ordering constraints: a space may declare that a decision's choice must exceed an earlier one's
 (`Decision.greater_than`; in a DARTS cell a node's second input comes after its first). The controller masks
@@ -47,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oneshot_bench.config import Choice
 from oneshot_bench.errors import ConfigError, DivergenceError
 from oneshot_bench.training import batch_stat_bn
 from search_spaces.base import Arch, Decision, Path
@@ -72,18 +80,49 @@ def ordering_constraints(decisions: Sequence[Decision]) -> tuple[dict[int, int],
 
 
 class Controller(nn.Module):
-    """ENAS' LSTM policy over a space's decisions: one softmax head and one choice embedding per decision."""
+    """ENAS' LSTM policy over a space's decisions.
+
+    `attention=False` (the paper's controller, generic): one softmax head and one choice embedding per decision.
+    `attention=True` (the official micro controller, `micro_controller.py`): one op head and op embedding shared by
+    the decisions with the same choices; a decision that selects an input node (`Decision.selects_input`) scores
+    the cell's nodes built so far by attention, v^T tanh(W1 anchor_j + W2 h), and feeds the chosen node's anchor
+    as the next input. A cell's input nodes get anchors from LSTM steps at the cell's start (zeros as inputs to
+    later steps, their W1 projections from the LSTM output), and each built node an anchor from one more LSTM step
+    after its last decision, after which the input restarts from the learned start input. Op logits are
+    (tanh_constant / op_tanh_reduce) * tanh(z / temperature), input logits tanh_constant * tanh(z / temperature).
+    """
 
     def __init__(self, decisions: Sequence[Decision], lstm_size: int = 64, tanh_constant: Optional[float] = 2.5,
-                 temperature: Optional[float] = 5.0, init_range: float = 0.1) -> None:
+                 temperature: Optional[float] = 5.0, init_range: float = 0.1, op_tanh_reduce: float = 1.0,
+                 attention: bool = False) -> None:
         super().__init__()
+        self.decisions = list(decisions)
         self.sizes = [len(d.choices) for d in decisions]
-        self.tanh_constant, self.temperature = tanh_constant, temperature
+        self.tanh_constant, self.temperature, self.op_tanh_reduce = tanh_constant, temperature, op_tanh_reduce
+        self.attention = attention
         self.exceeds, self.below = ordering_constraints(decisions)
         self.g_emb = nn.Parameter(torch.empty(1, lstm_size))
         self.lstm = nn.LSTMCell(lstm_size, lstm_size)
-        self.heads = nn.ModuleList(nn.Linear(lstm_size, n) for n in self.sizes)
-        self.embeddings = nn.ModuleList(nn.Embedding(n, lstm_size) for n in self.sizes)
+        # decision i uses heads[head_of[i]] and embeddings[head_of[i]] (None: an attention input selection)
+        self.head_of: list[Optional[int]] = []
+        shared: dict[tuple[str, ...], int] = {}
+        sizes: list[int] = []
+        for d in decisions:
+            if attention and d.selects_input:
+                self.head_of.append(None)
+            elif attention:
+                self.head_of.append(shared.setdefault(d.choices, len(sizes)))
+                if len(sizes) < len(shared):
+                    sizes.append(len(d.choices))
+            else:
+                self.head_of.append(len(sizes))
+                sizes.append(len(d.choices))
+        self.heads = nn.ModuleList(nn.Linear(lstm_size, n) for n in sizes)
+        self.embeddings = nn.ModuleList(nn.Embedding(n, lstm_size) for n in sizes)
+        if attention and any(d.selects_input for d in decisions):
+            self.w_attn_1 = nn.Linear(lstm_size, lstm_size, bias=False)
+            self.w_attn_2 = nn.Linear(lstm_size, lstm_size, bias=False)
+            self.v_attn = nn.Linear(lstm_size, 1, bias=False)
         for p in self.parameters():
             nn.init.uniform_(p, -init_range, init_range)
         self._collect: Optional[list[torch.Tensor]] = None  # set by `saturation` to gather pre-squash logits
@@ -106,15 +145,23 @@ class Controller(nn.Module):
             return 1.0
         return float((values.abs() > self.SATURATED[self.tanh_constant is not None]).float().mean())
 
-    def logits(self, i: int, h: torch.Tensor, chosen: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Decision i's logits: tanh_constant * tanh(W h / temperature), -inf on choices the rule forbids."""
-        z = self.heads[i](h)
+    def logits(self, i: int, h: torch.Tensor, chosen: Sequence[torch.Tensor],
+               anchors_w1: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        """Decision i's logits, -inf on choices the rule forbids."""
+        if self.head_of[i] is None:  # attention over the cell's nodes so far
+            assert anchors_w1 is not None
+            keys = torch.stack(list(anchors_w1[:self.sizes[i]]), 1)  # (n, choices, lstm)
+            z = self.v_attn(torch.tanh(keys + self.w_attn_2(h)[:, None, :])).squeeze(-1)
+            squash = self.tanh_constant
+        else:
+            z = self.heads[self.head_of[i]](h)
+            squash = None if self.tanh_constant is None else self.tanh_constant / self.op_tanh_reduce
         if self.temperature is not None:
             z = z / self.temperature
         if self._collect is not None:
             self._collect.append(z.detach())
-        if self.tanh_constant is not None:
-            z = self.tanh_constant * torch.tanh(z)
+        if squash is not None:
+            z = squash * torch.tanh(z)
         if i in self.exceeds or i in self.below:
             choices = torch.arange(self.sizes[i], device=z.device)[None, :]
             allowed = torch.ones_like(z, dtype=torch.bool)
@@ -138,12 +185,22 @@ class Controller(nn.Module):
         if n is None or n < 1:
             raise ValueError("give archs or n >= 1")
         h = c = self.g_emb.new_zeros(n, self.g_emb.shape[1])
-        x = self.g_emb.expand(n, -1)
+        start = self.g_emb.expand(n, -1)
+        x = start
         chosen: list[torch.Tensor] = []
         log_prob = entropy = self.g_emb.new_zeros(n)
-        for i in range(len(self.sizes)):
+        anchors: list[torch.Tensor] = []
+        anchors_w1: list[torch.Tensor] = []
+        cell: Optional[str] = None
+        for i, d in enumerate(self.decisions):
+            if self.attention and d.cell is not None and d.cell != cell:  # a new cell: anchors of its inputs
+                cell, anchors, anchors_w1, x = d.cell, [], [], start
+                for _ in range(d.node or 0):
+                    h, c = self.lstm(x, (h, c))
+                    anchors.append(torch.zeros_like(h))
+                    anchors_w1.append(self.w_attn_1(h) if hasattr(self, "w_attn_1") else h)
             h, c = self.lstm(x, (h, c))
-            log_p = F.log_softmax(self.logits(i, h, chosen), dim=-1)
+            log_p = F.log_softmax(self.logits(i, h, chosen, anchors_w1), dim=-1)
             if archs is None:
                 a = torch.multinomial(log_p.detach().exp(), 1, generator=generator).squeeze(1)
             else:
@@ -153,7 +210,17 @@ class Controller(nn.Module):
                 lp = log_p.detach()
                 entropy = entropy + -(lp.exp() * lp.masked_fill(~torch.isfinite(lp), 0.0)).sum(-1)
             chosen.append(a)
-            x = self.embeddings[i](a)
+            if self.head_of[i] is None:
+                x = torch.stack(anchors, 1)[torch.arange(n), a]  # the chosen node's anchor
+            else:
+                x = self.embeddings[self.head_of[i]](a)
+            nxt = self.decisions[i + 1] if i + 1 < len(self.decisions) else None
+            if (self.attention and d.node is not None
+                    and (nxt is None or (nxt.cell, nxt.node) != (d.cell, d.node))):  # the node is built
+                h, c = self.lstm(x, (h, c))
+                anchors.append(h)
+                anchors_w1.append(self.w_attn_1(h) if hasattr(self, "w_attn_1") else h)
+                x = start
         return torch.stack(chosen, 1), log_prob, entropy
 
 
@@ -161,12 +228,28 @@ def _as_tensor(archs: Sequence[Arch]) -> torch.Tensor:
     return torch.tensor([list(a) for a in archs], dtype=torch.long)
 
 
+class ControllerKind(Choice):
+    official_micro = "official_micro"  # melodyguan/enas micro_controller.py: shared op head, attention inputs
+    paper = "paper"  # a generic head per decision with the paper's constants
+
+
+# Each controller's constants (the defaults of the hyperparameters left null)
+CONTROLLER_CONSTANTS: dict[ControllerKind, dict[str, Optional[float]]] = {
+    ControllerKind.official_micro: {"tanh_constant": 1.1, "temperature": None, "controller_lr": 3.5e-3,
+                                    "op_tanh_reduce": 2.5},
+    ControllerKind.paper: {"tanh_constant": 2.5, "temperature": 5.0, "controller_lr": 3.5e-4, "op_tanh_reduce": 1.0},
+}
+
+
 @dataclass
 class ENASHparams:
+    controller: ControllerKind = ControllerKind.official_micro  # official_micro | paper (see CONTROLLER_CONSTANTS)
     lstm_size: int = 64  # controller LSTM hidden size (official code: 64; the paper's PTB controller: 100)
-    tanh_constant: Optional[float] = 2.5  # logits = c * tanh(logits / temperature) (paper: 2.5; null = off)
-    temperature: Optional[float] = 5.0  # (paper: 5.0; null = off)
-    controller_lr: float = 3.5e-4  # Adam learning rate of the controller (paper: 0.00035)
+    # logits = c * tanh(logits / temperature); null: the controller's constant (CONTROLLER_CONSTANTS); 0: off
+    tanh_constant: Optional[float] = None
+    temperature: Optional[float] = None  # null: the controller's (official_micro: off, paper: 5.0); 0: off
+    op_tanh_reduce: Optional[float] = None  # op logits use tanh_constant / this (official_micro: 2.5, paper: 1)
+    controller_lr: Optional[float] = None  # Adam lr of the controller; null: official_micro 3.5e-3, paper 3.5e-4
     baseline_decay: float = 0.99  # moving-average baseline decay (official controller_bl_dec: 0.99)
     entropy_weight: float = 1e-4  # sample entropy added to the reward (paper: 1e-4)
     controller_aggregate: int = 10  # sampled archs whose REINFORCE gradients one Adam step averages (official: 10)
@@ -182,8 +265,22 @@ class ENASHparams:
             raise ConfigError(f"method.params.controller_steps must be >= 0 or null, got {self.controller_steps}.")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise ConfigError(f"method.params.baseline_decay must be in [0, 1), got {self.baseline_decay}.")
-        if self.controller_lr <= 0:
-            raise ConfigError(f"method.params.controller_lr must be > 0, got {self.controller_lr}.")
+        if self.controller_lr is not None and self.controller_lr <= 0:
+            raise ConfigError(f"method.params.controller_lr must be > 0 or null, got {self.controller_lr}.")
+        for key in ("tanh_constant", "temperature", "op_tanh_reduce"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise ConfigError(f"method.params.{key} must be >= 0 (0: off) or null (the controller's), got "
+                                  f"{getattr(self, key)}.")
+        if self.op_tanh_reduce == 0:
+            raise ConfigError("method.params.op_tanh_reduce must be > 0 (it divides tanh_constant) or null.")
+
+    def constants(self) -> dict[str, Optional[float]]:
+        """The controller's constants with this run's overrides; 0 (off) becomes None."""
+        out = dict(CONTROLLER_CONSTANTS[self.controller])
+        for key in out:
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key) or None
+        return out
 
 
 @register_method("enas")
@@ -194,8 +291,11 @@ class ENAS(SupernetMethod):
         hp = self.hp
         super().build()
         # The controller is tiny and stays on the CPU (sampling with the CPU generator) whatever the device.
-        self.controller = Controller(self.ctx.space.decisions, hp.lstm_size, hp.tanh_constant, hp.temperature)
-        self.c_optimizer = torch.optim.Adam(self.controller.parameters(), lr=hp.controller_lr)
+        self.constants = hp.constants()
+        self.controller = Controller(self.ctx.space.decisions, hp.lstm_size, self.constants["tanh_constant"],
+                                     self.constants["temperature"], op_tanh_reduce=self.constants["op_tanh_reduce"],
+                                     attention=hp.controller == ControllerKind.official_micro)
+        self.c_optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.constants["controller_lr"])
         self.baseline = 0.0
         self.controller_steps = (math.ceil(self.steps_per_epoch / hp.controller_aggregate)
                                  if hp.controller_steps is None else hp.controller_steps)
@@ -264,9 +364,9 @@ class ENAS(SupernetMethod):
         if share > 0.5:
             raise DivergenceError(
                 f"enas: the controller saturated in epoch {epoch}: {100 * share:.0f}% of its logits are beyond "
-                f"|{self.controller.SATURATED[self.hp.tanh_constant is not None]:.0f}| before the squashing (or not "
-                f"finite), so REINFORCE no longer moves it. Lower method.params.controller_lr (now "
-                f"{self.hp.controller_lr}); the run's last checkpoint is kept.")
+                f"|{self.controller.SATURATED[self.constants['tanh_constant'] is not None]:.0f}| before the squashing "
+                f"(or not finite), so REINFORCE no longer moves it. Lower method.params.controller_lr (now "
+                f"{self.constants['controller_lr']}); the run's last checkpoint is kept.")
 
     def score(self, archs: list[Arch]) -> list[float]:
         scores = super().score(archs)

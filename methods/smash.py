@@ -93,16 +93,21 @@ def learned_key(spec: ParamSpec) -> str:
     return spec.name.replace(".", "/") + "@" + "x".join(map(str, spec.shape))
 
 
-def init_learned(spec: ParamSpec) -> torch.Tensor:
+def init_learned(spec: ParamSpec, seed: int) -> torch.Tensor:
     """PyTorch's default initialisation of the parameter's layer (conv/linear: Kaiming uniform, a = sqrt(5)); norm
-    scales 1, biases 0."""
+    scales 1, biases 0. Drawn from a generator seeded by the run's seed and the slot, never the global stream: a
+    slot first met while scoring gets the same values as when first met in training, and training's random
+    stream is untouched."""
     if spec.kind == "norm_weight":
         return torch.ones(spec.shape)
     if spec.kind == "bias":
         return torch.zeros(spec.shape)
-    weight = torch.empty(spec.shape)
-    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-    return weight
+    key = f"{seed}|{learned_key(spec)}".encode()
+    generator = torch.Generator().manual_seed(
+        int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & (2**63 - 1))
+    fan_in = math.prod(spec.shape[1:])
+    bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0  # kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(fan_in), +)
+    return (torch.rand(spec.shape, generator=generator) * 2.0 - 1.0) * bound
 
 
 class SMASHHypernet(nn.Module):
@@ -175,7 +180,7 @@ class SMASH(HypernetMethod):
         """The directly learned tensor of a slot, created on first use and handed to the optimizer."""
         key = learned_key(spec)
         if key not in self.hypernet.learned:
-            param = nn.Parameter(init_learned(spec).to(self.ctx.device))
+            param = nn.Parameter(init_learned(spec, self.ctx.seed).to(self.ctx.device))
             self.hypernet.learned[key] = param
             self.optimizer.param_groups[0]["params"].append(param)
             self.learned_slots.append(spec)
@@ -214,6 +219,20 @@ class SMASH(HypernetMethod):
                 "learned_slots": [(s.name, list(s.shape), s.kind) for s in self.learned_slots]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, shape, kind in state["learned_slots"]:
-            self.learned_for(ParamSpec(name, tuple(shape), kind))
+        """Exactly the saved learned slots, in their order (slots created since, e.g. while scoring part-way, are
+        dropped: they are re-created with the same values when next met), then the weights and optimizer."""
+        saved = [ParamSpec(name, tuple(shape), kind) for name, shape, kind in state["learned_slots"]]
+        keep = {learned_key(s) for s in saved}
+        for key in [k for k in self.hypernet.learned if k not in keep]:
+            del self.hypernet.learned[key]
+        self.learned_slots = []
+        self.optimizer.param_groups[0]["params"] = list(self.hypernet.decoder.parameters())
+        for spec in saved:
+            key = learned_key(spec)
+            if key in self.hypernet.learned:
+                self.optimizer.param_groups[0]["params"].append(self.hypernet.learned[key])
+                self.learned_slots.append(spec)
+            else:
+                self.learned_for(spec)
+        self._plans.clear()  # plans name learned slots; they are rebuilt on demand
         super().load_state_dict(state)

@@ -39,11 +39,18 @@ class Decision:
     `greater_than` declares an ordering constraint between decisions: this decision's chosen index must exceed the
     chosen index of the earlier decision `greater_than` (darts_cell: a node's second input comes after its first,
     which makes the encoding canonical). Generic samplers such as an RNN controller mask choices with it.
+
+    `cell` and `node` place the decision in a cell (a cell type's name, the index of the node it builds there;
+    consecutive decisions of one node are adjacent), and `selects_input` says that its choice c is node c of that
+    cell (an input selection); ENAS' official micro controller attends over the nodes built so far for those.
     """
 
     name: str
     choices: tuple[str, ...]
     greater_than: Optional[int] = None
+    cell: Optional[str] = None
+    node: Optional[int] = None
+    selects_input: bool = False
 
 
 @dataclass(frozen=True)

@@ -360,8 +360,11 @@ class DartsCellSpace(SearchSpace):
                 inputs = tuple(str(j) for j in range(NUM_INPUTS + i))
                 node = f"{cell}.node{NUM_INPUTS + i}"
                 input_a = len(out)
-                out += [Decision(f"{node}.input_a", inputs), Decision(f"{node}.op_a", OPS),
-                        Decision(f"{node}.input_b", inputs, greater_than=input_a), Decision(f"{node}.op_b", OPS)]
+                at = dict(cell=cell, node=NUM_INPUTS + i)
+                out += [Decision(f"{node}.input_a", inputs, selects_input=True, **at),
+                        Decision(f"{node}.op_a", OPS, **at),
+                        Decision(f"{node}.input_b", inputs, greater_than=input_a, selects_input=True, **at),
+                        Decision(f"{node}.op_b", OPS, **at)]
         return out
 
     @property

@@ -49,7 +49,7 @@ def recompute_log_prob(controller, decisions, arch):
 
 @pytest.mark.parametrize("space", ["nb201", "darts_cell", "mbnet_chain"])
 def test_sampled_log_probs_equal_a_recomputation_and_teacher_forcing(space):
-    method = make_enas(space)
+    method = make_enas(space, controller="paper")
     with torch.no_grad():
         archs, log_prob, _ = method.controller(n=8, generator=torch.Generator().manual_seed(1))
         decisions = method.ctx.space.decisions
@@ -167,3 +167,80 @@ def test_state_dict_round_trip():
     assert b.baseline == a.baseline
     archs = a.sample_archs(4)
     assert torch.equal(a.log_probs(archs), b.log_probs(archs))
+
+
+def recompute_official_micro(controller, decisions, arch):
+    """Independent re-implementation of the official micro controller for one darts_cell arch, written out by the
+    cell's layout (2 input nodes, 4 nodes of input_a, op_a, input_b, op_b per cell type): anchors of the input nodes
+    from two LSTM steps at each cell's start, attention logits for inputs, the shared op head with tanh 1.1 / 2.5,
+    one more LSTM step per built node for its anchor, then the start input again."""
+    h = c = torch.zeros(1, controller.g_emb.shape[1])
+    total, k = 0.0, 0
+    for _cell in range(2):
+        x = controller.g_emb
+        anchors, keys = [], []
+        for _ in range(2):
+            h, c = controller.lstm(x, (h, c))
+            anchors.append(torch.zeros_like(h))
+            keys.append(controller.w_attn_1(h))
+        for node in range(4):
+            for part in ("input_a", "op_a", "input_b", "op_b"):
+                h, c = controller.lstm(x, (h, c))
+                a = arch[k]
+                if part.startswith("input"):
+                    n_inputs = 2 + node
+                    z = torch.cat([controller.v_attn(torch.tanh(keys[j] + controller.w_attn_2(h)))
+                                   for j in range(n_inputs)], 1)[0]
+                    z = 1.1 * torch.tanh(z)
+                    allowed = torch.ones(n_inputs, dtype=torch.bool)
+                    if part == "input_a":
+                        allowed[-1] = False
+                    else:
+                        allowed[:arch[k - 2] + 1] = False
+                    z = torch.where(allowed, z, torch.tensor(float("-inf")))
+                    x = anchors[a]
+                else:
+                    z = (1.1 / 2.5) * torch.tanh(controller.heads[0](h)[0])
+                    x = controller.embeddings[0](torch.tensor([a]))
+                total += F.log_softmax(z, -1)[a].item()
+                k += 1
+            h, c = controller.lstm(x, (h, c))
+            anchors.append(h)
+            keys.append(controller.w_attn_1(h))
+            x = controller.g_emb
+    return total
+
+
+def test_official_micro_controller_is_the_default_and_matches_a_recomputation():
+    method = make_enas("darts_cell")
+    assert method.hp.controller.value == "official_micro"
+    assert method.constants == {"tanh_constant": 1.1, "temperature": None, "controller_lr": 3.5e-3,
+                                "op_tanh_reduce": 2.5}
+    assert method.c_optimizer.param_groups[0]["lr"] == 3.5e-3
+    ctrl = method.controller
+    assert len(ctrl.heads) == 1 and len(ctrl.embeddings) == 1  # one op head shared by all op decisions
+    with torch.no_grad():
+        archs, log_prob, _ = ctrl(n=6, generator=torch.Generator().manual_seed(2))
+        for arch, lp in zip(archs.tolist(), log_prob.tolist(), strict=True):
+            assert method.ctx.space.is_valid(tuple(arch))
+            assert lp == pytest.approx(recompute_official_micro(ctrl, method.ctx.space.decisions, arch), abs=1e-4)
+        assert torch.allclose(method.log_probs([tuple(a) for a in archs.tolist()]), log_prob, atol=1e-5)
+    # input choices respond to the attention weights: changing W1 changes input log-probs, not the ops' heads
+    before = ctrl(archs=archs)[1]
+    with torch.no_grad():
+        ctrl.w_attn_1.weight.mul_(3.0)
+    assert not torch.allclose(ctrl(archs=archs)[1], before)
+
+
+@pytest.mark.parametrize("space", ["nb201", "mbnet_chain"])
+def test_official_micro_on_spaces_without_input_selection_shares_the_op_head(space):
+    method = make_enas(space)
+    assert len(method.controller.heads) == 1 and not hasattr(method.controller, "w_attn_1")
+    method.train_epoch(0)  # trains end to end
+
+
+def test_controller_constants_can_be_overridden_or_switched_off():
+    method = make_enas("nb201", controller="paper", temperature=0, controller_lr=0.01)
+    assert method.constants == {"tanh_constant": 2.5, "temperature": None, "controller_lr": 0.01,
+                                "op_tanh_reduce": 1.0}
+    assert len(method.controller.heads) == len(method.ctx.space.decisions)  # the paper's: one head per decision
