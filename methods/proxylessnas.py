@@ -48,6 +48,12 @@ Spaces: any space with a supernet whose choice points each pick one op freely (t
 layer of a chain; a cell whose edges each pick an op, the zero op costing 0). Not a space that declares
 input-selection constraints (a DARTS cell also picks which two inputs each node keeps), which the binarized
 single-path gates do not model.
+
+Departures from mit-han-lab/proxylessnas: the default has no hardware loss (above); the supernet is the harness'
+space, not the paper's MobileNetV2 space with its kernel/expansion candidates; the latency table is measured on
+the run's own device at run time (the official code ships per-device tables); the weight optimizer, its schedule
+and the warm-up length come from the budget and `warmup_fraction`, not the official 40 + 120 ImageNet epochs; no
+label smoothing.
 """
 from __future__ import annotations
 
