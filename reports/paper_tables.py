@@ -208,7 +208,9 @@ def _measured_rows(label: str, groups: dict[tuple, pd.DataFrame], columns: list[
             seeds = sorted(group["seed"].tolist())
             settings = ("settings matched" if not departures
                         else "settings not matched: " + ", ".join(departures))
-            out.append(Row(label=label, origin="measured", cells=cells, run_ids=group["run_id"].tolist(),
+            # the label names the protocol the runs ran (a scaled one where the budget scales the row)
+            out.append(Row(label=f"{label}, {protocol_text(group['protocol'].iloc[0])}", origin="measured",
+                           cells=cells, run_ids=group["run_id"].tolist(),
                            budget=f"{group['budget_desc'].iloc[0]}; {device}; seeds {', '.join(map(str, seeds))}; "
                                   f"protocol {protocol_text(group['protocol'].iloc[0])}",
                            settings=settings))
@@ -272,15 +274,14 @@ def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame,
             why = " ".join(str((row.get("notes") or {}).get("row", "")).split())
             rows.append(_placeholder_row("(no counterpart in this harness)", "no counterpart", columns, budget=why))
             continue
-        protocol = protocol_text(protocol_for(row, None))
         ours = f"ours: method={method}" + "".join(f" {k}={v}" for k, v in (row.get("params") or {}).items())
-        ours += f", {protocol}"
         groups = _matching_runs(runs, row, setting)
         if groups:
             rows.extend(_measured_rows(ours, groups, columns))
         else:
             missing = "" if method_is_configured(method) else f" (method {method!r} is not registered yet)"
-            rows.append(_placeholder_row(ours, "not run", columns, budget=f"not run{missing}",
+            protocol = protocol_text(protocol_for(row, None))  # the paper's; the command shows the scaled one
+            rows.append(_placeholder_row(f"{ours}, {protocol}", "not run", columns, budget=f"not run{missing}",
                                          command=row_command(row, setting, table["reproduce_budget"])))
     rows += _reference_rows(table, records or [], columns)
     source = spec["sources"][table["source"]]

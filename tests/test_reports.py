@@ -478,3 +478,16 @@ def test_a_method_that_runs_here_as_an_adaptation_says_so_on_its_rows(tmp_path):
     labels = {r.run_id: variant_label(r) for r in ResultsStore(tmp_path).records()}
     assert labels["smash-run"] == "smash (this harness's adaptation of SMASH to the space)"
     assert "adaptation" not in labels["spos-run"]
+
+
+def test_a_scaled_measurement_is_labelled_with_the_protocol_it_ran(tmp_path):
+    """GHN Table 2's ENAS row at budget=table1 runs F=32 N=1 (scaled): its label says F=32, not the paper's F=36,
+    and the row says which settings were not matched."""
+    scaled = {"name": "top1", "final_channels": 32, "final_cells": 1, "cutout": 16, "drop_path": 0.4,
+              "auxiliary_weight": 0.4}
+    record = make_record("enas", 0, space="darts_cell", data="cifar10", budget="table1", protocol=scaled)
+    write_records(tmp_path / "results", [record])
+    rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table2")
+    (measured,) = [r for r in rows if r.origin == "measured"]
+    assert measured.label == "ours: method=enas, top1 F=32 cutout 16 drop-path 0.4 aux 0.4"
+    assert measured.settings == "settings not matched: final_channels=32 (paper: 36), final_cells=1 (paper: 5)"
