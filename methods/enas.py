@@ -99,7 +99,6 @@ class Controller(nn.Module):
         self.decisions = list(decisions)
         self.sizes = [len(d.choices) for d in decisions]
         self.tanh_constant, self.temperature, self.op_tanh_reduce = tanh_constant, temperature, op_tanh_reduce
-        self.attention = attention
         self.exceeds, self.below = ordering_constraints(decisions)
         self.g_emb = nn.Parameter(torch.empty(1, lstm_size))
         self.lstm = nn.LSTMCell(lstm_size, lstm_size)
@@ -119,7 +118,9 @@ class Controller(nn.Module):
                 sizes.append(len(d.choices))
         self.heads = nn.ModuleList(nn.Linear(lstm_size, n) for n in sizes)
         self.embeddings = nn.ModuleList(nn.Embedding(n, lstm_size) for n in sizes)
-        if attention and any(d.selects_input for d in decisions):
+        # anchors of built nodes are kept only where some decision attends over them
+        self.attends = attention and any(d.selects_input for d in decisions)
+        if self.attends:
             self.w_attn_1 = nn.Linear(lstm_size, lstm_size, bias=False)
             self.w_attn_2 = nn.Linear(lstm_size, lstm_size, bias=False)
             self.v_attn = nn.Linear(lstm_size, 1, bias=False)
@@ -193,12 +194,12 @@ class Controller(nn.Module):
         anchors_w1: list[torch.Tensor] = []
         cell: Optional[str] = None
         for i, d in enumerate(self.decisions):
-            if self.attention and d.cell is not None and d.cell != cell:  # a new cell: anchors of its inputs
+            if self.attends and d.cell is not None and d.cell != cell:  # a new cell: anchors of its inputs
                 cell, anchors, anchors_w1, x = d.cell, [], [], start
                 for _ in range(d.node or 0):
                     h, c = self.lstm(x, (h, c))
                     anchors.append(torch.zeros_like(h))
-                    anchors_w1.append(self.w_attn_1(h) if hasattr(self, "w_attn_1") else h)
+                    anchors_w1.append(self.w_attn_1(h))
             h, c = self.lstm(x, (h, c))
             log_p = F.log_softmax(self.logits(i, h, chosen, anchors_w1), dim=-1)
             if archs is None:
@@ -215,11 +216,11 @@ class Controller(nn.Module):
             else:
                 x = self.embeddings[self.head_of[i]](a)
             nxt = self.decisions[i + 1] if i + 1 < len(self.decisions) else None
-            if (self.attention and d.node is not None
+            if (self.attends and d.node is not None
                     and (nxt is None or (nxt.cell, nxt.node) != (d.cell, d.node))):  # the node is built
                 h, c = self.lstm(x, (h, c))
                 anchors.append(h)
-                anchors_w1.append(self.w_attn_1(h) if hasattr(self, "w_attn_1") else h)
+                anchors_w1.append(self.w_attn_1(h))
                 x = start
         return torch.stack(chosen, 1), log_prob, entropy
 
