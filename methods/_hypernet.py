@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +93,17 @@ def standalone_plan(space: SearchSpace, arch: Arch, net_cfg: NetConfig, device: 
                                                                                     device=device)
                for name, b in net.named_buffers()}
     return StandalonePlan(tuple(arch), net, specs, buffers)
+
+
+def owning_module(name: str, modules: Collection[str]) -> str | None:
+    """The longest proper prefix of the parameter name `name` that is in `modules` (the graph node's module that
+    owns the parameter), or None."""
+    prefix = name
+    while "." in prefix:
+        prefix = prefix.rpartition(".")[0]
+        if prefix in modules:
+            return prefix
+    return None
 
 
 def shape_params(flat: torch.Tensor, specs: Sequence[ParamSpec], weight_norm: bool) -> dict[str, torch.Tensor]:

@@ -50,7 +50,7 @@ from oneshot_bench.config import Choice
 from oneshot_bench.errors import ConfigError
 from search_spaces.base import CELL, ENCODE, SAMPLE, STANDALONE, TO_GRAPH, ArchGraph
 
-from ._hypernet import ChunkDecoder, HypernetHparams, HypernetMethod, StandalonePlan, shape_params
+from ._hypernet import ChunkDecoder, HypernetHparams, HypernetMethod, StandalonePlan, owning_module, shape_params
 from .base import register_method
 
 
@@ -285,10 +285,8 @@ class GHN(HypernetMethod):
         rows: dict[int, list] = {}
         unowned = []
         for spec in plan.params:
-            prefix, owner = spec.name, None
-            while "." in prefix and owner is None:
-                prefix = prefix.rpartition(".")[0]
-                owner = owner_of.get(prefix)
+            module = owning_module(spec.name, owner_of)
+            owner = None if module is None else owner_of[module]
             if owner is None:
                 unowned.append(spec)
             else:

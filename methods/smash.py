@@ -53,7 +53,15 @@ from oneshot_bench.config import Choice
 from oneshot_bench.errors import ConfigError
 from search_spaces.base import TO_GRAPH
 
-from ._hypernet import ChunkDecoder, HypernetHparams, HypernetMethod, ParamSpec, StandalonePlan, shape_params
+from ._hypernet import (
+    ChunkDecoder,
+    HypernetHparams,
+    HypernetMethod,
+    ParamSpec,
+    StandalonePlan,
+    owning_module,
+    shape_params,
+)
 from .base import register_method
 
 
@@ -165,16 +173,7 @@ class SMASH(HypernetMethod):
             raise ConfigError(f"space {self.ctx.space.name!r}: to_graph declares no node_decisions, so SMASH cannot "
                               f"condition each weight on the decisions that shape it.")
         owner = {m: tuple(d) for m, d in zip(graph.node_modules, graph.node_decisions, strict=True) if m is not None}
-        out = {}
-        for spec in plan.params:
-            prefix, found = spec.name, ()
-            while "." in prefix:
-                prefix = prefix.rpartition(".")[0]
-                if prefix in owner:
-                    found = owner[prefix]
-                    break
-            out[spec.name] = found
-        return out
+        return {spec.name: owner.get(owning_module(spec.name, owner), ()) for spec in plan.params}
 
     def learned_for(self, spec: ParamSpec) -> nn.Parameter:
         """The directly learned tensor of a slot, created on first use and handed to the optimizer."""
