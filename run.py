@@ -1,7 +1,8 @@
 """oneshot-bench entry point: `python run.py method=spos space=nb201 data=digits budget=smoke seed=0 device=auto`.
 
-Hydra composes conf/; the config becomes typed dataclasses here, once. Returns the configured objective so that
-`python run.py -m hydra/sweeper=optuna ...` can optimize it.
+Hydra composes conf/; the config becomes typed dataclasses here, once. `+sweep=<method>` runs a worker of an Optuna
+study instead (evaluators/sweep.py); `-m ... hydra/launcher=submitit_slurm` (or submitit_local) sends a grid of runs
+to a cluster, one job per run, with one GPU per job (oneshot_bench/device.py).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from evaluators.hydra_config import register_configs
-from evaluators.record import PHASES, RunRecord, Summary
+from evaluators.record import PHASES, RunRecord
 from oneshot_bench.cli import check_composes, check_overrides, override_args
 from oneshot_bench.config import Mode, from_dictconfig
 from oneshot_bench.errors import ConfigError, UserError
@@ -80,11 +81,16 @@ def main(cfg: DictConfig) -> float:
     from evaluators.runner import precompute_truth, run_benchmark
 
     try:
+        cfg = with_job_device(cfg)
         run_cfg = from_dictconfig(cfg)
         execution = run_cfg.execution
-        if execution.objective not in Summary.objectives():  # checked before any work, not after the run
-            raise ConfigError(f"unknown execution.objective {execution.objective!r}. Valid: "
-                              f"{', '.join(Summary.objectives())}.")
+        if execution.mode == Mode.sweep:
+            from evaluators.sweep import print_trials, run_sweep
+
+            study = run_sweep(cfg, run_cfg)
+            assert run_cfg.sweep is not None
+            print_trials(study, list(run_cfg.sweep.objectives))
+            return 0.0
         if execution.mode == Mode.truth:
             done = precompute_truth(run_cfg)
             print(f"ground truth ready for {done['archs']} sample archs of {done['space']} "
@@ -102,7 +108,26 @@ def main(cfg: DictConfig) -> float:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print_summary(record)
-    return float(getattr(record.summary, execution.objective))
+    return float(record.summary.kendall_tau)
+
+
+def with_job_device(cfg: DictConfig) -> DictConfig:
+    """In a job of a multirun (`-m`, e.g. through submitit), pick this job's GPU from its index: submitit's local
+    executor gives every job the same GPUs. Outside a multirun, or with device=cpu, the config is unchanged."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from oneshot_bench.device import device_for_job
+
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    job_num = OmegaConf.select(hydra_cfg, "job.num", throw_on_missing=False) if hydra_cfg is not None else None
+    job_num = job_num if isinstance(job_num, int) else None  # "???" outside a multirun
+    device = device_for_job(str(cfg.device), job_num)
+    if device == cfg.device:
+        return cfg
+    cfg = cfg.copy()
+    OmegaConf.update(cfg, "device", device, merge=False)
+    return cfg
 
 
 def cli(argv: list[str]) -> int:

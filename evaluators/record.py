@@ -179,6 +179,14 @@ class Summary:
         """The names a sweep may optimize."""
         return [f.name for f in dataclasses.fields(cls)]
 
+    HIGHER_IS_BETTER = ("kendall_tau", "spearman_rho", "pearson_r", "precision_at_top10pct", "precision_at_5",
+                        "final_test_acc")  # every other field is a cost, a size or an error: lower is better
+
+    @classmethod
+    def direction(cls, name: str) -> str:
+        """How a sweep optimizes the field: "maximize" or "minimize"."""
+        return "maximize" if name in cls.HIGHER_IS_BETTER else "minimize"
+
     @classmethod
     def of(cls, ranking: Ranking, found: Found, cost: Cost) -> Summary:
         phases = {f"{p}_seconds": c.device_seconds for p, c in cost.phases.items() if p in PHASES}

@@ -70,6 +70,10 @@ def check_composes(args: list[str], conf_dir: Path) -> None:
             error = error.__cause__
         message = str(error).strip().splitlines()[0]
         unknown = re.match(r"Could not override '([^']+)'", str(e))
+        if unknown and unknown.group(1).startswith("sweep.params"):
+            raise ConfigError("sweep.params: `sweep.params={...}` only changes dimensions the sweep file already "
+                              "has; add one with ++, e.g. '++sweep.params={method.params.lr: \"tag(log, "
+                              "interval(1e-4, 1e-2))\"}'.") from None
         if unknown:
             key = unknown.group(1)
             parent, _, _ = key.rpartition(".")

@@ -258,6 +258,58 @@ class Mode(Choice):
     search = "search"  # a benchmark run
     truth = "truth"  # only fill the ground-truth cache for the shared arch sample
     report = "report"  # rebuild the HTML report from the records under results_dir; nothing trains
+    sweep = "sweep"  # an Optuna study over the `sweep` group's search space (`+sweep=<method>` selects it)
+
+
+class SamplerName(Choice):
+    tpe = "tpe"  # single- and multi-objective
+    random = "random"
+    nsga2 = "nsga2"  # multi-objective (also runs single-objective)
+
+
+@dataclass
+class SweepConfig:
+    """An Optuna study (`python run.py +sweep=<method> ...`, conf/sweep/<method>.yaml holds the search space).
+    Like `execution`, it is not part of any run's identity: each trial is an ordinary run whose config is the
+    composed one plus the trial's values, so a trial that repeats a finished run reuses its record."""
+
+    # config key -> search dimension in Hydra's sweep syntax: choice(a, b), interval(lo, hi), int(interval(lo, hi)),
+    # tag(log, interval(lo, hi)), range(start, stop[, step])
+    params: dict[str, str] = field(default_factory=dict)
+    # summary fields, each optimized in its own sense (accuracies and correlations up, costs and sizes down); two or
+    # more make a multi-objective study, whose Pareto front the report draws
+    objectives: list[str] = field(default_factory=lambda: ["kendall_tau"])
+    n_trials: int = 20  # COMPLETE trials over all workers of the study; a worker stops when they are reached
+    # sqlite:///path, postgresql://user:password@host/db, or journal:path (a JSONL journal on a shared file system,
+    # no database server, no heartbeats)
+    storage: str = "${oc.env:ONESHOT_SWEEP_STORAGE,sqlite:///results/sweeps.db}"
+    study_name: Optional[str] = None  # None: <method>-<space>-<data>-<budget>-<objectives>
+    sampler: SamplerName = SamplerName.tpe
+    sampler_seed: Optional[int] = None  # None: each worker draws its own seed (two workers must not propose alike)
+    # database storages: a trial whose worker stopped beating for `grace_period` s is marked FAILED and retried
+    heartbeat_interval: int = 60
+    grace_period: Optional[int] = None  # None: 2 x heartbeat_interval
+    max_retry: int = 2  # retries of one killed trial
+    # this worker's index when several are launched by one command (`-m sweep.worker=0,1,2,3`); offsets the
+    # sampler's seed so that seeded workers do not propose the same values
+    worker: int = 0
+
+    def __post_init__(self) -> None:
+        require(bool(self.params), "sweep.params", self.params, "a sweep needs at least one search dimension, "
+                "e.g. sweep.params='{method.params.topk: choice(5, 10)}'")
+        require(bool(self.objectives), "sweep.objectives", self.objectives,
+                "name at least one summary field, e.g. sweep.objectives=[kendall_tau]")
+        require(len(set(self.objectives)) == len(self.objectives), "sweep.objectives", self.objectives,
+                "each objective at most once")
+        require(self.n_trials >= 1, "sweep.n_trials", self.n_trials, "it must be >= 1")
+        require(self.heartbeat_interval >= 1, "sweep.heartbeat_interval", self.heartbeat_interval, "it must be >= 1")
+        require(self.grace_period is None or self.grace_period > self.heartbeat_interval, "sweep.grace_period",
+                self.grace_period, "it must exceed sweep.heartbeat_interval (or be null for twice it)")
+        require(self.max_retry >= 0, "sweep.max_retry", self.max_retry, "it must be >= 0")
+        require(self.worker >= 0, "sweep.worker", self.worker, "it must be >= 0")
+        for key in self.params:
+            require(not key.startswith(("execution.", "sweep.")), f"sweep.params.{key}", self.params[key],
+                    "a search dimension must change what a run measures (not execution.* or sweep.*)")
 
 
 @dataclass
@@ -273,7 +325,6 @@ class ExecutionConfig:
     threads: Optional[int] = None  # CPU threads for torch; None keeps torch's default (one per core)
     mode: Mode = Mode.search
     truth_shard: str = "0/1"  # mode=truth: "i/n" trains every n-th sample arch from the i-th (n parallel workers)
-    objective: str = "kendall_tau"  # what run.py returns to a sweeper: a field of the record's summary
 
     def __post_init__(self) -> None:
         require(self.threads is None or self.threads >= 1, "execution.threads", self.threads,
@@ -303,8 +354,11 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N; the device type is part of a run's identity
     deterministic: bool = True  # torch's deterministic kernels: a run repeats bit for bit with the same seed/threads
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    sweep: Optional[SweepConfig] = None  # set by `+sweep=<method>`; outside every run's identity, like execution
 
     def __post_init__(self) -> None:
+        require(self.execution.mode != Mode.sweep or self.sweep is not None, "mode", "sweep",
+                "a sweep needs its search space: add +sweep=<method> (conf/sweep/)")
         require(self.seed >= 0, "seed", self.seed, "seeds must be >= 0")
         require(self.device in ("auto", "cpu", "cuda") or (self.device.startswith("cuda:")
                                                             and self.device[5:].isdigit()),

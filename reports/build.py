@@ -19,6 +19,7 @@ from .figures import Figure, setting_figures
 from .metadata import RunMeta, VersionRow, run_metadata, version_table
 from .paper_tables import PaperTable, build_tables
 from .records import PHASES, load_records, points_frame, runs_frame
+from .sweeps import StudyView, build_studies
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORT_NAME = "report.html"
@@ -98,9 +99,10 @@ def build_report(results_dir: str | Path, out_dir: str | Path, title: str = "one
     tables: list[PaperTable] = build_tables(runs, records=records)
     meta: list[RunMeta] = run_metadata(records)
     versions: list[VersionRow] = version_table(records)
+    studies: list[StudyView] = build_studies(results_dir)
     html = render(dict(title=title, results_dir=str(Path(results_dir).resolve()), n_records=len(records),
                        generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                       settings=settings, tables=tables, meta=meta, versions=versions))
+                       settings=settings, tables=tables, meta=meta, versions=versions, studies=studies))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_NAME

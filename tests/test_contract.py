@@ -188,8 +188,8 @@ def test_the_run_id_is_everything_but_the_execution_group(smoke_config):
 
     base = plan_run(smoke_config("method=spos"))
     moved = plan_run(smoke_config("method=spos", "execution.threads=1", "execution.force=true",
-                                  "execution.objective=final_test_acc", "execution.resume=false"))
-    assert moved.run_id == base.run_id and "execution" not in base.identity
+                                  "execution.resume=false", "+sweep=spos", "sweep.n_trials=3"))
+    assert moved.run_id == base.run_id and "execution" not in base.identity and "sweep" not in base.identity
     assert plan_run(smoke_config("method=spos", "deterministic=false")).run_id != base.run_id
     assert plan_run(smoke_config("method=spos", "truth=nb201")).run_id == base.run_id  # auto resolves to nb201
     assert plan_run(smoke_config("method=spos", "truth=nb201", "truth.params.dataset=cifar100")).run_id != base.run_id

@@ -1,14 +1,20 @@
-"""Optuna sweeps through Hydra's Optuna sweeper (conf/sweep/<method>.yaml): the search spaces name real
-hyperparameters, and two sweep workers running at once against one storage lose no trial."""
+"""Optuna sweeps (evaluators/sweep.py, conf/sweep/<method>.yaml): the search spaces name real hyperparameters and
+parse; two workers on one storage end with exactly the requested COMPLETE trials; a worker killed with SIGKILL
+mid-trial leaves a FAILED trial that another worker retries; a multi-objective study's Pareto front reaches the
+report."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pwd
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -28,37 +34,49 @@ def sweep_method(sweep_file: Path) -> str:
 def test_sweep_space_names_the_methods_hyperparameters(sweep_file):
     from hydra import compose, initialize_config_dir
 
+    from evaluators.hydra_config import register_configs
+    from evaluators.sweep import parse_dimension
+    from methods import METHODS
+    from methods.base import get_method
+    from oneshot_bench.config import Mode, from_dictconfig
+
+    register_configs()
     method = sweep_method(sweep_file)
     assert sweep_file.stem == method
-    from methods import METHODS
-
     fields = {f.name for f in dataclasses.fields(METHODS.get(method).Hparams)}
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"+sweep={method}"], return_hydra_config=True)
-    sweeper = cfg.hydra.sweeper
-    assert "optuna" in sweeper._target_.lower() and sweeper.direction == "maximize"
-    assert cfg.method.name == method
-    assert sweeper.storage == os.environ.get("ONESHOT_SWEEP_STORAGE", "sqlite:///results/sweeps.db")
-    assert sweeper.study_name == f"{method}-{cfg.space.name}-{cfg.data.name}-{cfg.budget.name}-kendall_tau"
-    assert sweeper.params, "a sweep needs at least one hyperparameter"
-    for key in sweeper.params:
+        cfg = from_dictconfig(compose("config", overrides=[f"+sweep={method}"]))
+    assert cfg.method.name == method and cfg.execution.mode == Mode.sweep and cfg.sweep is not None
+    assert cfg.sweep.storage == os.environ.get("ONESHOT_SWEEP_STORAGE", "sqlite:///results/sweeps.db")
+    assert list(cfg.sweep.objectives) == ["kendall_tau"]
+    assert cfg.sweep.params, "a sweep needs at least one hyperparameter"
+    for key, spec in cfg.sweep.params.items():
         assert key.startswith("method.params."), key
         assert key.removeprefix("method.params.") in fields, f"{key} is not a field of {method}'s Hparams"
-    # every range parses as an Optuna distribution, and its end values are accepted by the method
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-    from optuna.distributions import CategoricalDistribution
-
-    from methods.base import get_method
-
-    distributions, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
-    assert not fixed and set(distributions) == set(sweeper.params)
-    for key, dist in distributions.items():
-        values = dist.choices if isinstance(dist, CategoricalDistribution) else (dist.low, dist.high)
-        for value in values:
+        for value in parse_dimension(key, spec).end_values():  # every choice and both ends are accepted
             get_method(method, {key.removeprefix("method.params."): value})
 
 
-# ---- storages the two-worker test runs against -------------------------------------------------------------------
+def test_dimensions_parse_to_optuna_distributions():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from evaluators.sweep import parse_dimension
+    from oneshot_bench.errors import ConfigError
+
+    assert parse_dimension("k", "choice(5, 10, 20)").distribution == CategoricalDistribution([5, 10, 20])
+    assert parse_dimension("k", "choice(node, point)").distribution == CategoricalDistribution(["node", "point"])
+    assert parse_dimension("k", "interval(0.05, 0.5)").distribution == FloatDistribution(0.05, 0.5)
+    assert parse_dimension("k", "int(interval(1, 5))").distribution == IntDistribution(1, 5)
+    assert parse_dimension("k", "tag(log, interval(1e-4, 1e-2))").distribution == FloatDistribution(1e-4, 1e-2,
+                                                                                                      log=True)
+    assert parse_dimension("k", "range(1, 10, 2)").distribution == IntDistribution(1, 9, step=2)
+    for bad, needle in [("interval(5)", "does not parse"), ("3", "single value"), ("interval(2, 1)", "low end"),
+                        ("tag(log, interval(0, 1))", "positive"), ("range(3, 3)", "empty")]:
+        with pytest.raises(ConfigError, match=needle):
+            parse_dimension("k", bad)
+
+
+# ---- storages the worker tests run against -----------------------------------------------------------------------
 def _as_postgres(cmd: list[str]) -> list[str]:
     # initdb and postgres refuse to run as root; CI containers run as root and have the `postgres` user
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
@@ -114,76 +132,142 @@ def storage_url(request, tmp_path):
     return request.getfixturevalue("postgres_url")
 
 
-# ---- two workers, one study --------------------------------------------------------------------------------------
-def start_worker(i: int, n_trials: int, storage: str, tmp_path: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "run.py", "-m", "+sweep=random", "space=mbnet_chain", "budget=smoke", "device=cpu",
-           f"execution.results_dir={tmp_path / 'results'}", f"hydra.sweep.dir={tmp_path / f'worker{i}'}",
-           "hydra.sweeper.study_name=two-workers", f"hydra.sweeper.n_trials={n_trials}",
-           f"hydra.sweeper.sampler.seed={i}",
-           # keep each trial to seconds: one standalone epoch per architecture (a one-value search dimension)
-           "method.params.epochs_per_arch=choice(1)"]
-    env = {**os.environ, "ONESHOT_SWEEP_STORAGE": storage, "OMP_NUM_THREADS": "1"}
+# ---- workers -------------------------------------------------------------------------------------------------------
+def start_worker(i: int, tmp_path: Path, storage: str, study: str, n_trials: int, *extra: str,
+                 epochs: str = "choice(1, 2, 3)") -> subprocess.Popen:
+    """`python run.py +sweep=random ...` as its own process: random search on the small mbnet_chain space, each trial
+    seconds long (one to three standalone epochs per architecture on the digits data)."""
+    cmd = [sys.executable, "run.py", "+sweep=random", "space=mbnet_chain", "budget=smoke", "device=cpu",
+           f"execution.results_dir={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / f'hydra{i}'}",
+           f"sweep.study_name={study}", f"sweep.n_trials={n_trials}",
+           f"sweep.worker={i}", "sweep.sampler=random", "sweep.sampler_seed=0",
+           f"sweep.params={{method.params.epochs_per_arch: '{epochs}'}}", *extra]
+    # the storage as the environment gives it (a PostgreSQL URL's `?host=` would need quoting on the command line)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ONESHOT_SWEEP_STORAGE": storage}
     log = open(tmp_path / f"worker{i}.log", "w")  # noqa: SIM115 - closed by the test after the worker exits
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def test_two_sweep_workers_on_one_storage_lose_no_trial(storage_url, tmp_path):
-    import optuna
-
-    n_trials = {1: 2, 2: 3}
-    # both workers start at once on a fresh storage: the CreateOptunaStudy callback creates schema and study first
-    workers = {i: start_worker(i, n, storage_url, tmp_path) for i, n in n_trials.items()}
+def finish(workers: dict[int, subprocess.Popen], tmp_path: Path) -> None:
     for i, proc in workers.items():
         rc = proc.wait(timeout=600)
         assert rc == 0, (tmp_path / f"worker{i}.log").read_text()[-3000:]
 
-    study = optuna.load_study(study_name="two-workers", storage=storage_url)
-    trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(trials) == len(complete) == sum(n_trials.values())
-    assert sorted(t.number for t in trials) == list(range(sum(n_trials.values())))  # distinct, none skipped
-    assert all(t.params == {"method.params.epochs_per_arch": 1} for t in complete)
-    # every trial's value is the objective (kendall_tau) of a record the workers wrote
+
+def records_by_id(tmp_path: Path) -> dict:
     from reports.records import load_records
 
-    taus = {round(r.summary.kendall_tau, 12) for r in load_records(tmp_path / "results")}
-    assert {round(t.value, 12) for t in complete} <= taus
-    # the workers really ran at once: one worker runs its trials one after another, so two trials whose
-    # ask-to-tell intervals overlap were run by different workers at the same time
-    assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
-               for a in complete for b in complete if a.number < b.number)
+    return {r.run_id: r for r in load_records(tmp_path / "results")}
 
 
-def test_workers_starting_at_once_create_one_study(tmp_path):
-    """The sweep callback's study creation, run by four processes released at the same instant on a fresh SQLite
-    storage: all succeed and exactly one study exists (without the retry, the schema race crashes some of them)."""
+def test_two_sweep_workers_on_one_storage_reach_exactly_the_requested_trials(storage_url, tmp_path):
     import optuna
+    from optuna.trial import TrialState
 
-    storage = f"sqlite:///{tmp_path / 'race.db'}"
-    go = tmp_path / "go"
-    code = ("import sys, time, pathlib\n"
-            "from oneshot_bench.sweep_study import create_study_once\n"
-            "import optuna, sqlalchemy\n"
-            "while not pathlib.Path(sys.argv[2]).exists(): time.sleep(0.001)\n"
-            "create_study_once(sys.argv[1], 'race', 'maximize')\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code, storage, str(go)], cwd=REPO, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
-    import time
+    n_trials = 5
+    # both start at once on a fresh storage: creating its schema and the study is retried on the race
+    finish({i: start_worker(i, tmp_path, storage_url, "two-workers", n_trials) for i in (0, 1)}, tmp_path)
 
-    time.sleep(3)  # every process imported and is polling
-    go.touch()
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err[-2000:]
-    summaries = optuna.get_all_study_summaries(storage)
-    assert [s.study_name for s in summaries] == ["race"]
-    assert summaries[0].direction == optuna.study.StudyDirection.MAXIMIZE
+    study = optuna.load_study(study_name="two-workers", storage=storage_url)
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == n_trials  # none lost, none extra
+    # a trial that found the quota met before doing any work ends PRUNED as surplus, never COMPLETE or FAIL
+    assert all(t.state == TrialState.PRUNED and t.user_attrs.get("surplus") for t in trials if t not in complete)
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert len({t.user_attrs["worker"] for t in complete}) == 2  # both workers ran trials
+    # every COMPLETE trial's value is the objective of the record its run wrote
+    records = records_by_id(tmp_path)
+    for t in complete:
+        assert t.values == [records[t.user_attrs["run_id"]].summary.kendall_tau]
+    summary = json.loads(next((tmp_path / "results" / "sweeps").glob("two-workers.json")).read_text())
+    assert sum(t["state"] == "COMPLETE" for t in summary["trials"]) == n_trials
+    assert "password" not in summary["storage"]
 
 
-def test_the_callback_is_configured_for_every_sweep():
-    from hydra import compose, initialize_config_dir
+def trial_states(db: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(db, timeout=30) as con:
+        return con.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["+sweep=spos"], return_hydra_config=True)
-    targets = [c._target_ for c in cfg.hydra.callbacks.values()]
-    assert "oneshot_bench.sweep_study.CreateOptunaStudy" in targets
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # retried_trial_number
+def test_a_worker_killed_mid_trial_leaves_a_failed_trial_that_is_retried(tmp_path):
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    db = tmp_path / "sweeps.db"
+    storage = f"sqlite:///{db}"
+    fast = ("sweep.heartbeat_interval=1", "sweep.grace_period=3")
+    victim = start_worker(0, tmp_path, storage, "killed", 1, *fast, epochs="choice(3)")
+    deadline = time.monotonic() + 300
+    while not (db.exists() and ("RUNNING" in {s for _, s in trial_states(db)})):
+        assert victim.poll() is None and time.monotonic() < deadline, (tmp_path / "worker0.log").read_text()[-3000:]
+        time.sleep(0.2)
+    time.sleep(3)  # well inside the trial's run (several seconds of training)
+    assert victim.poll() is None
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=60)
+    assert trial_states(db) == [(0, "RUNNING")] and not records_by_id(tmp_path)  # killed mid-trial: no record
+
+    finish({1: start_worker(1, tmp_path, storage, "killed", 1, *fast, epochs="choice(3)")}, tmp_path)
+    study = optuna.load_study(study_name="killed", storage=storage)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    assert trials[0].state == TrialState.FAIL  # its heartbeat went stale: failed, not left RUNNING
+    (retry,) = [t for t in trials.values() if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0]
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[0].params
+    assert [t.number for t in trials.values() if t.state == TrialState.COMPLETE] == [retry.number]
+    assert retry.user_attrs["run_id"] in records_by_id(tmp_path)
+
+
+def test_a_multi_objective_study_reaches_the_report_with_its_pareto_front(tmp_path):
+    from reports.build import build_report
+
+    objectives = "sweep.objectives=[kendall_tau,search_device_seconds]"
+    # JournalStorage: the no-server storage for a shared file system
+    finish({0: start_worker(0, tmp_path, f"journal:{tmp_path / 'study.log'}", "pareto", 3, objectives)}, tmp_path)
+    summary = json.loads((tmp_path / "results" / "sweeps" / "pareto.json").read_text())
+    assert summary["objectives"] == {"kendall_tau": "maximize", "search_device_seconds": "minimize"}
+    complete = [t for t in summary["trials"] if t["state"] == "COMPLETE"]
+    assert len(complete) == 3 and all(len(t["values"]) == 2 for t in complete)
+    front = [t for t in complete if t["pareto_optimal"]]
+    assert front
+    for t in front:  # no COMPLETE trial dominates a Pareto-optimal one
+        assert not any(o["values"][0] >= t["values"][0] and o["values"][1] <= t["values"][1]
+                       and o["values"] != t["values"] for o in complete)
+    html = build_report(tmp_path / "results", tmp_path / "report").read_text()
+    assert 'id="sweep-pareto"' in html and 'id="sweep-pareto-pareto"' in html
+    assert html.count('data-state="COMPLETE"') == 3 and "Pareto-optimal" in html
+
+
+def test_a_bad_sweep_is_refused_before_any_trial(tmp_path, capsys):
+    sys.path.insert(0, str(REPO))
+    import run
+
+    db = tmp_path / "s.db"
+    base = [f"execution.results_dir={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+            f"sweep.storage=sqlite:///{db}"]
+    cases = [
+        (["+sweep=spos", "sweep.objectives=[bogus]"], ["sweep.objectives", "bogus", "kendall_tau"]),
+        (["+sweep=spos", "sweep.params={method.params.topk: 'choice(0, 5)'}"],
+         ["sweep.params.method.params.topk", "0", ">= 1"]),
+        (["+sweep=spos", "sweep.params={method.params.topk: 'interval(5)'}"], ["sweep.params.method.params.topk"]),
+        (["+sweep=spos", "++sweep.params={execution.threads: 'choice(1, 2)'}"], ["execution"]),
+        (["+sweep=spos", "sweep.params={method.params.lr: 'choice(1, 2)'}"], ["sweep.params", "add one with ++"]),
+        (["+sweep=spos", "sweep.n_trials=0"], ["sweep.n_trials", ">= 1"]),
+        (["+sweep=spos", "sweep.heartbeat_interval=5", "sweep.grace_period=5"], ["sweep.grace_period"]),
+    ]
+    for args, needles in cases:
+        code = run.cli([*base, *args])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (args, err)
+        for needle in needles:
+            assert needle in lines[0], (args, lines[0])
+        assert not db.exists() and not (tmp_path / "results" / "runs").exists()  # nothing opened or run
+    code = run.cli([f"execution.results_dir={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+                    "+sweep=spos", "sweep.storage=nosuch://x"])
+    err = capsys.readouterr().err
+    assert code == 2 and "sweep.storage='nosuch://x'" in err and "sqlite:///" in err
+    code = run.cli([f"hydra.run.dir={tmp_path / 'hydra'}", "mode=sweep"])
+    assert code == 2 and "+sweep=<method>" in capsys.readouterr().err

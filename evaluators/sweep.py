@@ -1,0 +1,383 @@
+"""Hyperparameter sweeps: an Optuna study (Optuna >= 4) whose trials are ordinary benchmark runs.
+
+`python run.py +sweep=<method> space=... budget=...` runs one worker; start the same command again (another shell,
+machine or SLURM job) and the workers share the study through its storage. Each trial is `run_benchmark` on the
+composed config plus the trial's values, so its record lands in `results/runs/` like any run's, and a trial that
+repeats a finished run reuses its record.
+
+- Storage: SQLite by default; PostgreSQL (or any SQLAlchemy URL) for workers on several machines; `journal:<path>`
+  for Optuna's JournalStorage on a shared file system without a database server (no heartbeats there).
+- Database storages run `study.optimize` with trial heartbeats: a worker killed mid-trial stops beating, and after
+  the grace period the next worker to start a trial marks it FAILED and re-queues its parameters
+  (`RetryHeartbeatStaleTrialCallback`, the name `RetryFailedTrialCallback` has in Optuna 5).
+- `n_trials` counts COMPLETE trials over all workers (`MaxTrialsCallback`). Two workers could both start the last
+  trial, so a trial first checks the quota: trials still running with a smaller number have the first claim; a
+  trial that cannot be needed ends PRUNED with the user attribute `surplus` (never COMPLETE), so the study holds
+  exactly `n_trials` COMPLETE ones.
+- `sweep.objectives` names summary fields, each optimized in its own sense (accuracies and correlations up, costs
+  and sizes down: `Summary.direction`). Two or more make a multi-objective study (Optuna's multi-objective
+  samplers); `results/sweeps/<study>.json` records every trial, with the Pareto-optimal ones marked, for the report.
+
+This replaces Hydra's Optuna sweeper plugin, which requires optuna<3. Its parameter syntax (choice, interval,
+int(interval), tag(log, interval), range) is kept, parsed by Hydra's own override grammar.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from oneshot_bench.atomic import write_json
+from oneshot_bench.config import Mode, RunConfig, SweepConfig, from_dictconfig
+from oneshot_bench.errors import ConfigError, DivergenceError
+
+from .record import Summary
+
+log = logging.getLogger("oneshot_bench")
+
+SWEEPS_DIR = "sweeps"  # under results_dir: one JSON summary per study, read by the report
+SURPLUS = "surplus"  # user attribute of a trial that ended PRUNED because the study already had its n_trials
+
+
+# ---- search dimensions ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dimension:
+    key: str  # a config key, e.g. method.params.topk
+    distribution: Any  # optuna.distributions.BaseDistribution
+
+    def suggest(self, trial: Any) -> Any:
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        d = self.distribution
+        if isinstance(d, CategoricalDistribution):
+            return trial.suggest_categorical(self.key, d.choices)
+        if isinstance(d, IntDistribution):
+            return trial.suggest_int(self.key, d.low, d.high, step=d.step, log=d.log)
+        assert isinstance(d, FloatDistribution)
+        return trial.suggest_float(self.key, d.low, d.high, step=d.step, log=d.log)
+
+    def end_values(self) -> list[Any]:
+        """The values a bad range shows first: every choice, or both ends."""
+        from optuna.distributions import CategoricalDistribution
+
+        d = self.distribution
+        return list(d.choices) if isinstance(d, CategoricalDistribution) else [d.low, d.high]
+
+
+def parse_dimension(key: str, spec: str) -> Dimension:
+    """`choice(a, b)`, `interval(lo, hi)` (floats; int ends give integers), `tag(log, interval(lo, hi))`,
+    `range(start, stop[, step])` (stop excluded, as in Python) -> an Optuna distribution."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+    from hydra.errors import HydraException
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    where = f"sweep.params.{key}"
+    try:
+        override = OverridesParser.create().parse_overrides([f"{key}={spec}"])[0]
+    except HydraException as e:
+        raise ConfigError(f"{where}={spec!r} does not parse: {str(e).splitlines()[0]}. Use choice(a, b), "
+                          f"interval(lo, hi), tag(log, interval(lo, hi)) or range(start, stop, step).") from None
+    value = override.value()
+    if isinstance(value, ChoiceSweep):
+        if not value.list:
+            raise ConfigError(f"{where}={spec!r} has no choices.")
+        return Dimension(key, CategoricalDistribution(list(value.list)))
+    if isinstance(value, RangeSweep):
+        values = list(override.sweep_iterator())
+        if not values:
+            raise ConfigError(f"{where}={spec!r} is empty (range's stop is excluded).")
+        if all(isinstance(v, int) for v in values):
+            return Dimension(key, IntDistribution(values[0], values[-1], step=int(value.step)))
+        return Dimension(key, FloatDistribution(float(values[0]), float(values[-1]), step=float(value.step)))
+    if isinstance(value, IntervalSweep):
+        log_scale = "log" in value.tags
+        if value.start >= value.end:
+            raise ConfigError(f"{where}={spec!r}: the interval's low end must be below its high end.")
+        if log_scale and value.start <= 0:
+            raise ConfigError(f"{where}={spec!r}: a log interval needs a positive low end.")
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return Dimension(key, IntDistribution(value.start, value.end, log=log_scale))
+        return Dimension(key, FloatDistribution(float(value.start), float(value.end), log=log_scale))
+    raise ConfigError(f"{where}={spec!r} is a single value, not a search dimension. Use choice(...), "
+                      f"interval(...), tag(log, interval(...)) or range(...); fix a value with {key}=<value>.")
+
+
+# ---- the study -----------------------------------------------------------------------------------------------------
+
+def study_name_of(cfg: RunConfig) -> str:
+    sweep = cfg.sweep
+    assert sweep is not None
+    if sweep.study_name:
+        return sweep.study_name
+    return (f"{cfg.method.name}-{cfg.space.name}-{cfg.data.name}-{cfg.budget.name}-"
+            f"{'+'.join(sweep.objectives)}")
+
+
+def open_storage(sweep: SweepConfig) -> Any:
+    """The Optuna storage of `sweep.storage`, with heartbeats and the stale-trial retry for database URLs."""
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages.journal import JournalFileBackend
+    from sqlalchemy.exc import SQLAlchemyError
+
+    url = sweep.storage
+    try:
+        if url.startswith("journal:"):
+            path = Path(url.removeprefix("journal:").removeprefix("//"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+        return _retry_race(lambda: RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=sweep.heartbeat_interval,
+            grace_period=sweep.grace_period or 2 * sweep.heartbeat_interval,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=sweep.max_retry)),
+            "the storage's tables")
+    except (ImportError, ValueError, optuna.exceptions.StorageInternalError, SQLAlchemyError) as e:
+        raise ConfigError(f"sweep.storage={redact(url)!r} cannot be opened: {str(e).splitlines()[0]}. Use "
+                          f"sqlite:///<file>, postgresql://user:password@host/db or journal:<file>.") from None
+
+
+def _retry_race(create: Any, what: str, attempts: int = 8) -> Any:
+    """Workers started at the same moment on a fresh storage race on creating its schema or the study (SQLite:
+    "table already exists", PostgreSQL: a unique-key violation): retry with a random back-off."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return create()
+        except (IntegrityError, OperationalError, ProgrammingError, optuna.exceptions.DuplicatedStudyError,
+                optuna.exceptions.StorageInternalError) as e:
+            if attempt == attempts - 1:
+                raise
+            log.info("%s: being created by another worker (%s); retrying", what, type(e).__name__)
+            time.sleep(random.uniform(0.2, 1.0) * (attempt + 1))
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password (it goes into logs and the results folder)."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def make_sampler(sweep: SweepConfig) -> Any:
+    import optuna
+
+    seed = None if sweep.sampler_seed is None else sweep.sampler_seed + sweep.worker
+    return {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+            "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+            "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed)}[str(sweep.sampler)]()
+
+
+def open_study(cfg: RunConfig) -> Any:
+    import optuna
+
+    sweep = cfg.sweep
+    assert sweep is not None
+    storage = open_storage(sweep)
+    name = study_name_of(cfg)
+    directions = [Summary.direction(name) for name in sweep.objectives]
+    study = _retry_race(lambda: optuna.create_study(storage=storage, study_name=name, directions=directions,
+                                                    sampler=make_sampler(sweep), load_if_exists=True),
+                        f"study {name}")
+    if [d.name.lower() for d in study.directions] != directions:
+        raise ConfigError(f"study {name!r} in {redact(sweep.storage)} optimizes "
+                          f"{[d.name.lower() for d in study.directions]}, not {directions} of sweep.objectives; "
+                          f"name another study with sweep.study_name=<name>.")
+    study.set_metric_names(list(sweep.objectives))
+    return study
+
+
+# ---- one worker ----------------------------------------------------------------------------------------------------
+
+def trial_config(base: Any, values: dict[str, Any]) -> RunConfig:
+    """The run a trial makes: the composed config (a DictConfig) with the trial's values, as a plain run."""
+    from omegaconf import OmegaConf
+
+    cfg = base.copy()
+    OmegaConf.set_struct(cfg, False)
+    for key, value in values.items():
+        OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+    OmegaConf.update(cfg, "execution.mode", str(Mode.search), merge=False)
+    OmegaConf.update(cfg, "sweep", None, merge=False)
+    return from_dictconfig(cfg)
+
+
+def check_sweep(base: Any, cfg: RunConfig) -> list[Dimension]:
+    """Everything a sweep can get wrong, before any trial: objectives, the dimensions' syntax, and every choice or
+    end value of each dimension as a planned run (unknown keys, out-of-range values, unsupported pairs)."""
+    from .runner import plan_run
+
+    sweep = cfg.sweep
+    assert sweep is not None
+    valid = Summary.objectives()
+    for name in sweep.objectives:
+        if name not in valid:
+            raise ConfigError(f"unknown sweep.objectives entry {name!r}. Valid: {', '.join(valid)}.")
+    dimensions = [parse_dimension(key, spec) for key, spec in sweep.params.items()]
+    for dim in dimensions:
+        for value in dim.end_values():
+            try:
+                plan_run(trial_config(base, {dim.key: value}))
+            except ConfigError as e:
+                raise ConfigError(f"sweep.params.{dim.key}: the value {value!r} is not accepted: {e}") from None
+    return dimensions
+
+
+def claim_slot(study: Any, trial: Any, n_trials: int, heartbeats: bool, poll_seconds: float) -> bool:
+    """Whether this trial is needed to reach `n_trials` COMPLETE trials. Trials running with a smaller number have
+    the first claim, so this one waits while they could still fill the quota (they finish, fail, or, once their
+    worker's heartbeat is stale, are failed and re-queued); re-queued trials waiting to run are claims too."""
+    import optuna
+    from optuna.trial import TrialState
+
+    while True:
+        if heartbeats:
+            optuna.storages.fail_stale_trials(study)  # a killed worker's trial becomes FAILED and is re-queued
+        trials = study.get_trials(deepcopy=False)
+        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        earlier = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
+        if complete >= n_trials:
+            study.stop()
+            return False
+        if complete + earlier + waiting < n_trials:
+            return True
+        if waiting or not heartbeats:  # the queue (or, without heartbeats, trials that cannot be watched) fill it
+            return False
+        time.sleep(poll_seconds)
+
+
+def run_sweep(base: Any, cfg: RunConfig) -> Any:
+    """One worker of the study: runs trials until the study has `n_trials` COMPLETE ones; returns the study."""
+    import optuna
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    from .runner import run_benchmark
+
+    sweep = cfg.sweep
+    assert sweep is not None
+    # heartbeats, the stale-trial retry and metric names are flagged experimental since Optuna 2.8-3.2
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    dimensions = check_sweep(base, cfg)
+    study = open_study(cfg)
+    heartbeats = is_heartbeat_enabled(study._storage)
+    if not heartbeats:
+        log.warning("storage %s has no trial heartbeats: a killed worker's trial stays RUNNING; the quota of %d "
+                    "COMPLETE trials may be passed by a trial or two", redact(sweep.storage), sweep.n_trials)
+    summary_path = Path(cfg.execution.results_dir) / SWEEPS_DIR / f"{study.study_name}.json"
+
+    def objective(trial: Any) -> list[float]:
+        values = {dim.key: dim.suggest(trial) for dim in dimensions}
+        if not claim_slot(study, trial, sweep.n_trials, heartbeats, poll_seconds=min(5, sweep.heartbeat_interval)):
+            trial.set_user_attr(SURPLUS, True)
+            raise optuna.TrialPruned(f"the study has or is about to have its {sweep.n_trials} COMPLETE trials")
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        run_cfg = trial_config(base, values)
+        record = run_benchmark(run_cfg)
+        trial.set_user_attr("run_id", record.run_id)
+        return [float(getattr(record.summary, name)) for name in sweep.objectives]
+
+    def save_summary(study: Any, _: Any = None) -> None:
+        write_json(summary_path, study_summary(study, cfg))
+
+    done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    if done < sweep.n_trials:
+        log.info("study %s in %s: %d of %d COMPLETE trials; this is worker %d", study.study_name,
+                 redact(sweep.storage), done, sweep.n_trials, sweep.worker)
+        study.optimize(objective, callbacks=[MaxTrialsCallback(sweep.n_trials, states=(TrialState.COMPLETE,)),
+                                             save_summary],
+                       catch=(DivergenceError,), gc_after_trial=True)
+    save_summary(study)
+    return study
+
+
+def study_summary(study: Any, cfg: RunConfig) -> dict[str, Any]:
+    """A plain-JSON view of the study for the report: its setting, objectives and every trial."""
+    from optuna.trial import TrialState
+
+    sweep = cfg.sweep
+    assert sweep is not None
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = {t.number for t in study.best_trials} if complete else set()
+    return {
+        "study_name": study.study_name, "storage": redact(sweep.storage),
+        "objectives": {name: Summary.direction(name) for name in sweep.objectives},
+        "n_trials": sweep.n_trials, "params": dict(sweep.params),
+        "setting": {"method": cfg.method.name, "space": cfg.space.name, "data": cfg.data.name,
+                    "budget": cfg.budget.name, "seed": cfg.seed},
+        "trials": [{
+            "number": t.number, "state": t.state.name, "params": t.params, "values": t.values,
+            "run_id": t.user_attrs.get("run_id"), "surplus": bool(t.user_attrs.get(SURPLUS)),
+            "retry_of": t.system_attrs.get("failed_trial"), "pareto_optimal": t.number in best,
+            "started": t.datetime_start.isoformat() if t.datetime_start else None,
+            "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
+        } for t in trials],
+    }
+
+
+def print_trials(study: Any, objectives: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"study {study.study_name}")
+    for column in ("trial", "state", *objectives, "params", "note", "run"):
+        table.add_column(column)
+    best = {t.number for t in study.best_trials} if any(t.values for t in study.get_trials(deepcopy=False)) else set()
+    for t in study.get_trials(deepcopy=False):
+        values = [f"{v:.4g}" for v in t.values] if t.values else [""] * len(objectives)
+        note = ", ".join(n for n, on in (("best" if len(objectives) == 1 else "Pareto-optimal", t.number in best),
+                                         (f"retry of {t.system_attrs.get('failed_trial')}",
+                                          "failed_trial" in t.system_attrs),
+                                         ("surplus", bool(t.user_attrs.get(SURPLUS)))) if on)
+        params = ", ".join(f"{k.rsplit('.', 1)[-1]}={v:.4g}" if isinstance(v, float) else
+                           f"{k.rsplit('.', 1)[-1]}={v}" for k, v in t.params.items())
+        table.add_row(str(t.number), t.state.name, *values, params, note, t.user_attrs.get("run_id", ""))
+    Console().print(table)
+
+
+def open_existing(storage: Any, study_name: Optional[str]) -> Any:
+    """Load a study to inspect it (python -m evaluators.sweep <storage> [<study>])."""
+    import optuna
+
+    if storage.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = JournalStorage(JournalFileBackend(storage.removeprefix("journal:").removeprefix("//")))
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if study_name is None:
+        if len(names) != 1:
+            raise ConfigError(f"{redact(storage)} holds {len(names)} studies ({', '.join(names)}); name one.")
+        study_name = names[0]
+    if study_name not in names:
+        raise ConfigError(f"no study {study_name!r} in {redact(storage)}; it holds: {', '.join(names) or 'none'}.")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        args = sys.argv[1:]
+        if not args or len(args) > 2:
+            raise ConfigError("usage: python -m evaluators.sweep <storage URL> [<study name>]")
+        loaded = open_existing(args[0], args[1] if len(args) > 1 else None)
+        print_trials(loaded, loaded.metric_names or [f"value {i}" for i in range(len(loaded.directions))])
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,146 @@
+"""The report's view of hyperparameter sweeps: each study's trial table, and its Pareto front (multi-objective) or
+its best-so-far curve (one objective), from the summaries that sweep workers write to `results/sweeps/<study>.json`
+(evaluators/sweep.py). A malformed summary is skipped with a warning naming its file, like a malformed record."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from evaluators.sweep import SWEEPS_DIR
+
+from .figures import Figure, to_data_uri
+
+log = logging.getLogger("oneshot_bench")
+
+
+@dataclass
+class TrialRow:
+    number: int
+    state: str
+    values: list[str]  # one per objective, formatted ("" without values)
+    params: str
+    note: str  # Pareto-optimal / best, retry of n, surplus
+    run_id: str
+
+
+@dataclass
+class StudyView:
+    id: str
+    title: str
+    setting: str
+    objectives: list[str]  # "kendall_tau (maximize)"
+    counts: str  # "20 COMPLETE of 20 requested; 1 FAIL; 1 PRUNED"
+    rows: list[TrialRow]
+    figure: Optional[Figure]
+
+
+def _format(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def load_summaries(results_dir: str | Path) -> list[dict[str, Any]]:
+    summaries = []
+    for path in sorted(Path(results_dir).glob(f"{SWEEPS_DIR}/*.json")):
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict) or not isinstance(data.get("trials"), list) or not isinstance(
+                    data.get("objectives"), dict) or not data["objectives"]:
+                raise ValueError("not a sweep summary (needs `objectives` and `trials`)")
+            for t in data["trials"]:
+                if t.get("values") is not None and len(t["values"]) != len(data["objectives"]):
+                    raise ValueError(f"trial {t.get('number')} has {len(t['values'])} values for "
+                                     f"{len(data['objectives'])} objectives")
+            summaries.append(data)
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            log.warning("skipping sweep summary %s: %s", path, e)
+    return summaries
+
+
+def study_view(summary: dict[str, Any]) -> StudyView:
+    objectives = list(summary["objectives"])
+    directions = summary["objectives"]
+    trials = sorted(summary["trials"], key=lambda t: t["number"])
+    single = len(objectives) == 1
+    rows = []
+    for t in trials:
+        notes = []
+        if t.get("pareto_optimal"):
+            notes.append("best" if single else "Pareto-optimal")
+        if t.get("retry_of") is not None:
+            notes.append(f"retry of trial {t['retry_of']}")
+        if t.get("surplus"):
+            notes.append("surplus (quota already met)")
+        rows.append(TrialRow(
+            number=t["number"], state=t["state"], values=[_format(v) for v in t["values"]] if t.get("values")
+            else [""] * len(objectives),
+            params=", ".join(f"{k.rsplit('.', 1)[-1]}={_format(v)}" for k, v in sorted(t["params"].items())),
+            note=", ".join(notes), run_id=t.get("run_id") or ""))
+    states = pd.Series([t["state"] for t in trials], dtype=object).value_counts()
+    counts = [f"{states.get('COMPLETE', 0)} COMPLETE of {summary.get('n_trials', '?')} requested"]
+    counts += [f"{n} {state}" for state, n in states.items() if state != "COMPLETE"]
+    setting = summary.get("setting", {})
+    sid = "sweep-" + re.sub(r"[^a-z0-9]+", "-", summary["study_name"].lower()).strip("-")
+    complete = [t for t in trials if t["state"] == "COMPLETE" and t.get("values")]
+    figure = None
+    if complete:
+        figure = (best_so_far(complete, objectives[0], directions[objectives[0]], sid) if single
+                  else pareto_front(complete, objectives, directions, sid))
+    return StudyView(
+        id=sid, title=f"Sweep {summary['study_name']}",
+        setting=", ".join(f"{k}={v}" for k, v in setting.items()) + f"; storage {summary.get('storage', '?')}",
+        objectives=[f"{name} ({directions[name]})" for name in objectives], counts="; ".join(counts), rows=rows,
+        figure=figure)
+
+
+def pareto_front(trials: list[dict[str, Any]], objectives: list[str], directions: dict[str, str],
+                 sid: str) -> Figure:
+    """The first two objectives of every COMPLETE trial; the Pareto-optimal ones (over all objectives, as Optuna
+    computed them) joined as a staircase."""
+    x_name, y_name = objectives[:2]
+    frame = pd.DataFrame({x_name: [t["values"][0] for t in trials], y_name: [t["values"][1] for t in trials],
+                          "trial": [t["number"] for t in trials],
+                          "Pareto-optimal": ["yes" if t.get("pareto_optimal") else "no" for t in trials]})
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sns.scatterplot(data=frame, x=x_name, y=y_name, hue="Pareto-optimal", hue_order=["yes", "no"],
+                    palette={"yes": "#c0392b", "no": "#95a5a6"}, s=70, ax=ax)
+    front = frame[frame["Pareto-optimal"] == "yes"].sort_values(x_name)
+    if len(front) > 1:
+        ax.step(front[x_name], front[y_name], where="post", color="#c0392b", linewidth=1.2, alpha=0.7)
+    for _, row in frame.iterrows():
+        ax.annotate(str(row["trial"]), (row[x_name], row[y_name]), textcoords="offset points", xytext=(4, 4),
+                    fontsize=7, color="#555555")
+    arrow = {"maximize": "higher is better", "minimize": "lower is better"}
+    ax.set_xlabel(f"{x_name} ({arrow[directions[x_name]]})")
+    ax.set_ylabel(f"{y_name} ({arrow[directions[y_name]]})")
+    ax.legend(title="Pareto-optimal", fontsize=8, title_fontsize=9, loc="best")
+    more = f" The study has {len(objectives)} objectives; this plane shows the first two." \
+        if len(objectives) > 2 else ""
+    return Figure(id=f"{sid}-pareto", title="Pareto front",
+                  caption=f"Every COMPLETE trial (numbered); red: not dominated by any other trial.{more}",
+                  data_uri=to_data_uri(fig))
+
+
+def best_so_far(trials: list[dict[str, Any]], name: str, direction: str, sid: str) -> Figure:
+    frame = pd.DataFrame({"trial": [t["number"] for t in trials], name: [t["values"][0] for t in trials]})
+    frame = frame.sort_values("trial")
+    best = frame[name].cummax() if direction == "maximize" else frame[name].cummin()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    sns.scatterplot(data=frame, x="trial", y=name, color="#7f8c8d", s=50, ax=ax, label="trial")
+    ax.step(frame["trial"], best, where="post", color="#2c3e50", label="best so far")
+    ax.set_xlabel("trial number")
+    ax.set_ylabel(f"{name} ({direction})")
+    ax.legend(fontsize=8, loc="best")
+    return Figure(id=f"{sid}-history", title="Optimization history",
+                  caption=f"{name} of every COMPLETE trial, and the best so far.", data_uri=to_data_uri(fig))
+
+
+def build_studies(results_dir: str | Path) -> list[StudyView]:
+    return [study_view(s) for s in load_summaries(results_dir)]
