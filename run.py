@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from evaluators.hydra_config import register_configs
 from evaluators.record import PHASES, RunRecord
-from oneshot_bench.cli import check_composes, check_overrides, override_args
+from oneshot_bench.cli import check_composes, check_overrides, grid_runs, override_args
 from oneshot_bench.config import Mode, from_dictconfig
 from oneshot_bench.errors import ConfigError, UserError
 
@@ -87,7 +87,7 @@ def main(cfg: DictConfig) -> float:
         if execution.mode == Mode.sweep:
             from evaluators.sweep import print_trials, run_sweep
 
-            study = run_sweep(cfg, run_cfg)
+            study = run_sweep(cfg, run_cfg, fixed=command_line_keys())
             assert run_cfg.sweep is not None
             print_trials(study, list(run_cfg.sweep.objectives))
             return 0.0
@@ -111,6 +111,16 @@ def main(cfg: DictConfig) -> float:
     return float(record.summary.kendall_tau)
 
 
+def command_line_keys() -> frozenset[str]:
+    """The config keys this run's command line sets (key=value, +key=value, ++key=value)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return frozenset()
+    return frozenset(arg.lstrip("+").split("=", 1)[0] for arg in HydraConfig.get().overrides.task
+                     if "=" in arg and not arg.startswith("~"))
+
+
 def with_job_device(cfg: DictConfig) -> DictConfig:
     """In a job of a multirun (`-m`, e.g. through submitit), pick this job's GPU from its index: submitit's local
     executor gives every job the same GPUs. Outside a multirun, or with device=cpu, the config is unchanged."""
@@ -130,15 +140,34 @@ def with_job_device(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def check_grid(overrides: list[str]) -> None:
+    """Every run of a multirun, checked before any job is launched (a bad value in one job of a cluster grid would
+    otherwise surface as that job's failure, after the others started): it composes, it is a valid configuration,
+    and a benchmark run is a valid plan (method on space, truth, sample size, device)."""
+    from evaluators.runner import plan_run
+
+    runs = grid_runs(overrides)
+    for args in runs:
+        where = f" (in the grid's run {' '.join(args)})" if len(runs) > 1 else ""
+        try:
+            run_cfg = from_dictconfig(check_composes(args, CONF))
+            if run_cfg.execution.mode == Mode.search:
+                plan_run(run_cfg)
+        except UserError as e:
+            raise ConfigError(f"{e}{where}") from None
+
+
 def cli(argv: list[str]) -> int:
     """`python run.py ARGS` as a function returning the exit code: 0, or 2 with one `error:` line for any bad
     input (checked before Hydra composes, so Hydra's own errors read the same). Tests call it in-process."""
     try:
         overrides = override_args(argv)
         check_overrides(overrides, CONF)
-        if not {"-m", "--multirun"} & set(argv):
+        if {"-m", "--multirun"} & set(argv):
+            check_grid(overrides)
+        else:
             check_composes(overrides, CONF)
-    except ConfigError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     sys.argv = [sys.argv[0], *argv]  # what Hydra's main reads

@@ -35,7 +35,7 @@ from typing import Any, Optional
 
 from oneshot_bench.atomic import write_json
 from oneshot_bench.config import Mode, RunConfig, SweepConfig, from_dictconfig
-from oneshot_bench.errors import ConfigError, DivergenceError
+from oneshot_bench.errors import ConfigError, DivergenceError, UserError
 
 from .record import Summary
 
@@ -43,6 +43,7 @@ log = logging.getLogger("oneshot_bench")
 
 SWEEPS_DIR = "sweeps"  # under results_dir: one JSON summary per study, read by the report
 SURPLUS = "surplus"  # user attribute of a trial that ended PRUNED because the study already had its n_trials
+ERROR = "error"  # user attribute of a trial whose run failed (diverged, or gave a non-finite objective)
 
 
 # ---- search dimensions ---------------------------------------------------------------------------------------------
@@ -72,8 +73,9 @@ class Dimension:
 
 
 def parse_dimension(key: str, spec: str) -> Dimension:
-    """`choice(a, b)`, `interval(lo, hi)` (floats; int ends give integers), `tag(log, interval(lo, hi))`,
-    `range(start, stop[, step])` (stop excluded, as in Python) -> an Optuna distribution."""
+    """`choice(a, b)`, `interval(lo, hi)` (floats), `int(interval(lo, hi))` (integers), `tag(log, interval(lo,
+    hi))`, `range(start, stop[, step])` (integers or floats, stop excluded as in Python) -> an Optuna
+    distribution."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
     from hydra.errors import HydraException
@@ -91,6 +93,8 @@ def parse_dimension(key: str, spec: str) -> Dimension:
             raise ConfigError(f"{where}={spec!r} has no choices.")
         return Dimension(key, CategoricalDistribution(list(value.list)))
     if isinstance(value, RangeSweep):
+        if value.step is not None and value.step <= 0:
+            raise ConfigError(f"{where}={spec!r}: the range's step must be positive.")
         values = list(override.sweep_iterator())
         if not values:
             raise ConfigError(f"{where}={spec!r} is empty (range's stop is excluded).")
@@ -195,6 +199,9 @@ def open_study(cfg: RunConfig) -> Any:
         raise ConfigError(f"study {name!r} in {redact(sweep.storage)} optimizes "
                           f"{[d.name.lower() for d in study.directions]}, not {directions} of sweep.objectives; "
                           f"name another study with sweep.study_name=<name>.")
+    if study.metric_names is not None and list(study.metric_names) != list(sweep.objectives):
+        raise ConfigError(f"study {name!r} in {redact(sweep.storage)} optimizes {list(study.metric_names)}, not "
+                          f"{list(sweep.objectives)}; name another study with sweep.study_name=<name>.")
     study.set_metric_names(list(sweep.objectives))
     return study
 
@@ -204,19 +211,25 @@ def open_study(cfg: RunConfig) -> Any:
 def trial_config(base: Any, values: dict[str, Any]) -> RunConfig:
     """The run a trial makes: the composed config (a DictConfig) with the trial's values, as a plain run."""
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     cfg = base.copy()
     OmegaConf.set_struct(cfg, False)
     for key, value in values.items():
-        OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+        try:
+            OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+        except OmegaConfBaseException as e:
+            hint = " (an integer key needs int(interval(lo, hi)))" if isinstance(value, float) else ""
+            raise ConfigError(f"{key}={value!r}: {str(e).strip().splitlines()[0]}{hint}") from None
     OmegaConf.update(cfg, "execution.mode", str(Mode.search), merge=False)
     OmegaConf.update(cfg, "sweep", None, merge=False)
     return from_dictconfig(cfg)
 
 
-def check_sweep(base: Any, cfg: RunConfig) -> list[Dimension]:
+def check_sweep(base: Any, cfg: RunConfig, fixed: frozenset[str] = frozenset()) -> list[Dimension]:
     """Everything a sweep can get wrong, before any trial: objectives, the dimensions' syntax, and every choice or
-    end value of each dimension as a planned run (unknown keys, out-of-range values, unsupported pairs)."""
+    end value of each dimension as a planned run (unknown keys, out-of-range values, unsupported pairs). A
+    dimension whose key the command line fixes (`fixed`) is not searched: the user's value holds."""
     from .runner import plan_run
 
     sweep = cfg.sweep
@@ -225,20 +238,30 @@ def check_sweep(base: Any, cfg: RunConfig) -> list[Dimension]:
     for name in sweep.objectives:
         if name not in valid:
             raise ConfigError(f"unknown sweep.objectives entry {name!r}. Valid: {', '.join(valid)}.")
-    dimensions = [parse_dimension(key, spec) for key, spec in sweep.params.items()]
+    dimensions = []
+    for key, spec in sweep.params.items():
+        if key in fixed:
+            log.info("%s is fixed on the command line: not searched", key)
+            continue
+        dimensions.append(parse_dimension(key, spec))
+    if not dimensions:
+        raise ConfigError(f"sweep.params: every dimension ({', '.join(sweep.params)}) is fixed on the command line, "
+                          f"so there is nothing to search; leave one free, or run without +sweep.")
     for dim in dimensions:
         for value in dim.end_values():
             try:
                 plan_run(trial_config(base, {dim.key: value}))
-            except ConfigError as e:
+            except UserError as e:
                 raise ConfigError(f"sweep.params.{dim.key}: the value {value!r} is not accepted: {e}") from None
     return dimensions
 
 
 def claim_slot(study: Any, trial: Any, n_trials: int, heartbeats: bool, poll_seconds: float) -> bool:
-    """Whether this trial is needed to reach `n_trials` COMPLETE trials. Trials running with a smaller number have
-    the first claim, so this one waits while they could still fill the quota (they finish, fail, or, once their
-    worker's heartbeat is stale, are failed and re-queued); re-queued trials waiting to run are claims too."""
+    """Whether this trial is needed to reach `n_trials` COMPLETE trials. Trials started before it (running, by
+    storage id: numbers can tie under concurrent inserts) have the first claim, so this one waits while they could
+    still fill the quota (they finish, fail, or, once their worker's heartbeat is stale, are failed and re-queued);
+    re-queued trials waiting to run are claims too. Without heartbeats a dead worker's trial would be waited for
+    forever, so there a trial runs whenever the quota is not yet met (and may pass it by a trial or two)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -247,20 +270,25 @@ def claim_slot(study: Any, trial: Any, n_trials: int, heartbeats: bool, poll_sec
             optuna.storages.fail_stale_trials(study)  # a killed worker's trial becomes FAILED and is re-queued
         trials = study.get_trials(deepcopy=False)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
-        waiting = sum(t.state == TrialState.WAITING for t in trials)
-        earlier = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
         if complete >= n_trials:
             study.stop()
             return False
+        if not heartbeats:
+            return True
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        earlier = sum(t.state == TrialState.RUNNING and t._trial_id < trial._trial_id for t in trials)
         if complete + earlier + waiting < n_trials:
             return True
-        if waiting or not heartbeats:  # the queue (or, without heartbeats, trials that cannot be watched) fill it
+        if waiting:  # the queue fills the quota: this trial steps aside, and the worker takes a queued one next
             return False
         time.sleep(poll_seconds)
 
 
-def run_sweep(base: Any, cfg: RunConfig) -> Any:
-    """One worker of the study: runs trials until the study has `n_trials` COMPLETE ones; returns the study."""
+def run_sweep(base: Any, cfg: RunConfig, fixed: frozenset[str] = frozenset()) -> Any:
+    """One worker of the study: runs trials until the study has `n_trials` COMPLETE ones; returns the study.
+    `fixed`: config keys set on the command line (a dimension with such a key is not searched)."""
+    import math
+
     import optuna
     from optuna.storages._heartbeat import is_heartbeat_enabled
     from optuna.study import MaxTrialsCallback
@@ -272,24 +300,40 @@ def run_sweep(base: Any, cfg: RunConfig) -> Any:
     assert sweep is not None
     # heartbeats, the stale-trial retry and metric names are flagged experimental since Optuna 2.8-3.2
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    dimensions = check_sweep(base, cfg)
+    dimensions = check_sweep(base, cfg, fixed)
     study = open_study(cfg)
     heartbeats = is_heartbeat_enabled(study._storage)
     if not heartbeats:
-        log.warning("storage %s has no trial heartbeats: a killed worker's trial stays RUNNING; the quota of %d "
-                    "COMPLETE trials may be passed by a trial or two", redact(sweep.storage), sweep.n_trials)
+        log.warning("storage %s has no trial heartbeats: a killed worker's trial stays RUNNING and is not retried, "
+                    "and concurrent workers may pass the quota of %d COMPLETE trials by a trial or two",
+                    redact(sweep.storage), sweep.n_trials)
     summary_path = Path(cfg.execution.results_dir) / SWEEPS_DIR / f"{study.study_name}.json"
+    max_failed = sweep.max_failed if sweep.max_failed is not None else sweep.n_trials
+    failures: list[str] = []
 
     def objective(trial: Any) -> list[float]:
         values = {dim.key: dim.suggest(trial) for dim in dimensions}
+        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if ERROR in t.user_attrs]
+        if len(failed) >= max_failed:  # a search space whose runs keep failing would otherwise never end
+            failures.append(failed[-1].user_attrs[ERROR])
+            study.stop()
+            trial.set_user_attr(SURPLUS, True)
+            raise optuna.TrialPruned(f"{len(failed)} trials failed (sweep.max_failed={max_failed})")
         if not claim_slot(study, trial, sweep.n_trials, heartbeats, poll_seconds=min(5, sweep.heartbeat_interval)):
             trial.set_user_attr(SURPLUS, True)
             raise optuna.TrialPruned(f"the study has or is about to have its {sweep.n_trials} COMPLETE trials")
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        run_cfg = trial_config(base, values)
-        record = run_benchmark(run_cfg)
+        try:
+            record = run_benchmark(trial_config(base, values))
+        except DivergenceError as e:  # a bad region of the space: the trial fails, the study goes on
+            trial.set_user_attr(ERROR, str(e))
+            raise
         trial.set_user_attr("run_id", record.run_id)
-        return [float(getattr(record.summary, name)) for name in sweep.objectives]
+        result = [float(getattr(record.summary, name)) for name in sweep.objectives]
+        bad = [name for name, v in zip(sweep.objectives, result, strict=True) if not math.isfinite(v)]
+        if bad:  # Optuna fails the trial on a non-finite value; say which
+            trial.set_user_attr(ERROR, f"objective {', '.join(bad)} is not finite in run {record.run_id}")
+        return result
 
     def save_summary(study: Any, _: Any = None) -> None:
         write_json(summary_path, study_summary(study, cfg))
@@ -302,6 +346,9 @@ def run_sweep(base: Any, cfg: RunConfig) -> Any:
                                              save_summary],
                        catch=(DivergenceError,), gc_after_trial=True)
     save_summary(study)
+    if failures:
+        raise UserError(f"sweep {study.study_name} stopped: {max_failed} trials failed (sweep.max_failed), the "
+                        f"last with: {failures[-1]}. Narrow sweep.params away from the failing values.")
     return study
 
 
@@ -316,7 +363,8 @@ def study_summary(study: Any, cfg: RunConfig) -> dict[str, Any]:
     best = {t.number for t in study.best_trials} if complete else set()
     return {
         "study_name": study.study_name, "storage": redact(sweep.storage),
-        "objectives": {name: Summary.direction(name) for name in sweep.objectives},
+        # a list, not a mapping: the JSON writer sorts mapping keys, and the values follow this order
+        "objectives": [{"name": name, "direction": Summary.direction(name)} for name in sweep.objectives],
         "n_trials": sweep.n_trials, "params": dict(sweep.params),
         "setting": {"method": cfg.method.name, "space": cfg.space.name, "data": cfg.data.name,
                     "budget": cfg.budget.name, "seed": cfg.seed},
@@ -350,22 +398,32 @@ def print_trials(study: Any, objectives: list[str]) -> None:
     Console().print(table)
 
 
-def open_existing(storage: Any, study_name: Optional[str]) -> Any:
+def open_existing(url: str, study_name: Optional[str]) -> Any:
     """Load a study to inspect it (python -m evaluators.sweep <storage> [<study>])."""
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
-    if storage.startswith("journal:"):
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
+    try:
+        storage: Any = url
+        if url.startswith("journal:"):
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
 
-        storage = JournalStorage(JournalFileBackend(storage.removeprefix("journal:").removeprefix("//")))
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+            path = Path(url.removeprefix("journal:").removeprefix("//"))
+            if not path.is_file():
+                raise ValueError(f"no journal file {path}")
+            storage = JournalStorage(JournalFileBackend(str(path)))
+        elif url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+            raise ValueError(f"no database file {url.removeprefix('sqlite:///')}")
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    except (ImportError, ValueError, SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+        raise ConfigError(f"storage {redact(url)!r} cannot be opened: {str(e).splitlines()[0]}.") from None
     if study_name is None:
         if len(names) != 1:
-            raise ConfigError(f"{redact(storage)} holds {len(names)} studies ({', '.join(names)}); name one.")
+            raise ConfigError(f"{redact(url)} holds {len(names)} studies ({', '.join(names)}); name one.")
         study_name = names[0]
     if study_name not in names:
-        raise ConfigError(f"no study {study_name!r} in {redact(storage)}; it holds: {', '.join(names) or 'none'}.")
+        raise ConfigError(f"no study {study_name!r} in {redact(url)}; it holds: {', '.join(names) or 'none'}.")
     return optuna.load_study(study_name=study_name, storage=storage)
 
 

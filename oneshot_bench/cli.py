@@ -51,9 +51,27 @@ def check_overrides(args: list[str], conf_dir: Path) -> None:
             _check_value(key, o.value())
 
 
-def check_composes(args: list[str], conf_dir: Path) -> None:
-    """Compose the configuration as Hydra will (single runs), turning any composition error into a ConfigError:
-    a mistyped or unknown method/truth parameter is named with the valid ones. Needs the schemas registered."""
+def grid_runs(args: list[str]) -> list[list[str]]:
+    """The runs of a multirun (`-m`): one override list per combination of the sweep overrides' values (a, b and
+    range(...)), in Hydra's order. Non-discrete sweeps (interval) pass through for Hydra to refuse."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    options = []
+    for arg, o in zip(args, OverridesParser.create().parse_overrides(args), strict=True):
+        if o.is_sweep_override() and o.is_discrete_sweep():
+            prefix = arg[:len(arg) - len(arg.lstrip("+~"))]
+            options.append([f"{prefix}{o.key_or_group}={v}" for v in o.sweep_string_iterator()])
+        else:
+            options.append([arg])
+    return [list(combo) for combo in itertools.product(*options)]
+
+
+def check_composes(args: list[str], conf_dir: Path) -> Any:
+    """Compose the configuration as Hydra will (one run), turning any composition error into a ConfigError: a
+    mistyped or unknown method/truth parameter is named with the valid ones; returns the composed config. Needs
+    the schemas registered."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -63,7 +81,7 @@ def check_composes(args: list[str], conf_dir: Path) -> None:
             return compose("config", overrides=overrides)
 
     try:
-        composed(args)
+        return composed(args)
     except (HydraException, OmegaConfBaseException) as e:
         error: BaseException = e
         while error.__cause__ is not None:  # the innermost cause says what is wrong
@@ -72,8 +90,8 @@ def check_composes(args: list[str], conf_dir: Path) -> None:
         unknown = re.match(r"Could not override '([^']+)'", str(e))
         if unknown and unknown.group(1).startswith("sweep.params"):
             raise ConfigError("sweep.params: `sweep.params={...}` only changes dimensions the sweep file already "
-                              "has; add one with ++, e.g. '++sweep.params={method.params.lr: \"tag(log, "
-                              "interval(1e-4, 1e-2))\"}'.") from None
+                              "has; add one with ++, e.g. "
+                              "'++sweep.params={method.params.<name>: \"choice(a, b)\"}'.") from None
         if unknown:
             key = unknown.group(1)
             parent, _, _ = key.rpartition(".")

@@ -290,6 +290,7 @@ class SweepConfig:
     heartbeat_interval: int = 60
     grace_period: Optional[int] = None  # None: 2 x heartbeat_interval
     max_retry: int = 2  # retries of one killed trial
+    max_failed: Optional[int] = None  # the study stops (an error) after this many failed runs; None: n_trials
     # this worker's index when several are launched by one command (`-m sweep.worker=0,1,2,3`); offsets the
     # sampler's seed so that seeded workers do not propose the same values
     worker: int = 0
@@ -307,6 +308,8 @@ class SweepConfig:
                 self.grace_period, "it must exceed sweep.heartbeat_interval (or be null for twice it)")
         require(self.max_retry >= 0, "sweep.max_retry", self.max_retry, "it must be >= 0")
         require(self.worker >= 0, "sweep.worker", self.worker, "it must be >= 0")
+        require(self.max_failed is None or self.max_failed >= 1, "sweep.max_failed", self.max_failed,
+                "it must be >= 1, or null for sweep.n_trials")
         for key in self.params:
             require(not key.startswith(("execution.", "sweep.")), f"sweep.params.{key}", self.params[key],
                     "a search dimension must change what a run measures (not execution.* or sweep.*)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,22 +52,37 @@ def load_summaries(results_dir: str | Path) -> list[dict[str, Any]]:
     for path in sorted(Path(results_dir).glob(f"{SWEEPS_DIR}/*.json")):
         try:
             data = json.loads(path.read_text())
-            if not isinstance(data, dict) or not isinstance(data.get("trials"), list) or not isinstance(
-                    data.get("objectives"), dict) or not data["objectives"]:
-                raise ValueError("not a sweep summary (needs `objectives` and `trials`)")
-            for t in data["trials"]:
-                if t.get("values") is not None and len(t["values"]) != len(data["objectives"]):
-                    raise ValueError(f"trial {t.get('number')} has {len(t['values'])} values for "
-                                     f"{len(data['objectives'])} objectives")
+            check_summary(data)
             summaries.append(data)
-        except (OSError, ValueError, TypeError, AttributeError) as e:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
             log.warning("skipping sweep summary %s: %s", path, e)
     return summaries
 
 
+def check_summary(data: Any) -> None:
+    """ValueError unless `data` has the shape evaluators/sweep.py writes (the report reads nothing else)."""
+    if not isinstance(data, dict) or not isinstance(data.get("study_name"), str):
+        raise ValueError("not a sweep summary (no study_name)")
+    objectives = data.get("objectives")
+    if not isinstance(objectives, list) or not objectives or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) and o.get("direction") in ("maximize", "minimize")
+            for o in objectives):
+        raise ValueError("`objectives` must be a list of {name, direction}")
+    if not isinstance(data.get("trials"), list):
+        raise ValueError("`trials` must be a list")
+    for t in data["trials"]:
+        if not isinstance(t, dict) or not isinstance(t.get("number"), int) or not isinstance(t.get("state"), str) \
+                or not isinstance(t.get("params"), dict):
+            raise ValueError(f"malformed trial {t!r:.80}")
+        values = t.get("values")
+        if values is not None and (not isinstance(values, list) or len(values) != len(objectives)
+                                   or not all(isinstance(v, (int, float)) for v in values)):
+            raise ValueError(f"trial {t['number']} has values {values!r:.80} for {len(objectives)} objectives")
+
+
 def study_view(summary: dict[str, Any]) -> StudyView:
-    objectives = list(summary["objectives"])
-    directions = summary["objectives"]
+    objectives = [o["name"] for o in summary["objectives"]]
+    directions = {o["name"]: o["direction"] for o in summary["objectives"]}
     trials = sorted(summary["trials"], key=lambda t: t["number"])
     single = len(objectives) == 1
     rows = []
@@ -88,7 +104,8 @@ def study_view(summary: dict[str, Any]) -> StudyView:
     counts += [f"{n} {state}" for state, n in states.items() if state != "COMPLETE"]
     setting = summary.get("setting", {})
     sid = "sweep-" + re.sub(r"[^a-z0-9]+", "-", summary["study_name"].lower()).strip("-")
-    complete = [t for t in trials if t["state"] == "COMPLETE" and t.get("values")]
+    complete = [t for t in trials if t["state"] == "COMPLETE" and t.get("values")
+                and all(math.isfinite(v) for v in t["values"])]
     figure = None
     if complete:
         figure = (best_so_far(complete, objectives[0], directions[objectives[0]], sid) if single

@@ -21,10 +21,10 @@ def test_a_grid_of_two_runs_through_submitit_local(tmp_path):
                           text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "Submitit 'local' sweep output dir" in done.stdout + done.stderr
-    # each run ran as a submitit job of its own, in its own process (a local job's id is its process id), with
-    # its own log, which ends with its run's summary table
+    # each run ran as a submitit job of its own (a local job's id is its process id), with its own log, which ends
+    # with its run's summary table
     jobs = sorted(p.name for p in (sweep_dir / ".submitit").iterdir() if p.is_dir() and p.name.isdigit())
-    assert len(jobs) == 2 and all(int(j) != os.getpid() for j in jobs)
+    assert len(jobs) == 2
     logs = [(sweep_dir / ".submitit" / j / f"{j}_0_log.out").read_text() for j in jobs]
     records = load_records(results)
     assert sorted(r.method for r in records) == ["random", "zc"]
@@ -33,6 +33,24 @@ def test_a_grid_of_two_runs_through_submitit_local(tmp_path):
     html = build_report(results, tmp_path / "report").read_text()
     for r in records:
         assert r.run_id in html
+
+
+def test_every_run_of_a_grid_is_checked_before_any_job_starts(tmp_path, capsys):
+    sys.path.insert(0, str(REPO))
+    import run
+
+    results = tmp_path / "results"
+    for args, needles in [
+        (["seed=0,-1"], ["seed=-1", "in the grid's run", "seed=-1"]),
+        (["method=spos,proxylessnas", "space=darts_cell"], ["proxylessnas", "darts_cell", "in the grid's run"]),
+    ]:
+        code = run.cli(["-m", "hydra/launcher=submitit_local", f"execution.results_dir={results}",
+                        f"hydra.sweep.dir={tmp_path / 'grid'}", *args])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert all(n in lines[0] for n in needles), lines[0]
+        assert not (tmp_path / "grid").exists() and not results.exists()  # no job was launched
 
 
 @pytest.mark.parametrize(("spec", "job", "visible", "hidden", "expected"), [

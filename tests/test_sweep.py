@@ -220,24 +220,35 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_that_is_retried(tmp_pat
     assert retry.user_attrs["run_id"] in records_by_id(tmp_path)
 
 
-def test_a_multi_objective_study_reaches_the_report_with_its_pareto_front(tmp_path):
+def test_a_multi_objective_study_on_a_journal_reaches_the_report_with_its_pareto_front(tmp_path):
     from reports.build import build_report
 
-    objectives = "sweep.objectives=[kendall_tau,search_device_seconds]"
-    # JournalStorage: the no-server storage for a shared file system
-    finish({0: start_worker(0, tmp_path, f"journal:{tmp_path / 'study.log'}", "pareto", 3, objectives)}, tmp_path)
+    # not in alphabetical order: the values must stay with their objective through the JSON summary and the report
+    objectives = "sweep.objectives=[search_device_seconds,kendall_tau]"
+    # JournalStorage, the no-server storage for a shared file system, with two workers: no heartbeats there, so a
+    # worker runs a trial whenever the quota is not met (it never spins on trials it cannot watch)
+    journal = f"journal:{tmp_path / 'study.log'}"
+    finish({i: start_worker(i, tmp_path, journal, "pareto", 3, objectives) for i in (0, 1)}, tmp_path)
     summary = json.loads((tmp_path / "results" / "sweeps" / "pareto.json").read_text())
-    assert summary["objectives"] == {"kendall_tau": "maximize", "search_device_seconds": "minimize"}
+    assert summary["objectives"] == [{"name": "search_device_seconds", "direction": "minimize"},
+                                     {"name": "kendall_tau", "direction": "maximize"}]
     complete = [t for t in summary["trials"] if t["state"] == "COMPLETE"]
-    assert len(complete) == 3 and all(len(t["values"]) == 2 for t in complete)
+    assert 3 <= len(complete) <= 4  # the quota, passed by at most one trial per extra worker without heartbeats
+    assert len(summary["trials"]) <= len(complete) + 2
+    records = records_by_id(tmp_path)
+    for t in complete:
+        s = records[t["run_id"]].summary
+        assert t["values"] == [s.search_device_seconds, s.kendall_tau]
     front = [t for t in complete if t["pareto_optimal"]]
     assert front
-    for t in front:  # no COMPLETE trial dominates a Pareto-optimal one
-        assert not any(o["values"][0] >= t["values"][0] and o["values"][1] <= t["values"][1]
+    for t in front:  # no COMPLETE trial is at least as fast and at least as well ranked, and better in one
+        assert not any(o["values"][0] <= t["values"][0] and o["values"][1] >= t["values"][1]
                        and o["values"] != t["values"] for o in complete)
     html = build_report(tmp_path / "results", tmp_path / "report").read_text()
     assert 'id="sweep-pareto"' in html and 'id="sweep-pareto-pareto"' in html
-    assert html.count('data-state="COMPLETE"') == 3 and "Pareto-optimal" in html
+    assert html.count('data-state="COMPLETE"') == len(complete) and "Pareto-optimal" in html
+    header = html[html.index('id="sweep-pareto"'):]
+    assert header.index("search_device_seconds (minimize)") < header.index("kendall_tau (maximize)")
 
 
 def test_a_bad_sweep_is_refused_before_any_trial(tmp_path, capsys):
@@ -256,6 +267,9 @@ def test_a_bad_sweep_is_refused_before_any_trial(tmp_path, capsys):
         (["+sweep=spos", "sweep.params={method.params.lr: 'choice(1, 2)'}"], ["sweep.params", "add one with ++"]),
         (["+sweep=spos", "sweep.n_trials=0"], ["sweep.n_trials", ">= 1"]),
         (["+sweep=spos", "sweep.heartbeat_interval=5", "sweep.grace_period=5"], ["sweep.grace_period"]),
+        (["+sweep=spos", "sweep.params={method.params.topk: 'interval(5, 20)'}"], ["topk", "int(interval"]),
+        (["+sweep=spos", "sweep.params={method.params.topk: 'range(20, 4, -5)'}"], ["step must be positive"]),
+        (["+sweep=spos", "method.params.topk=7", "method.params.mutation_prob=0.2"], ["nothing to search"]),
     ]
     for args, needles in cases:
         code = run.cli([*base, *args])
@@ -271,3 +285,38 @@ def test_a_bad_sweep_is_refused_before_any_trial(tmp_path, capsys):
     assert code == 2 and "sweep.storage='nosuch://x'" in err and "sqlite:///" in err
     code = run.cli([f"hydra.run.dir={tmp_path / 'hydra'}", "mode=sweep"])
     assert code == 2 and "+sweep=<method>" in capsys.readouterr().err
+
+
+def test_a_value_fixed_on_the_command_line_is_not_searched():
+    from hydra import compose, initialize_config_dir
+
+    from evaluators.hydra_config import register_configs
+    from evaluators.sweep import check_sweep
+    from oneshot_bench.config import from_dictconfig
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        base = compose("config", overrides=["+sweep=spos", "method.params.topk=7"])
+    keys = [d.key for d in check_sweep(base, from_dictconfig(base), frozenset({"method.params.topk"}))]
+    assert keys == ["method.params.mutation_prob"]
+
+
+def test_a_sweep_whose_runs_keep_diverging_stops_with_one_error(tmp_path):
+    """Diverging runs are FAILED trials and the study goes on, up to sweep.max_failed; then one clear error."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    cmd = [sys.executable, "run.py", "+sweep=darts", "space=nb201", "budget=smoke", "device=cpu",
+           "method.params.order=1", f"execution.results_dir={tmp_path / 'results'}",
+           f"hydra.run.dir={tmp_path / 'hydra'}", f"sweep.storage={storage}", "sweep.study_name=diverge",
+           "sweep.n_trials=5", "sweep.max_failed=2",
+           "sweep.params={method.params.arch_lr: 'choice(1000.0, 2000.0)', method.params.arch_beta1: 'choice(0.5)',"
+           " method.params.arch_weight_decay: 'choice(0.001)', method.params.alpha_init_std: 'choice(0.001)'}"]
+    done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr[-3000:]
+    assert "sweep.max_failed" in errors[0] and "method.params.arch_lr" in errors[0]
+    trials = optuna.load_study(study_name="diverge", storage=storage).get_trials()
+    assert [t.state for t in trials if t.state != TrialState.PRUNED] == [TrialState.FAIL] * 2
