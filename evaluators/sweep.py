@@ -395,7 +395,10 @@ def print_trials(study: Any, objectives: list[str]) -> None:
         params = ", ".join(f"{k.rsplit('.', 1)[-1]}={v:.4g}" if isinstance(v, float) else
                            f"{k.rsplit('.', 1)[-1]}={v}" for k, v in t.params.items())
         table.add_row(str(t.number), t.state.name, *values, params, note, t.user_attrs.get("run_id", ""))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a log or a pipe: full rows instead of 80 columns of wrapped cells
+        console = Console(width=200)
+    console.print(table)
 
 
 def open_existing(url: str, study_name: Optional[str]) -> Any:
