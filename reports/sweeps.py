@@ -130,9 +130,12 @@ def pareto_front(trials: list[dict[str, Any]], objectives: list[str], directions
                     palette={"yes": "#c0392b", "no": "#95a5a6"}, s=70, ax=ax)
     front = frame[frame["Pareto-optimal"] == "yes"].sort_values(x_name)
     if len(front) > 1:
-        ax.step(front[x_name], front[y_name], where="post", color="#c0392b", linewidth=1.2, alpha=0.7)
-    for _, row in frame.iterrows():
-        ax.annotate(str(row["trial"]), (row[x_name], row[y_name]), textcoords="offset points", xytext=(4, 4),
+        # the edge of the region the front dominates: going right along x, the step comes first where x is
+        # maximized (the next point's y already holds) and last where x is minimized
+        where = "pre" if directions[x_name] == "maximize" else "post"
+        ax.step(front[x_name], front[y_name], where=where, color="#c0392b", linewidth=1.2, alpha=0.7)
+    for (x, y), same in frame.groupby([x_name, y_name])["trial"]:  # trials that repeat a run share one point
+        ax.annotate(", ".join(str(n) for n in sorted(same)), (x, y), textcoords="offset points", xytext=(4, 4),
                     fontsize=7, color="#555555")
     arrow = {"maximize": "higher is better", "minimize": "lower is better"}
     ax.set_xlabel(f"{x_name} ({arrow[directions[x_name]]})")
@@ -141,7 +144,8 @@ def pareto_front(trials: list[dict[str, Any]], objectives: list[str], directions
     more = f" The study has {len(objectives)} objectives; this plane shows the first two." \
         if len(objectives) > 2 else ""
     return Figure(id=f"{sid}-pareto", title="Pareto front",
-                  caption=f"Every COMPLETE trial (numbered); red: not dominated by any other trial.{more}",
+                  caption=f"Every COMPLETE trial (numbered; trials that repeated a run share its point); red: not "
+                          f"dominated by any other trial, joined along the edge of the region they dominate.{more}",
                   data_uri=to_data_uri(fig))
 
 
