@@ -6,6 +6,7 @@ to a cluster, one job per run, with one GPU per job (oneshot_bench/device.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -152,7 +153,8 @@ def check_grid(overrides: list[str]) -> None:
         try:
             run_cfg = from_dictconfig(check_composes(args, CONF))
             if run_cfg.execution.mode == Mode.search:
-                plan_run(run_cfg)
+                # the GPU is the job's, not this machine's (a cluster's login node has none): planned on CPU
+                plan_run(dataclasses.replace(run_cfg, device="cpu"))
         except UserError as e:
             raise ConfigError(f"{e}{where}") from None
 
