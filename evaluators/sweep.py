@@ -134,12 +134,12 @@ def open_storage(sweep: SweepConfig) -> Any:
 
     url = sweep.storage
     try:
-        if url.startswith("journal:"):
-            path = Path(url.removeprefix("journal:").removeprefix("//"))
+        path = local_file(url)
+        if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+        if url.startswith("journal:"):
+            assert path is not None
             return JournalStorage(JournalFileBackend(str(path)))
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
         return _retry_race(lambda: RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=sweep.heartbeat_interval,
@@ -149,6 +149,14 @@ def open_storage(sweep: SweepConfig) -> Any:
     except (ImportError, ValueError, optuna.exceptions.StorageInternalError, SQLAlchemyError) as e:
         raise ConfigError(f"sweep.storage={redact(url)!r} cannot be opened: {str(e).splitlines()[0]}. Use "
                           f"sqlite:///<file>, postgresql://user:password@host/db or journal:<file>.") from None
+
+
+def local_file(url: str) -> Optional[Path]:
+    """The file a `journal:<path>` or `sqlite:///<path>` storage URL names (None for a database server)."""
+    for prefix in ("journal://", "journal:", "sqlite:///"):
+        if url.startswith(prefix):
+            return Path(url.removeprefix(prefix))
+    return None
 
 
 def _retry_race(create: Any, what: str, attempts: int = 8) -> Any:
@@ -266,8 +274,6 @@ def claim_slot(study: Any, trial: Any, n_trials: int, heartbeats: bool, poll_sec
     from optuna.trial import TrialState
 
     while True:
-        if heartbeats:
-            optuna.storages.fail_stale_trials(study)  # a killed worker's trial becomes FAILED and is re-queued
         trials = study.get_trials(deepcopy=False)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
         if complete >= n_trials:
@@ -282,6 +288,9 @@ def claim_slot(study: Any, trial: Any, n_trials: int, heartbeats: bool, poll_sec
         if waiting:  # the queue fills the quota: this trial steps aside, and the worker takes a queued one next
             return False
         time.sleep(poll_seconds)
+        # study.optimize failed stale trials just before this trial was asked; while waiting, this does it: a
+        # killed worker's trial becomes FAILED and is re-queued
+        optuna.storages.fail_stale_trials(study)
 
 
 def run_sweep(base: Any, cfg: RunConfig, fixed: frozenset[str] = frozenset()) -> Any:
@@ -352,15 +361,29 @@ def run_sweep(base: Any, cfg: RunConfig, fixed: frozenset[str] = frozenset()) ->
     return study
 
 
+def best_numbers(study: Any) -> set[int]:
+    """The numbers of the best trial(s): the Pareto-optimal ones of a multi-objective study; none before the first
+    COMPLETE trial (Optuna raises there)."""
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return set()
+    return {t.number for t in study.best_trials}
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """A trial's values as `name=value, ...`, each key by its last part (topk, not method.params.topk)."""
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v:.4g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}"
+                     for k, v in params.items())
+
+
 def study_summary(study: Any, cfg: RunConfig) -> dict[str, Any]:
     """A plain-JSON view of the study for the report: its setting, objectives and every trial."""
-    from optuna.trial import TrialState
 
     sweep = cfg.sweep
     assert sweep is not None
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = {t.number for t in study.best_trials} if complete else set()
+    best = best_numbers(study)
     return {
         "study_name": study.study_name, "storage": redact(sweep.storage),
         # a list, not a mapping: the JSON writer sorts mapping keys, and the values follow this order
@@ -385,16 +408,15 @@ def print_trials(study: Any, objectives: list[str]) -> None:
     table = Table(title=f"study {study.study_name}")
     for column in ("trial", "state", *objectives, "params", "note", "run"):
         table.add_column(column)
-    best = {t.number for t in study.best_trials} if any(t.values for t in study.get_trials(deepcopy=False)) else set()
+    best = best_numbers(study)
     for t in study.get_trials(deepcopy=False):
         values = [f"{v:.4g}" for v in t.values] if t.values else [""] * len(objectives)
         note = ", ".join(n for n, on in (("best" if len(objectives) == 1 else "Pareto-optimal", t.number in best),
                                          (f"retry of {t.system_attrs.get('failed_trial')}",
                                           "failed_trial" in t.system_attrs),
                                          ("surplus", bool(t.user_attrs.get(SURPLUS)))) if on)
-        params = ", ".join(f"{k.rsplit('.', 1)[-1]}={v:.4g}" if isinstance(v, float) else
-                           f"{k.rsplit('.', 1)[-1]}={v}" for k, v in t.params.items())
-        table.add_row(str(t.number), t.state.name, *values, params, note, t.user_attrs.get("run_id", ""))
+        table.add_row(str(t.number), t.state.name, *values, params_text(t.params), note,
+                      t.user_attrs.get("run_id", ""))
     console = Console()
     if not console.is_terminal:  # a log or a pipe: full rows instead of 80 columns of wrapped cells
         console = Console(width=200)
@@ -408,16 +430,14 @@ def open_existing(url: str, study_name: Optional[str]) -> Any:
 
     try:
         storage: Any = url
+        path = local_file(url)
+        if path is not None and not path.is_file():
+            raise ValueError(f"no {'journal' if url.startswith('journal:') else 'database'} file {path}")
         if url.startswith("journal:"):
             from optuna.storages import JournalStorage
             from optuna.storages.journal import JournalFileBackend
 
-            path = Path(url.removeprefix("journal:").removeprefix("//"))
-            if not path.is_file():
-                raise ValueError(f"no journal file {path}")
             storage = JournalStorage(JournalFileBackend(str(path)))
-        elif url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-            raise ValueError(f"no database file {url.removeprefix('sqlite:///')}")
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     except (ImportError, ValueError, SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         raise ConfigError(f"storage {redact(url)!r} cannot be opened: {str(e).splitlines()[0]}.") from None

@@ -16,6 +16,11 @@ def num(x: Any, digits: int = 3) -> str:
     return MISSING if is_missing(x) else f"{x:.{digits}f}"
 
 
+def significant(x: Any) -> str:
+    """A value of unknown scale (a sweep objective): four significant digits."""
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
 def seconds(x: Any) -> str:
     if is_missing(x):
         return MISSING

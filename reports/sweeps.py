@@ -15,8 +15,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from evaluators.sweep import SWEEPS_DIR
+from evaluators.sweep import SWEEPS_DIR, params_text
 
+from . import formatting as fmt
 from .figures import Figure, to_data_uri
 
 log = logging.getLogger("oneshot_bench")
@@ -41,10 +42,6 @@ class StudyView:
     counts: str  # "20 COMPLETE of 20 requested; 1 FAIL; 1 PRUNED"
     rows: list[TrialRow]
     figure: Optional[Figure]
-
-
-def _format(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def load_summaries(results_dir: str | Path) -> list[dict[str, Any]]:
@@ -95,9 +92,9 @@ def study_view(summary: dict[str, Any]) -> StudyView:
         if t.get("surplus"):
             notes.append("surplus (quota already met)")
         rows.append(TrialRow(
-            number=t["number"], state=t["state"], values=[_format(v) for v in t["values"]] if t.get("values")
+            number=t["number"], state=t["state"], values=[fmt.significant(v) for v in t["values"]] if t.get("values")
             else [""] * len(objectives),
-            params=", ".join(f"{k.rsplit('.', 1)[-1]}={_format(v)}" for k, v in sorted(t["params"].items())),
+            params=params_text(dict(sorted(t["params"].items()))),
             note=", ".join(notes), run_id=t.get("run_id") or ""))
     states = pd.Series([t["state"] for t in trials], dtype=object).value_counts()
     counts = [f"{states.get('COMPLETE', 0)} COMPLETE of {summary.get('n_trials', '?')} requested"]
