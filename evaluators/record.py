@@ -379,5 +379,6 @@ def _migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
                         out["summary"][name] = 0.0
     config.setdefault("device", data.get("cost", {}).get("device_type", "cpu"))
     config.setdefault("deterministic", data.get("execution", {}).get("deterministic", False))
+    config.setdefault("precision", "fp32")  # records before `precision` existed ran in fp32
     out["config"] = config
     return out

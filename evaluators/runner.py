@@ -33,7 +33,7 @@ from methods.base import Method, SearchContext, get_method
 from oneshot_bench.atomic import read_json, write_json
 from oneshot_bench.config import NetConfig, Protocol, RunConfig, nets_for
 from oneshot_bench.data import DataBundle, data_sha256, load_data
-from oneshot_bench.device import configure_torch, resolve_device
+from oneshot_bench.device import configure_torch, resolve_device, search_autocast
 from oneshot_bench.errors import ConfigError
 from oneshot_bench.measure import count_flops, count_params
 from oneshot_bench.training import seeded, train_standalone
@@ -249,9 +249,10 @@ def train(run: PreparedRun, progress: Optional[bool] = None) -> None:
                             seed=plan.cfg.seed, points=run.anytime, share=budget.anytime_share)
     for epoch in tqdm(range(run.start_epoch, budget.search_epochs), desc=f"{method.name} search",
                       disable=progress is False or None, initial=run.start_epoch, total=budget.search_epochs):
-        with run.meter.phase("supernet_train"):
+        with run.meter.phase("supernet_train"), search_autocast(plan.device, plan.cfg.precision):
             run.history.append({"epoch": epoch, **method.train_epoch(epoch)})
-        anytime.after_epoch(epoch)
+        with search_autocast(plan.device, plan.cfg.precision):
+            anytime.after_epoch(epoch)
         plan.store.save_checkpoint(plan.run_id, plan.config_hash, {
             "method": method.state_dict(), "seconds": dict(run.meter.seconds), "history": run.history,
             "epoch": epoch, "torch_rng": torch.get_rng_state(), "anytime": run.anytime})
@@ -282,7 +283,7 @@ def score_sample(run: PreparedRun, sample: list[Arch], progress: Optional[bool] 
         key = encode(arch)
         if key in run.ranking:
             continue
-        with run.meter.phase("ranking"):
+        with run.meter.phase("ranking"), search_autocast(run.plan.device, run.plan.cfg.precision):
             score = float(method.score([arch])[0])
         run.ranking[key] = {"score": score, "extra": {name: float(values[0])
                                                       for name, values in method.extra_scores.items()}}
@@ -306,7 +307,7 @@ def select(run: PreparedRun) -> tuple[Arch, list[dict[str, Any]]]:
     or looked up under the final budget (`final` phase)."""
     plan, sel, budget = run.plan, run.plan.cfg.selection, run.plan.cfg.budget
     method, truth = plan.method, plan.truth
-    with run.meter.phase("derive"):
+    with run.meter.phase("derive"), search_autocast(plan.device, plan.cfg.precision):
         ranking = method.ranked(sel.candidates or budget.candidates)
     proxy = dict(ranking)
     short: dict[Arch, float] = {}
@@ -315,7 +316,7 @@ def select(run: PreparedRun) -> tuple[Arch, list[dict[str, Any]]]:
     elif sel.name == Protocol.topk:
         chosen = [arch for arch, _ in ranking[:sel.k]]
     else:
-        with run.meter.phase("selection"):
+        with run.meter.phase("selection"), search_autocast(plan.device, plan.cfg.precision):
             trained = method.cached("selection", lambda arch: short_training(run, arch))
             short = {arch: trained(arch) for arch, _ in ranking[:sel.k]}
         chosen = [max(short, key=short.__getitem__)]  # ties: the method's better-ranked arch

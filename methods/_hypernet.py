@@ -40,7 +40,7 @@ from torch.func import functional_call
 
 from oneshot_bench.config import Choice, NetConfig
 from oneshot_bench.errors import ConfigError
-from oneshot_bench.training import accuracy, cosine, optimizer_step, steps_per_epoch
+from oneshot_bench.training import EpochMeans, accuracy, cosine, optimizer_step, steps_per_epoch
 from search_spaces.base import ENCODE, SAMPLE, STANDALONE, Arch, SearchSpace
 
 from .base import Method, rank
@@ -107,7 +107,10 @@ def owning_module(name: str, modules: Collection[str]) -> str | None:
 
 
 def shape_params(flat: torch.Tensor, specs: Sequence[ParamSpec], weight_norm: bool) -> dict[str, torch.Tensor]:
-    """Split generated values (`specs` in order, `flat` of their total size) into named parameter tensors."""
+    """Split generated values (`specs` in order, `flat` of their total size) into named parameter tensors, in fp32
+    as a standalone net's parameters are: under bf16 autocast the decoder emits bf16, and BatchNorm takes fp32
+    scale and shift beside its fp32 running statistics (autocast casts conv and linear weights itself)."""
+    flat = flat.float()
     total = sum(s.numel for s in specs)
     if flat.numel() != total:
         raise ValueError(f"{flat.numel()} generated values for {total} parameters")
@@ -301,13 +304,13 @@ class HypernetMethod(Method):
     def train_epoch(self, epoch: int) -> dict[str, float]:
         b = self.ctx.budget
         self.hypernet.train()
-        losses = []
+        steps = EpochMeans()
         for x, y in self.ctx.data.batches("train", b.batch_size, self.generator, max_batches=self.steps_per_epoch):
             plan = self.plan(self.ctx.space.sample(self.rng))  # a new uniformly sampled arch every step
             loss = F.cross_entropy(self.run(plan, self.generate(plan), x), y)
-            losses.append(optimizer_step(loss, self.optimizer, self.hypernet, b.grad_clip, self.scheduler,
-                                         where=f"{self.name} hypernetwork training"))
-        return {"train_loss": sum(losses) / len(losses), "lr": self.scheduler.get_last_lr()[0]}
+            steps.add("train_loss", optimizer_step(loss, self.optimizer, self.hypernet, b.grad_clip, self.scheduler),
+                      f"{self.name} hypernetwork training")
+        return {**steps.means(), "lr": self.scheduler.get_last_lr()[0]}
 
     @torch.no_grad()
     def generated_accuracy(self, arch: Arch) -> float:

@@ -63,6 +63,11 @@ class Method(ABC):
     # set where the method runs here only as an adaptation (its published search space is none of this harness'):
     # reports print it beside every row of the method
     adaptation: ClassVar[str | None] = None
+    # the functions of this method that read tensor values on the host every training step (or every
+    # controller/architecture step), each with why its control flow needs the value; the module docstring lists
+    # them too. tests/test_host_syncs.py counts every tensor read inside train_epoch and fails on one that grows
+    # with the steps elsewhere: losses and statistics stay on the device and are read once per epoch (EpochMeans)
+    host_reads_per_step: ClassVar[dict[str, str]] = {}
 
     def __init__(self, hparams: Optional[dict[str, Any]] = None):
         # validated here (types and ranges, in the dataclass' __post_init__), before any data is loaded

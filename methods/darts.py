@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oneshot_bench.errors import ConfigError, DivergenceError
-from oneshot_bench.training import check_finite
+from oneshot_bench.training import EpochMeans
 from search_spaces.base import Arch, Path, WeightedChoice
 from search_spaces.ops import add_bn_after_pooling
 
@@ -217,22 +217,21 @@ class DARTS(ArchDistributionMethod):
 
     # ---- architecture gradient ---------------------------------------------------------------------------------------
     def arch_gradient(self, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
-                      y_val: torch.Tensor) -> tuple[list[torch.Tensor], float]:
-        """(d L_val / d alpha for the configured order, the validation loss). Leaves the weights as they were
-        (BatchNorm running statistics aside) and sets no .grad anywhere."""
+                      y_val: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(d L_val / d alpha for the configured order, the detached validation loss on the device). Leaves the
+        weights as they were (BatchNorm running statistics aside) and sets no .grad anywhere. No host sync: a
+        non-finite loss is caught by the epoch's EpochMeans."""
         self.supernet.train()
         if self.hp.order == 1:
             loss = self.mixed_loss(x_val, y_val)
-            check_finite(loss, "darts architecture step")
-            return list(torch.autograd.grad(loss, self.alphas)), loss.item()
+            return list(torch.autograd.grad(loss, self.alphas)), loss.detach()
         return self._unrolled_gradient(x_train, y_train, x_val, y_val)
 
-    def _unrolled_gradient(self, x_train, y_train, x_val, y_val) -> tuple[list[torch.Tensor], float]:
+    def _unrolled_gradient(self, x_train, y_train, x_val, y_val) -> tuple[list[torch.Tensor], torch.Tensor]:
         weights, xi = self._weights(), self.xi()
         backup = [w.detach().clone() for w in weights]
         # virtual step w' = w - xi * grad_w L_train(w, alpha)   (Eq. 6)
         loss = self.mixed_loss(x_train, y_train)
-        check_finite(loss, "darts unrolled step")
         grads = _grads_or_zeros(loss, weights)
         with torch.no_grad():
             for w, g in zip(weights, grads, strict=True):
@@ -243,7 +242,6 @@ class DARTS(ArchDistributionMethod):
         try:
             # grad_alpha L_val(w', alpha) and v = grad_w' L_val(w', alpha)
             val_loss = self.mixed_loss(x_val, y_val)
-            check_finite(val_loss, "darts architecture step")
             both = _grads_or_zeros(val_loss, [*self.alphas, *weights])
             dalpha, v = both[:len(self.alphas)], both[len(self.alphas):]
         finally:
@@ -251,7 +249,7 @@ class DARTS(ArchDistributionMethod):
                 for w, b in zip(weights, backup, strict=True):
                     w.copy_(b)
         hvp = self.hessian_vector_product(v, x_train, y_train, backup)
-        return [da - xi * h for da, h in zip(dalpha, hvp, strict=True)], val_loss.item()
+        return [da - xi * h for da, h in zip(dalpha, hvp, strict=True)], val_loss.detach()
 
     def _optimizer_step_direction(self, w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Official DARTS: w' = w - xi * (momentum * buffer + grad + weight_decay * w)."""
@@ -266,13 +264,14 @@ class DARTS(ArchDistributionMethod):
                                origin: Optional[Sequence[torch.Tensor]] = None) -> list[torch.Tensor]:
         """Central finite difference of grad_alpha L_train(w, alpha) along v (Eq. 8): approximates
         (d^2 L_train / d alpha d w) v with eps = fd_scale / ||v||, evaluated at the weights `origin` (default:
-        the current ones), which are restored exactly afterwards."""
+        the current ones), which are restored exactly afterwards. A zero or non-finite v gives zeros; decided on the
+        device (no host sync)."""
         weights = self._weights()
         origin = [w.detach().clone() for w in weights] if origin is None else origin
         norm = torch.sqrt(sum((t.detach().double() ** 2).sum() for t in v))
-        if not torch.isfinite(norm) or norm == 0:
-            return [torch.zeros_like(a) for a in self.alphas]
-        eps = float(self.hp.fd_scale / norm)
+        usable = torch.isfinite(norm) & (norm > 0)
+        eps = torch.where(usable, self.hp.fd_scale / norm, torch.ones_like(norm)).float()
+        v = [torch.where(usable, d, torch.zeros_like(d)) for d in v]  # an unusable v moves no weight
         sides = []
         try:
             for sign in (1.0, -1.0):
@@ -284,11 +283,11 @@ class DARTS(ArchDistributionMethod):
             with torch.no_grad():
                 for w, o in zip(weights, origin, strict=True):
                     w.copy_(o)
-        return [(p - n) / (2 * eps) for p, n in zip(*sides, strict=True)]
+        return [torch.where(usable, (p - n) / (2 * eps), torch.zeros_like(p)) for p, n in zip(*sides, strict=True)]
 
     def arch_step(self, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
-                  y_val: torch.Tensor) -> float:
-        """One Adam step of the alphas; the weights are unchanged. Returns the validation loss."""
+                  y_val: torch.Tensor) -> torch.Tensor:
+        """One Adam step of the alphas; the weights are unchanged. Returns the detached validation loss."""
         grads, val_loss = self.arch_gradient(x_train, y_train, x_val, y_val)
         self.a_optimizer.zero_grad(set_to_none=True)
         for a, g in zip(self.alphas, grads, strict=True):
@@ -300,14 +299,14 @@ class DARTS(ArchDistributionMethod):
     def train_epoch(self, epoch: int) -> dict[str, float]:
         b = self.ctx.budget
         val = self.ctx.data.infinite_batches("val", b.batch_size, self.generator, augment=self.ctx.data.augment)
-        train_losses, val_losses = [], []
+        steps = EpochMeans()
         for x, y in self.train_batches():
             x_val, y_val = next(val)
-            val_losses.append(self.arch_step(x, y, x_val, y_val))
-            train_losses.append(self.weight_step(self.mixed_path(detach=True), x, y))
+            steps.add("arch_val_loss", self.arch_step(x, y, x_val, y_val), "darts architecture step")
+            steps.add("train_loss", self.weight_step(self.mixed_path(detach=True), x, y), self.training_where)
+        means = steps.means()
         self.check_alphas(epoch)
-        return {"train_loss": sum(train_losses) / len(train_losses),
-                "arch_val_loss": sum(val_losses) / len(val_losses),
+        return {"train_loss": means["train_loss"], "arch_val_loss": means["arch_val_loss"],
                 "lr": self.w_scheduler.get_last_lr()[0], "alpha_entropy": alpha_entropy(self.alphas)}
 
 

@@ -42,6 +42,12 @@ controller's log-probability of each arch (`controller_log_prob`). Derive: sampl
 the trained controller (distinct ones, up to 10 rounds of sampling), keep the best by supernet accuracy. With a
 ground truth that covers only a subset of the space (truth=nb301), the candidates are the `budget.candidates`
 covered archs with the highest controller log-probability instead (an adaptation, so the result is a lookup).
+
+Host reads per step (`host_reads_per_step`, enforced by tests/test_host_syncs.py): the controller lives on the CPU,
+so `sample_archs` (its sampled decisions pick the next weight step's path) and `reinforce_step` (its statistics)
+read CPU tensors, no device sync; `reward_accuracies` reads the supernet's accuracies of one controller batch from
+the device in one sync per controller step, because the CPU controller's REINFORCE update needs them. Weight-step
+losses stay on the device until the epoch ends.
 """
 from __future__ import annotations
 
@@ -56,7 +62,7 @@ from torch import nn
 
 from oneshot_bench.config import Choice
 from oneshot_bench.errors import ConfigError, DivergenceError
-from oneshot_bench.training import batch_stat_bn
+from oneshot_bench.training import EpochMeans, batch_stat_bn
 from search_spaces.base import Arch, Decision, Path
 
 from .base import distinct_archs, rank, register_method
@@ -287,6 +293,11 @@ class ENASHparams:
 @register_method("enas")
 class ENAS(SupernetMethod):
     Hparams = ENASHparams
+    host_reads_per_step = {
+        "sample_archs": "the CPU controller's sampled decisions choose the path (CPU tensors, no device sync)",
+        "reinforce_step": "statistics of the CPU controller's update (CPU tensors, no device sync)",
+        "reward_accuracies": "the CPU controller's rewards: one device read per controller step",
+    }
 
     def build(self) -> None:
         hp = self.hp
@@ -317,13 +328,16 @@ class ENAS(SupernetMethod):
         return self.controller(archs=_as_tensor(archs))[1]
 
     @torch.no_grad()
-    def batch_accuracy(self, path: Path, x: torch.Tensor, y: torch.Tensor) -> float:
-        """Accuracy (fraction) of one path on one batch, BatchNorm on batch statistics (the reward)."""
+    def batch_accuracy(self, path: Path, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Accuracy (fraction, a device scalar) of one path on one batch, BatchNorm on batch statistics."""
         with batch_stat_bn(self.supernet):
-            return (self.supernet(x, path).argmax(1) == y).float().mean().item()
+            return (self.supernet(x, path).argmax(1) == y).float().mean()
 
-    def reward_accuracy(self, arch: Arch) -> float:
-        return self.batch_accuracy(self.path_of(arch), *self.random_val_batch())
+    def reward_accuracies(self, archs: Sequence[Arch]) -> list[float]:
+        """The rewards of a controller batch, each on its own random search-val batch, read back in one host sync
+        (the controller, on the CPU, needs them)."""
+        accs = [self.batch_accuracy(self.path_of(a), *self.random_val_batch()) for a in archs]
+        return torch.stack(accs).tolist() if accs else []
 
     def reinforce_step(self, archs: Sequence[Arch], accuracies: Sequence[float]) -> dict[str, float]:
         """One Adam step of the controller on REINFORCE with the moving-average baseline; returns statistics."""
@@ -343,16 +357,17 @@ class ENAS(SupernetMethod):
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.controller.train()
-        losses = [self.weight_step(self.path_of(self.sample_archs(1)[0]), x, y) for x, y in self.train_batches()]
+        steps = EpochMeans()
+        for x, y in self.train_batches():
+            steps.add("train_loss", self.weight_step(self.path_of(self.sample_archs(1)[0]), x, y), self.training_where)
         stats: list[dict[str, float]] = []
         archs: list[Arch] = []
         for _ in range(self.controller_steps):
             archs = self.sample_archs(self.hp.controller_aggregate)
-            stats.append(self.reinforce_step(archs, [self.reward_accuracy(a) for a in archs]))
+            stats.append(self.reinforce_step(archs, self.reward_accuracies(archs)))
         if archs:
             self.check_controller(epoch, archs)
-        out = {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0],
-               "baseline": self.baseline}
+        out = {**steps.means(), "lr": self.w_scheduler.get_last_lr()[0], "baseline": self.baseline}
         for key in ("reward", "entropy", "log_prob"):
             if stats:
                 out[f"controller_{key}"] = sum(s[key] for s in stats) / len(stats)

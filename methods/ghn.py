@@ -175,15 +175,16 @@ class GatedGNN(nn.Module):
 
     def update(self, h: torch.Tensor, level: Level, senders: torch.Tensor, message: nn.Module,
                extra: Optional[tuple[Level, torch.Tensor, nn.Module]] = None) -> torch.Tensor:
-        """New states of `level.nodes` from the messages of `senders[level.edges]` (plus an optional second set)."""
+        """New states of `level.nodes` from the messages of `senders[level.edges]` (plus an optional second set).
+        States and message sums stay in h's dtype (fp32) under bf16 autocast, where the MLPs and the GRU compute."""
         m = h.new_zeros(len(level.nodes), h.shape[1])
         if len(level.edges):
-            m = m.index_add(0, level.slot, message(h[senders[level.edges]]))
+            m = m.index_add(0, level.slot, message(h[senders[level.edges]]).to(m.dtype))
         if extra is not None:
             lvl, snd, msg = extra
             if len(lvl.edges):
-                m = m.index_add(0, lvl.slot, msg(h[snd[lvl.edges]]))
-        return h.index_copy(0, level.nodes, self.gru(m, h[level.nodes]))
+                m = m.index_add(0, lvl.slot, msg(h[snd[lvl.edges]]).to(m.dtype))
+        return h.index_copy(0, level.nodes, self.gru(m, h[level.nodes]).to(h.dtype))
 
 
 class GraphHyperNetwork(nn.Module):

@@ -35,6 +35,10 @@ initial population taken from the candidate pool (best paths first).
 Departures (GreedyNAS has no official code; mmrazor's implementation stands in): paths are scored by loss, not
 mmrazor's top-1 accuracy; the pool's re-scoring cadence (`rescore_every`) is ours; the supernet is the harness'
 space (affine BNs, as mmrazor's), not the paper's MobileNet space.
+
+Host reads per step (`host_reads_per_step`, enforced by tests/test_host_syncs.py): `path_losses` reads the m paths'
+losses from the device in one sync per greedy iteration, because the k-of-m filter orders them. Training losses stay
+on the device until the epoch ends.
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from oneshot_bench.errors import ConfigError
-from oneshot_bench.training import batch_stat_bn
+from oneshot_bench.training import EpochMeans, batch_stat_bn
 from search_spaces.base import Arch
 
 from .base import register_method
@@ -125,6 +129,9 @@ class GreedyNASHparams(SPOSHparams):
 @register_method("greedynas")
 class GreedyNAS(SPOS):
     Hparams = GreedyNASHparams
+    host_reads_per_step = {
+        "path_losses": "the k-of-m filter orders the m paths by their losses: one device read per greedy iteration",
+    }
 
     def build(self) -> None:
         hp = self.hp
@@ -152,13 +159,16 @@ class GreedyNAS(SPOS):
 
     @torch.no_grad()
     def path_losses(self, archs: Sequence[Arch], x: torch.Tensor, y: torch.Tensor) -> list[float]:
-        """Validation cross-entropy of each path on the batch (x, y), BatchNorm on batch statistics."""
+        """Validation cross-entropy of each path on the batch (x, y), BatchNorm on batch statistics; read back in
+        one host sync (the k-of-m filter orders them)."""
         with batch_stat_bn(self.supernet):
-            return [F.cross_entropy(self.supernet(x, self.path_of(a)), y).item() for a in archs]
+            losses = [F.cross_entropy(self.supernet(x, self.path_of(a)), y) for a in archs]
+        return torch.stack(losses).float().tolist() if losses else []
 
-    def greedy_iteration(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], max_steps: int) -> list[float]:
+    def greedy_iteration(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+                         max_steps: int) -> list[torch.Tensor]:
         """Sample m paths, keep the k of lowest val loss, update the pool, train up to `max_steps` of them (one
-        weight step each on the next training batch); returns their training losses."""
+        weight step each on the next training batch); returns their training losses (on the device)."""
         candidates = self.sample_paths(self.epsilon(self.iteration))
         losses = self.path_losses(candidates, *self.path_val)
         kept = sorted(range(len(candidates)), key=losses.__getitem__)[:self.hp.num_kept]
@@ -185,21 +195,22 @@ class GreedyNAS(SPOS):
     def train_epoch(self, epoch: int) -> dict[str, float]:
         batches = iter(self.train_batches())
         remaining = self.steps_per_epoch  # the same weight steps per epoch as SPOS
-        losses: list[float] = []
+        steps = EpochMeans()
         while remaining > 0 and self.weight_steps < self.warmup_steps:  # uniform warm-up, one path per batch
             x, y = next(batches)
-            losses.append(self.weight_step(self.path_of(self.sample_arch()), x, y))
+            steps.add("train_loss", self.weight_step(self.path_of(self.sample_arch()), x, y), self.training_where)
             self.weight_steps += 1
             remaining -= 1
         while remaining > 0:
             step_losses = self.greedy_iteration(batches, remaining)
             if not step_losses:
                 break
-            losses += step_losses
+            for loss in step_losses:
+                steps.add("train_loss", loss, self.training_where)
             remaining -= len(step_losses)
         if self.hp.rescore_every and (epoch + 1) % self.hp.rescore_every == 0 and len(self.pool):
             self.rescore_pool()
-        return {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0],
+        return {**steps.means(), "lr": self.w_scheduler.get_last_lr()[0],
                 "epsilon": self.epsilon(max(0, self.iteration - 1)), **{k: float(v) for k, v in self.stats.items()}}
 
     def ranked(self, n: int) -> list[tuple[Arch, float]]:

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from oneshot_bench.config import Choice
 from oneshot_bench.errors import ConfigError
-from oneshot_bench.training import optimizer_step
+from oneshot_bench.training import EpochMeans, optimizer_step
 from search_spaces.base import Arch, ChoicePoint, Path, PathEntry, WeightedChoice
 
 from .base import rank, register_method
@@ -140,7 +140,7 @@ class OneShot(SupernetMethod):
             raise ValueError(f"{len(chunks)} ghost batches but {len(paths)} paths")
         return torch.cat([self.supernet(c, p) for c, p in zip(chunks, paths, strict=True)])
 
-    def oneshot_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def oneshot_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One SGD step of the one-shot model with scheduled path dropout and ghost BatchNorm."""
         rate = self.dropout_rate(self.step)
         n_ghost = math.ceil(len(x) / self.hp.ghost_batch_size)
@@ -150,15 +150,16 @@ class OneShot(SupernetMethod):
         self.supernet.train()
         loss = F.cross_entropy(self.ghost_logits(x, [self.path_from_kept(k) for k in kept]), y)
         # dropped ops get no gradient (grad None), hence no weight decay or momentum step
-        value = optimizer_step(loss, self.w_optimizer, self.supernet, self.ctx.budget.grad_clip, self.w_scheduler,
-                               where="oneshot supernet training")
+        value = optimizer_step(loss, self.w_optimizer, self.supernet, self.ctx.budget.grad_clip, self.w_scheduler)
         self.step += 1
         return value
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.kept_ops = self.total_ops = 0
-        losses = [self.oneshot_step(x, y) for x, y in self.train_batches()]
-        return {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0],
+        steps = EpochMeans()
+        for x, y in self.train_batches():
+            steps.add("train_loss", self.oneshot_step(x, y), self.training_where)
+        return {**steps.means(), "lr": self.w_scheduler.get_last_lr()[0],
                 "dropout_rate": self.dropout_rate(self.step - 1), "kept_op_fraction": self.kept_ops / self.total_ops}
 
     # ---- search -----------------------------------------------------------------------------------------------------

@@ -41,6 +41,11 @@ The table is built at the start of the first training epoch (its cost counts as 
 `self.latency_table` (a JSON-able dict) and in `state_dict`, and the runner writes it to
 `<run dir>/latency_table.json` (see `artifacts`).
 
+Host reads per step (`host_reads_per_step`, enforced by tests/test_host_syncs.py): the gates pick which ops run, so
+paths are sampled on the host, from a CPU copy of the alphas that `host_alphas` refreshes with one device read after
+each architecture step; `sample_single_path` and `sample_two_paths` then read CPU tensors only (no device sync).
+Losses and architecture-step statistics stay on the device until the epoch ends.
+
 Derive: argmax of alpha per choice point (`space.derive_from_weights(softmax(alpha))`). Ranking: supernet accuracy
 of the single path after BN recalibration; `extra_scores["alpha_log_likelihood"]` as in DARTS.
 
@@ -72,7 +77,7 @@ from oneshot_bench.config import Choice
 from oneshot_bench.device import device_name
 from oneshot_bench.errors import ConfigError
 from oneshot_bench.measure import flops_of_calls, median_latency_ms
-from oneshot_bench.training import check_finite
+from oneshot_bench.training import EpochMeans
 from search_spaces.base import SearchSpace, WeightedChoice
 
 from .base import register_method
@@ -145,6 +150,11 @@ class ProxylessNASHparams:
 @register_method("proxylessnas")
 class ProxylessNAS(ArchDistributionMethod):
     Hparams = ProxylessNASHparams
+    host_reads_per_step = {
+        "host_alphas": "one device read of the alphas after each architecture step (gates are sampled on the host)",
+        "sample_single_path": "the weight step's path from the CPU copy of the alphas (no device sync)",
+        "sample_two_paths": "the architecture step's two paths and active gate from the CPU copy (no device sync)",
+    }
 
     @classmethod
     def unsupported_reason(cls, space: SearchSpace) -> Optional[str]:
@@ -168,21 +178,29 @@ class ProxylessNAS(ArchDistributionMethod):
         self.latency_table: Optional[dict[str, Any]] = None
         self._cost: Optional[list[torch.Tensor]] = None
         self.last_arch_sample: list[tuple[int, int, int]] = []  # (sampled i, sampled j, active) per choice point
+        self._host_alphas: Optional[list[torch.Tensor]] = None  # CPU copy for sampling, until the alphas move
+
+    def host_alphas(self) -> list[torch.Tensor]:
+        """The alphas on the CPU (float32), copied in one host read after each architecture step: the weight steps
+        between architecture steps sample their paths without touching the device."""
+        if self._host_alphas is None:
+            flat = torch.cat([a.detach().float() for a in self.alphas]).cpu()
+            self._host_alphas = list(flat.split([a.numel() for a in self.alphas]))
+        return self._host_alphas
 
     # ---- sampling ----------------------------------------------------------------------------------------------------
     def sample_single_path(self) -> list[int]:
         """One candidate per choice point, drawn from softmax(alpha)."""
-        return [int(torch.multinomial(p.detach().float().cpu(), 1, generator=self.generator))
-                for p in alpha_probs(self.alphas)]
+        return [int(torch.multinomial(p, 1, generator=self.generator)) for p in alpha_probs(self.host_alphas())]
 
     def sample_two_paths(self) -> list[tuple[int, int, int]]:
         """Per choice point: two distinct candidates from softmax(alpha) (no replacement), and which of them is
         active, drawn from their renormalized probabilities."""
         out = []
-        for a, p in zip(self.alphas, alpha_probs(self.alphas), strict=True):
-            i, j = (int(k) for k in torch.multinomial(p.detach().float().cpu(), 2, replacement=False,
-                                                      generator=self.generator))
-            pair = F.softmax(a.detach()[[i, j]].float().cpu(), dim=0)
+        host = self.host_alphas()
+        for a, p in zip(host, alpha_probs(host), strict=True):
+            i, j = (int(k) for k in torch.multinomial(p, 2, replacement=False, generator=self.generator))
+            pair = F.softmax(a[[i, j]], dim=0)
             active = (i, j)[int(torch.multinomial(pair, 1, generator=self.generator))]
             out.append((i, j, active))
         return out
@@ -295,8 +313,9 @@ class ProxylessNAS(ArchDistributionMethod):
                 "uniform_expectation": uniform, "loss": self.hp.latency_loss.value}
 
     # ---- steps -------------------------------------------------------------------------------------------------------
-    def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """One architecture update on a search-val batch (two sampled paths per choice point, binary gates)."""
+    def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One architecture update on a search-val batch (two sampled paths per choice point, binary gates); its
+        statistics as detached device scalars (no host sync besides sampling from the CPU copy of the alphas)."""
         self.supernet.train()
         sample = self.sample_two_paths()
         self.last_arch_sample = sample
@@ -304,13 +323,11 @@ class ProxylessNAS(ArchDistributionMethod):
                               requires_grad=True) for i, j, active in sample]
         path = [WeightedChoice((i, j), g) for (i, j, _), g in zip(sample, gates, strict=True)]
         ce = F.cross_entropy(self.supernet(x, path), y)
-        check_finite(ce, "proxylessnas architecture step")
-        loss, stats = ce, {"arch_ce": ce.item()}
+        loss, stats = ce, {"arch_ce": ce.detach()}
         if self.hp.latency_metric != CostMetric.off:
             expected = self.expected_cost()
             loss = self.hardware_loss(ce, expected)
-            check_finite(loss, f"proxylessnas architecture step (hardware loss {self.hp.latency_loss!r})")
-            stats["expected_cost"] = expected.item()
+            stats["expected_cost"] = expected.detach()
         inputs = [*gates, *self.alphas]
         grads = torch.autograd.grad(loss, inputs, allow_unused=True)
         gate_grads, direct = grads[:len(gates)], grads[len(gates):]  # direct: through E[cost] (full softmax)
@@ -334,7 +351,8 @@ class ProxylessNAS(ArchDistributionMethod):
                 if inv is not None:
                     idx, old = inv
                     a[idx] -= torch.logsumexp(a[idx], 0) - torch.logsumexp(old, 0)
-        stats["arch_loss"] = loss.item()
+        self._host_alphas = None  # the alphas moved
+        stats["arch_loss"] = loss.detach()
         return stats
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -342,18 +360,21 @@ class ProxylessNAS(ArchDistributionMethod):
         b = self.ctx.budget
         search = epoch >= self.warmup_epochs and self.hp.arch_update_steps > 0
         val = self.ctx.data.infinite_batches("val", b.batch_size, self.generator, augment=False) if search else None
-        losses, arch_stats = [], []
+        steps, arch_steps = EpochMeans(), EpochMeans()
+        where = "proxylessnas architecture step" + (f" (hardware loss {self.hp.latency_loss.value!r})"
+                                                     if self.hp.latency_metric != CostMetric.off else "")
         for x, y in self.train_batches():
-            losses.append(self.weight_step(self.sample_single_path(), x, y))
+            steps.add("train_loss", self.weight_step(self.sample_single_path(), x, y), self.training_where)
             self.global_step += 1
             if val is not None and self.global_step % self.hp.arch_update_every == 0:
                 for _ in range(self.hp.arch_update_steps):
-                    arch_stats.append(self.arch_step(*next(val)))
+                    for key, value in self.arch_step(*next(val)).items():
+                        arch_steps.add(key, value, where if key == "arch_loss" else None)
+        arch_means = arch_steps.means()
+        n_arch = arch_steps.counts.get("arch_loss", 0)
+        out = {**steps.means(), "lr": self.w_scheduler.get_last_lr()[0]}
         self.check_alphas(epoch)
-        out = {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0],
-               "alpha_entropy": alpha_entropy(self.alphas), "arch_steps": float(len(arch_stats))}
-        for key in arch_stats[0] if arch_stats else ():
-            out[key] = sum(s[key] for s in arch_stats) / len(arch_stats)
+        out.update({"alpha_entropy": alpha_entropy(self.alphas), "arch_steps": float(n_arch), **arch_means})
         if self.hp.latency_metric != CostMetric.off:
             with torch.no_grad():
                 out["expected_cost_end"] = self.expected_cost().item()
@@ -372,6 +393,7 @@ class ProxylessNAS(ArchDistributionMethod):
         super().load_state_dict(state)
         self.global_step = state["global_step"]
         self.latency_table = state["latency_table"]
+        self._host_alphas = None
         if self.latency_table is not None:
             self._set_cost_tensors()
 

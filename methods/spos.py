@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from oneshot_bench.errors import ConfigError
+from oneshot_bench.training import EpochMeans
 from search_spaces.base import Arch
 
 from .base import register_method
@@ -64,8 +65,10 @@ class SPOS(SupernetMethod):
         raise ValueError("no sampled architecture satisfies max_params/max_flops; relax the constraint")
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        losses = [self.weight_step(self.path_of(self.sample_arch()), x, y) for x, y in self.train_batches()]
-        return {"train_loss": sum(losses) / len(losses), "lr": self.w_scheduler.get_last_lr()[0]}
+        steps = EpochMeans()
+        for x, y in self.train_batches():
+            steps.add("train_loss", self.weight_step(self.path_of(self.sample_arch()), x, y), self.training_where)
+        return {**steps.means(), "lr": self.w_scheduler.get_last_lr()[0]}
 
     def ranked(self, n: int) -> list[tuple[Arch, float]]:
         """The evolutionary search (budget.evolution_population x (generations + 1) evaluations; `n` does not

@@ -42,11 +42,17 @@ class SupernetMethod(Method):
         b = self.ctx.budget
         return self.ctx.data.batches("train", b.batch_size, self.generator, max_batches=self.steps_per_epoch)
 
-    def weight_step(self, path: Path, x: torch.Tensor, y: torch.Tensor) -> float:
-        """One SGD step (and cosine LR step) of the supernet weights on the sub-network `path`."""
+    @property
+    def training_where(self) -> str:
+        """Where a non-finite training loss happened, for the DivergenceError (oneshot_bench.training.EpochMeans)."""
+        return f"{self.name} supernet training"
+
+    def weight_step(self, path: Path, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One SGD step (and cosine LR step) of the supernet weights on the sub-network `path`; the detached loss,
+        on the device (no host sync)."""
         self.supernet.train()
         return optimizer_step(F.cross_entropy(self.supernet(x, path), y), self.w_optimizer, self.supernet,
-                              self.ctx.budget.grad_clip, self.w_scheduler, where=f"{self.name} supernet training")
+                              self.ctx.budget.grad_clip, self.w_scheduler)
 
     def random_val_batch(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A random search-val minibatch of n images (default: the budget's batch size), no augmentation."""

@@ -42,6 +42,13 @@ class Choice(str, Enum):
         return self.value
 
 
+class Precision(Choice):
+    """Arithmetic of the search's forward passes: fp32, or bf16 autocast (bfloat16 matmuls/convolutions with fp32
+    master weights, optimizer state and losses; no loss scaling needed, bf16 has fp32's exponent range)."""
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 @dataclass
 class NetConfig:
     """Size of a network built from a search space (supernet or standalone)."""
@@ -356,6 +363,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N; the device type is part of a run's identity
     deterministic: bool = True  # torch's deterministic kernels: a run repeats bit for bit with the same seed/threads
+    precision: Precision = Precision.fp32  # search-phase autocast; ground truth and final training stay fp32
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     sweep: Optional[SweepConfig] = None  # set by `+sweep=<method>`; outside every run's identity, like execution
 

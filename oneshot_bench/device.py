@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Optional
 
@@ -55,7 +56,9 @@ def device_for_job(spec: str, job_num: Optional[int]) -> str:
 def configure_torch(threads: int | None, seed: int, deterministic: bool) -> None:
     """Process-wide torch settings of a run: CPU threads, the seed, and deterministic kernels (ops with a
     nondeterministic parallel reduction, e.g. CUDA index_add/scatter in graph hypernetworks, switch to an ordered
-    one; hypernet rankings at small budgets move with float-level differences, so repeats must be exact)."""
+    one; hypernet rankings at small budgets move with float-level differences, so repeats must be exact). Without
+    determinism, cuDNN autotunes its convolution algorithms (`cudnn.benchmark`): faster on a GPU for fixed shapes,
+    but the chosen algorithm, hence the last bits of every result, can change between runs."""
     import os
 
     if threads:
@@ -65,6 +68,20 @@ def configure_torch(threads: int | None, seed: int, deterministic: bool) -> None
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode needs it
     # warn_only: an op without a deterministic kernel warns instead of failing the run
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def search_autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """The arithmetic of a run's search phases (training, scoring, derive, Top-Best's short training): bf16 autocast
+    on the run's device type (fp32 master weights; backward steps run outside it, oneshot_bench.training), or
+    plain fp32. Ground truth and the final training are never under it: they are the evaluator's, the same for
+    every run."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=str(precision) == "bf16")
+
+
+def full_precision(device: torch.device) -> AbstractContextManager:
+    """fp32 inside a search_autocast region (ground truth trained while a search phase asks for it)."""
+    return torch.autocast(device.type, enabled=False)
 
 
 def device_name(device: torch.device) -> str:

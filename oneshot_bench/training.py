@@ -19,26 +19,80 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 NO_EXTRAS = TrainingExtras()
 
 
+DIVERGENCE_CHECK_STEPS = 50  # a training loop reads its loss flags back every this many steps (one host sync)
+
+
+def nonfinite_message(where: str) -> str:
+    return (f"the loss became non-finite (nan or inf) during {where}. Lower the learning rate (budget.lr / method "
+            f"lr) or raise gradient clipping (budget.grad_clip); the run's last checkpoint is kept.")
+
+
 def check_finite(loss: torch.Tensor, where: str) -> None:
+    """Fail now on a non-finite value (a host sync: for checks outside per-step loops)."""
     if not torch.isfinite(loss):
-        raise DivergenceError(
-            f"the loss became {loss.item()} during {where}. Lower the learning rate (budget.lr / method lr) or "
-            f"raise gradient clipping (budget.grad_clip); the run's last checkpoint is kept.")
+        raise DivergenceError(nonfinite_message(where))
+
+
+class EpochMeans:
+    """The per-step scalars of a training epoch (losses, statistics), summed on their device and read back once, in
+    `means()`: a training step never waits for the device. Values added with a `where` are losses that must stay
+    finite; their flags are read every `check_every` of them (and in `means()`), so a diverging run stops within
+    that many steps with a DivergenceError naming where. Steps after a non-finite loss only touch weights that
+    are discarded: the error comes before the epoch's checkpoint."""
+
+    def __init__(self, check_every: int = DIVERGENCE_CHECK_STEPS):
+        self.check_every = check_every
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.finite: dict[str, torch.Tensor] = {}  # where -> all values so far finite (a device bool)
+        self.unchecked = 0
+
+    def add(self, name: str, value: torch.Tensor | float, where: Optional[str] = None) -> None:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().float()
+        self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.counts[name] = self.counts.get(name, 0) + 1
+        if where is not None:
+            ok = torch.isfinite(torch.as_tensor(value))
+            self.finite[where] = self.finite[where] & ok if where in self.finite else ok
+            self.unchecked += 1
+            if self.unchecked >= self.check_every:
+                self.check()
+
+    def check(self) -> None:
+        """One host sync: raise DivergenceError for the first `where` whose values were not all finite."""
+        self.unchecked = 0
+        if not self.finite:
+            return
+        flags = torch.stack([f.cpu() for f in self.finite.values()]).tolist()
+        for where, ok in zip(self.finite, flags, strict=True):
+            if not ok:
+                raise DivergenceError(nonfinite_message(where))
+
+    def means(self) -> dict[str, float]:
+        """Every name's mean over its steps (one host sync), after the divergence check."""
+        self.check()
+        if not self.sums:
+            return {}
+        values = [torch.as_tensor(s, dtype=torch.float64).cpu() / self.counts[k] for k, s in self.sums.items()]
+        return dict(zip(self.sums, torch.stack(values).tolist(), strict=True))
 
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, module: nn.Module, grad_clip: float,
-                   scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None, *, where: str) -> float:
-    """The one training step every loop takes: fail on a non-finite loss (naming `where`), backpropagate, clip the
-    gradient norm of `module`'s parameters at `grad_clip`, step the optimizer and the LR schedule. Parameters that
-    received no gradient keep grad None (`set_to_none`), so the optimizer neither decays nor moves them."""
-    check_finite(loss, where)
+                   scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None) -> torch.Tensor:
+    """The one training step every loop takes: backpropagate (outside autocast), clip the gradient norm of
+    `module`'s parameters at `grad_clip`, step the optimizer and the LR schedule; return the detached loss, still on
+    the device (add it to the epoch's EpochMeans with its `where`: that is where divergence is caught). No host
+    sync. Parameters that received no gradient keep grad None (`set_to_none`), so the optimizer neither decays nor
+    moves them."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    with torch.autocast(loss.device.type, enabled=False):
+        loss.backward()
     nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
-    return loss.item()
+    return loss.detach()
 
 
 def sgd(params: Iterable[torch.nn.Parameter], lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
@@ -55,12 +109,13 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 @torch.no_grad()
 def accuracy(forward: Forward, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Top-1 accuracy in percent over the given batches."""
-    correct = total = 0
+    """Top-1 accuracy in percent over the given batches (counted on the device, read once)."""
+    correct: torch.Tensor | int = 0
+    total = 0
     for x, y in batches:
-        correct += (forward(x).argmax(1) == y).sum().item()
+        correct = correct + (forward(x).argmax(1) == y).sum()
         total += len(y)
-    return 100.0 * correct / max(1, total)
+    return 100.0 * int(correct) / max(1, total)
 
 
 @torch.no_grad()
@@ -141,12 +196,14 @@ def train_standalone(net: nn.Module, data: DataBundle, cfg: TrainConfig, device:
     for epoch in range(cfg.epochs):
         if extras.drop_path > 0:
             net.drop_path_prob = extras.drop_path * epoch / cfg.epochs
+        losses = EpochMeans()
         for x, y in data.batches("train", cfg.batch_size, generator, max_batches=steps):
             loss = F.cross_entropy(net(cutout_batch(x, cutout, generator)), y)
             if extras.auxiliary_weight > 0:
                 loss = loss + extras.auxiliary_weight * F.cross_entropy(net.aux_logits, y)
-            optimizer_step(loss, opt, net, cfg.grad_clip, sched, where=f"{desc} training (epoch {epoch})")
+            losses.add("loss", optimizer_step(loss, opt, net, cfg.grad_clip, sched), f"{desc} training (epoch {epoch})")
             bar.update()
+        losses.check()
     bar.close()
     net.eval()
     out: dict[str, Any] = {}

@@ -155,6 +155,8 @@ def unmatched_settings(row: dict[str, Any], run_protocol: dict[str, Any], budget
             departures.append(f"{key}={value} (paper: {wanted})")
             continue
         return None
+    if run_protocol.get("precision", "fp32") != "fp32":  # the papers searched in fp32
+        departures.append(f"precision={run_protocol['precision']} (paper: fp32)")
     return departures
 
 

@@ -115,7 +115,8 @@ def variant_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
 def run_protocol(record: RunRecord) -> dict[str, Any]:
     """The selection protocol a run followed, with every setting resolved (what a paper row's protocol is matched
     against): selection name, k, candidates (the budget's when unset), final_seeds, final_channels and final_cells
-    (of the network its finalists were trained or looked up at), cutout, drop_path, auxiliary_weight."""
+    (of the network its finalists were trained or looked up at), cutout, drop_path, auxiliary_weight, and the search's
+    arithmetic (precision: fp32, or bf16 autocast)."""
     sel = dict(record.found.selection)
     budget = record.config.get("budget", {})
     return {"selection": sel.get("name", "top1"), "k": sel.get("k", 10),
@@ -123,7 +124,8 @@ def run_protocol(record: RunRecord) -> dict[str, Any]:
             "short_epochs": sel.get("short_epochs") or budget.get("standalone", {}).get("epochs"),
             "final_seeds": sel.get("final_seeds", 1), "final_channels": record.found.net.get("channels"),
             "final_cells": record.found.net.get("cells_per_stage"), "cutout": sel.get("cutout", 0),
-            "drop_path": sel.get("drop_path", 0.0), "auxiliary_weight": sel.get("auxiliary_weight", 0.0)}
+            "drop_path": sel.get("drop_path", 0.0), "auxiliary_weight": sel.get("auxiliary_weight", 0.0),
+            "precision": record.config.get("precision", "fp32")}
 
 
 def variant_label(record: RunRecord) -> str:
@@ -135,6 +137,8 @@ def variant_label(record: RunRecord) -> str:
     protocol = run_protocol(record)
     if protocol["selection"] != "top1":
         label += f" [{protocol_text(protocol)}]"
+    if protocol["precision"] != "fp32":
+        label += f" ({protocol['precision']} autocast search)"
     if record.method == "random" and record.hashes.truth.get("kind") == "trained":
         label += " (upper bound: same training as the truth)"
     adaptation = method_adaptation(record.method)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from oneshot_bench.atomic import read_json, write_json
 from oneshot_bench.config import NetConfig, TrainConfig, TrainingExtras
+from oneshot_bench.device import full_precision
 from oneshot_bench.training import NO_EXTRAS, seeded, train_standalone
 from search_spaces.base import Arch
 
@@ -53,8 +54,9 @@ class TrainedTruth(GroundTruth):
                         move_aside(path).name)
         start = time.perf_counter()
         model = seeded(lambda: self.space.build_standalone(arch, net), seed)
-        accs = train_standalone(model, ctx.data, train, ctx.device, seed, extras=extras, desc="ground truth",
-                                keep_correct=keep_correct)
+        with full_precision(ctx.device):  # the truth is cached and shared: never the search's bf16, whoever asks
+            accs = train_standalone(model, ctx.data, train, ctx.device, seed, extras=extras, desc="ground truth",
+                                    keep_correct=keep_correct)
         result = {"arch": self.space.encode(arch), "val_acc": accs["val_acc"], "test_acc": accs["test_acc"],
                   "seconds": time.perf_counter() - start, "train": asdict(train), "net": asdict(net),
                   "seed": seed, "extras": asdict(extras), "n_images": len(ctx.data.test)}
