@@ -9,8 +9,9 @@ Each case times two callables alternately (A B, B A, A B, ...) after a warm-up, 
 load, and reports the median of the per-pair ratios:
 - single-path weight step (SPOS, ENAS, ProxylessNAS, GreedyNAS) against the standalone net of the same arch, both at
   the budget's search net size and batch: the target is <= 1.1x;
-- DARTS' mixed op (every candidate, weighted, with DARTS' BN after pooling) against the sum of its candidates run one
-  by one, forward and backward, on the input one choice point sees in the supernet: the target is <= 1.15x;
+- DARTS' mixed op as its weight step runs it (every candidate, weighted, DARTS' BN after pooling) against the sum of
+  the same candidates run one by one, forward and backward, on the input one choice point sees in the supernet: the
+  target is <= 1.15x;
 - DARTS' and One-Shot's whole-supernet steps (all candidates run: no target, for scale);
 - GHN's and SMASH's generated-weights step (generate, run, backpropagate into the hypernetwork) against the
   standalone step of the same arch;
@@ -176,8 +177,9 @@ def standalone_scoring(ctx, arch) -> Callable[[], float]:
 
 
 def mixed_op_case(plan, x: torch.Tensor) -> tuple[Callable[[], Any], Callable[[], Any]]:
-    """(mixed op forward+backward, its candidates' forward+backward one by one) at the first choice point with a
-    parametrised candidate, on the input that point sees in the supernet."""
+    """(DARTS' mixed op forward+backward as its weight step runs it: every candidate, weighted by detached softmax
+    weights; its candidates as the mixed sum defines them, BN after pooling included, forward+backward one by one)
+    at the first choice point with a parametrised candidate, on the input that point sees in the supernet."""
     from search_spaces.base import ChoiceOp, WeightedChoice
 
     method = plan.method
@@ -189,8 +191,7 @@ def mixed_op_case(plan, x: torch.Tensor) -> tuple[Callable[[], Any], Callable[[]
         method.supernet(x, method.mixed_path(detach=True))
     hook.remove()
     inp = seen[0].requires_grad_(True)
-    weights = torch.softmax(torch.zeros(len(op.ops), device=inp.device), 0).requires_grad_(True)
-    entry = WeightedChoice(tuple(range(len(op.ops))), weights)
+    entry = WeightedChoice(tuple(range(len(op.ops))), torch.softmax(torch.zeros(len(op.ops), device=inp.device), 0))
     ones = [k for k in range(len(op.ops)) if k != op.zero_index]
 
     def mixed() -> None:
@@ -198,7 +199,8 @@ def mixed_op_case(plan, x: torch.Tensor) -> tuple[Callable[[], Any], Callable[[]
 
     def one_by_one() -> None:
         for k in ones:
-            op(inp, k).sum().backward()
+            y = op.candidates[k](inp)
+            op.mixed_norms[str(k)](y).sum().backward() if str(k) in op.mixed_norms else y.sum().backward()
     return mixed, one_by_one
 
 
