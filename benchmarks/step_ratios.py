@@ -3,7 +3,7 @@ measured as ratios in one run (pytest-benchmark's groups in benchmarks/test_sear
 the README's table).
 
     python benchmarks/step_ratios.py [--spaces nb201 darts_cell mbnet_chain] [--budget cpu] [--repeats 15]
-        [--device auto] [--cifar ../shared/data/cifar10-subset]
+        [--device auto] [--precision fp32] [--cifar ../shared/data/cifar10-subset]
 
 Each case times two callables alternately (A B, B A, A B, ...) after a warm-up, so both see the same machine
 load, and reports the median of the per-pair ratios:
@@ -93,6 +93,19 @@ class Ratio:
         return {"method": c.method, "space": c.space, "search step": c.kind, "against": c.reference_kind,
                 "search " + unit: per / self.search_s, "reference " + unit: per / self.reference_s,
                 "ratio": self.ratio, "target": c.target, "verdict": verdict}
+
+
+def under_autocast(case: StepCase, device: torch.device, precision: str) -> StepCase:
+    """The case with both sides run under the search's autocast (`precision=bf16`), as the runner runs a search."""
+    from oneshot_bench.device import search_autocast
+
+    def wrapped(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with search_autocast(device, precision):
+                return fn()
+        return run
+    return StepCase(case.method, case.space, case.kind, case.reference_kind, wrapped(case.search),
+                    wrapped(case.reference), case.images, case.sync)
 
 
 def paired_ratio(case: StepCase, repeats: int, warmup: int = 2) -> Ratio:
@@ -205,48 +218,56 @@ def mixed_op_case(plan, x: torch.Tensor) -> tuple[Callable[[], Any], Callable[[]
 
 
 def cases_for(method: str, space: str, overrides: list[str]) -> Iterator[StepCase]:
-    """The cases of one method on one space (prepared as a run of that budget would be)."""
+    """The cases of one method on one space (prepared as a run of that budget would be), both sides under the
+    run's precision."""
+    with prepared(method, space, overrides) as plan:
+        for case in _cases(method, space, plan):
+            yield under_autocast(case, plan.device, plan.cfg.precision)
+
+
+def _cases(method: str, space: str, plan) -> Iterator[StepCase]:
+    """The cases of `method` prepared by `plan` (fp32 callables)."""
     from oneshot_bench.training import optimizer_step
 
-    with prepared(method, space, overrides) as plan:
-        ctx, m = plan.method.ctx, plan.method
-        sync = _sync_for(ctx.device)
-        x, y = _batch(ctx)
-        arch = ctx.space.sample(random.Random(0))
-        reference = standalone_step(ctx, arch, x, y)
-        n = len(x)
-        if method in SINGLE_PATH:
-            path = m.path_of(arch)
-            yield StepCase(method, space, "single-path weight step", "standalone step, same arch",
-                           lambda: m.weight_step(path, x, y), reference, n, sync)
-        if method == "darts":
-            mixed, one_by_one = mixed_op_case(plan, x)
-            yield StepCase(method, space, "mixed op (all candidates)", "sum of its candidates, one by one",
-                           mixed, one_by_one, n, sync)
-            yield StepCase(method, space, "mixed supernet weight step", "standalone step, one arch",
-                           lambda: m.weight_step(m.mixed_path(detach=True), x, y), reference, n, sync)
-        if method == "oneshot":
-            yield StepCase(method, space, "one-shot step (path dropout)", "standalone step, one arch",
-                           lambda: m.oneshot_step(x, y), reference, n, sync)
-        if method in HYPERNETS:
-            hp_plan = m.plan(arch)
+    ctx, m = plan.method.ctx, plan.method
+    sync = _sync_for(ctx.device)
+    x, y = _batch(ctx)
+    arch = ctx.space.sample(random.Random(0))
+    reference = standalone_step(ctx, arch, x, y)
+    n = len(x)
+    if method in SINGLE_PATH:
+        path = m.path_of(arch)
+        yield StepCase(method, space, "single-path weight step", "standalone step, same arch",
+                       lambda: m.weight_step(path, x, y), reference, n, sync)
+    if method == "darts":
+        mixed, one_by_one = mixed_op_case(plan, x)
+        yield StepCase(method, space, "mixed op (all candidates)", "sum of its candidates, one by one",
+                       mixed, one_by_one, n, sync)
+        yield StepCase(method, space, "mixed supernet weight step", "standalone step, one arch",
+                       lambda: m.weight_step(m.mixed_path(detach=True), x, y), reference, n, sync)
+    if method == "oneshot":
+        yield StepCase(method, space, "one-shot step (path dropout)", "standalone step, one arch",
+                       lambda: m.oneshot_step(x, y), reference, n, sync)
+    if method in HYPERNETS:
+        hp_plan = m.plan(arch)
 
-            def generated() -> torch.Tensor:
-                loss = F.cross_entropy(m.run(hp_plan, m.generate(hp_plan), x), y)
-                return optimizer_step(loss, m.optimizer, m.hypernet, ctx.budget.grad_clip, m.scheduler)
-            yield StepCase(method, space, "generated-weights step", "standalone step, same arch", generated,
-                           reference, n, sync)
-        if method in SCORED:
-            yield StepCase(method, space, "scoring (BN recalibration)", "standalone recalibration + evaluation",
-                           lambda: m.score([arch]), standalone_scoring(ctx, arch), n, sync)
+        def generated() -> torch.Tensor:
+            loss = F.cross_entropy(m.run(hp_plan, m.generate(hp_plan), x), y)
+            return optimizer_step(loss, m.optimizer, m.hypernet, ctx.budget.grad_clip, m.scheduler)
+        yield StepCase(method, space, "generated-weights step", "standalone step, same arch", generated,
+                       reference, n, sync)
+    if method in SCORED:
+        yield StepCase(method, space, "scoring (BN recalibration)", "standalone recalibration + evaluation",
+                       lambda: m.score([arch]), standalone_scoring(ctx, arch), n, sync)
 
 
-def budget_overrides(budget: str, device: str, cifar: Optional[Path]) -> list[str]:
+def budget_overrides(budget: str, device: str, cifar: Optional[Path], precision: str = "fp32") -> list[str]:
     data = ["data=cifar10", f"data.root={cifar}"] if cifar is not None else []
-    return [f"budget={budget}", f"device={device}", *data]
+    return [f"budget={budget}", f"device={device}", f"precision={precision}", *data]
 
 
-def measure(spaces: list[str], methods: list[str], overrides: list[str], repeats: int) -> list[Ratio]:
+def measure(spaces: list[str], methods: list[str], overrides: list[str], repeats: int,
+            kinds: Optional[list[str]] = None) -> list[Ratio]:
     from methods.base import get_method
     from oneshot_bench.errors import ConfigError
     from search_spaces import get_space
@@ -260,6 +281,8 @@ def measure(spaces: list[str], methods: list[str], overrides: list[str], repeats
                 print(f"({method} on {space}: not run, {unsupported})", flush=True)
                 continue
             for case in cases_for(method, space, overrides):
+                if kinds and not any(case.kind.startswith(k) for k in kinds):
+                    continue
                 out.append(paired_ratio(case, repeats))
                 print(_fmt_row(out[-1].row()), flush=True)
     return out
@@ -277,8 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spaces", nargs="+", default=["nb201", "darts_cell", "mbnet_chain"])
     parser.add_argument("--methods", nargs="+", default=[*SINGLE_PATH, *ALL_CANDIDATES, *HYPERNETS])
+    parser.add_argument("--kinds", nargs="+", help="only steps whose kind starts so (e.g. 'mixed op')")
     parser.add_argument("--budget", default="cpu", help="the budget whose net size, resolution and batch are timed")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="both sides under this autocast")
     parser.add_argument("--repeats", type=int, default=15, help="timed pairs per case (after 2 warm-up pairs)")
     parser.add_argument("--cifar", type=Path, help="CIFAR-10 python-batch folder (default: the embedded digits)")
     args = parser.parse_args(argv)
@@ -288,11 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         print(f"error: --repeats {args.repeats}: must be at least 1.", file=sys.stderr)
         return 2
-    print(f"budget={args.budget}, device={args.device}, threads={torch.get_num_threads()}, "
+    print(f"budget={args.budget}, device={args.device}, precision={args.precision}, threads={torch.get_num_threads()}, "
           f"median of {args.repeats} alternating pairs")
     print("| method | space | search step | against | search | reference | ratio | target |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    measure(args.spaces, args.methods, budget_overrides(args.budget, args.device, args.cifar), args.repeats)
+    measure(args.spaces, args.methods, budget_overrides(args.budget, args.device, args.cifar, args.precision),
+            args.repeats, args.kinds)
     return 0
 
 

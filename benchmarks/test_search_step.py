@@ -60,3 +60,19 @@ def test_paired_ratio_alternates_and_takes_the_median_of_pair_ratios(monkeypatch
     assert ratio.ratio == 1.5 and ratio.search_s == 3 and ratio.reference_s == 2
     assert calls[:4] == ["search", "reference", "reference", "search"]
     assert ratio.row()["verdict"] == "ABOVE" and ratio.row()["search images/s"] == 64 / 3
+
+
+def test_cases_run_under_the_runs_precision():
+    """--precision bf16 times both sides under the search's autocast: the reference's logits are bf16 there."""
+    import torch
+
+    case = next(cases_for("spos", "nb201", [*OVERRIDES, "precision=bf16"]))
+    seen: list[torch.dtype] = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, _inputs, out: seen.append(out.dtype) if isinstance(module, torch.nn.Linear) else None)
+    try:
+        case.search()
+        case.reference()
+    finally:
+        handle.remove()
+    assert seen == [torch.bfloat16, torch.bfloat16]
