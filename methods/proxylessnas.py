@@ -74,7 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oneshot_bench.config import Choice
-from oneshot_bench.device import device_name
+from oneshot_bench.device import device_name, host_to
 from oneshot_bench.errors import ConfigError
 from oneshot_bench.measure import flops_of_calls, median_latency_ms
 from oneshot_bench.training import EpochMeans
@@ -319,8 +319,8 @@ class ProxylessNAS(ArchDistributionMethod):
         self.supernet.train()
         sample = self.sample_two_paths()
         self.last_arch_sample = sample
-        gates = [torch.tensor([1.0 if i == active else 0.0, 1.0 if j == active else 0.0], device=x.device,
-                              requires_grad=True) for i, j, active in sample]
+        flags = torch.tensor([[1.0 if i == active else 0.0, 1.0 if j == active else 0.0] for i, j, active in sample])
+        gates = [g.clone().requires_grad_(True) for g in host_to(flags, x.device).unbind(0)]  # one queued copy
         path = [WeightedChoice((i, j), g) for (i, j, _), g in zip(sample, gates, strict=True)]
         ce = F.cross_entropy(self.supernet(x, path), y)
         loss, stats = ce, {"arch_ce": ce.detach()}

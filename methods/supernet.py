@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oneshot_bench.device import host_to
 from oneshot_bench.training import accuracy, cosine, optimizer_step, recalibrate_bn, sgd, steps_per_epoch
 from search_spaces.base import ENCODE, SAMPLE, SUPERNET, Arch, Path
 from search_spaces.ops import make_choice_bn_non_affine
@@ -57,7 +58,8 @@ class SupernetMethod(Method):
     def random_val_batch(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A random search-val minibatch of n images (default: the budget's batch size), no augmentation."""
         val = self.ctx.data.val
-        idx = torch.randperm(len(val), generator=self.generator)[:n or self.ctx.budget.batch_size].to(val.y.device)
+        idx = torch.randperm(len(val), generator=self.generator)[:n or self.ctx.budget.batch_size]
+        idx = host_to(idx, val.y.device)
         return val.x[idx].contiguous(memory_format=torch.channels_last), val.y[idx]
 
     def path_of(self, arch: Arch) -> list[int]:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DataConfig, Dataset
+from .device import host_to
 from .errors import DataError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -62,7 +63,7 @@ class DataBundle:
         n = len(data)
         if n == 0:
             raise DataError(f"the {split} split is empty; lower data.val_fraction or raise the image caps.")
-        order = torch.randperm(n, generator=generator).to(data.y.device) if shuffle else torch.arange(
+        order = host_to(torch.randperm(n, generator=generator), data.y.device) if shuffle else torch.arange(
             n, device=data.y.device)
         augment = (split == "train" and self.augment) if augment is None else augment
         for b, start in enumerate(range(0, n, batch_size)):
@@ -85,11 +86,11 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     b, c, h, w = x.shape
     pad = max(1, h // 8)
     padded = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    oy = host_to(torch.randint(0, 2 * pad + 1, (b,), generator=generator), x.device)
+    ox = host_to(torch.randint(0, 2 * pad + 1, (b,), generator=generator), x.device)
     rows = oy[:, None] + torch.arange(h, device=x.device)  # b x h
     cols = ox[:, None] + torch.arange(w, device=x.device)  # b x w
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    flip = host_to(torch.rand(b, generator=generator) < 0.5, x.device)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     bi = torch.arange(b, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # b x h x w x c
@@ -102,8 +103,8 @@ def cutout_batch(x: torch.Tensor, length: int, generator: torch.Generator) -> to
     if length <= 0:
         return x
     b, _, h, w = x.shape
-    cy = torch.randint(0, h, (b,), generator=generator).to(x.device)
-    cx = torch.randint(0, w, (b,), generator=generator).to(x.device)
+    cy = host_to(torch.randint(0, h, (b,), generator=generator), x.device)
+    cx = host_to(torch.randint(0, w, (b,), generator=generator), x.device)
     rows = torch.arange(h, device=x.device)[None, :]
     cols = torch.arange(w, device=x.device)[None, :]
     inside_y = (rows >= (cy - length // 2)[:, None]) & (rows < (cy - length // 2 + length)[:, None])

@@ -79,6 +79,15 @@ def search_autocast(device: torch.device, precision: str) -> AbstractContextMana
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=str(precision) == "bf16")
 
 
+def host_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor (drawn from a CPU generator: indices, augmentation offsets, gates) on `device`, without a host
+    sync: a copy from pageable memory to CUDA waits for the device, one from pinned memory is queued (the caching
+    host allocator keeps the pinned block until the copy is done). On the CPU, the tensor itself."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def full_precision(device: torch.device) -> AbstractContextManager:
     """fp32 inside a search_autocast region (ground truth trained while a search phase asks for it)."""
     return torch.autocast(device.type, enabled=False)

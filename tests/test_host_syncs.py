@@ -136,3 +136,29 @@ def test_cuda_training_epoch_syncs_do_not_grow_with_steps(smoke_config, method):
         return sum("synchronizing" in str(w.message) for w in caught)
 
     assert syncs(2) == syncs(4)
+
+
+def test_host_to_is_the_tensor_itself_on_cpu():
+    from oneshot_bench.device import host_to
+
+    t = torch.arange(5)
+    assert host_to(t, torch.device("cpu")) is t
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_host_to_cuda_queues_the_copy_without_a_sync():
+    import warnings
+
+    from oneshot_bench.device import host_to
+
+    t = torch.randint(0, 9, (128,))
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            moved = host_to(t, torch.device("cuda"))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert not [w for w in caught if "synchronizing" in str(w.message)]
+    assert torch.equal(moved.cpu(), t)
