@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,9 +79,10 @@ class ResultsStore:
         run_dir = self.run_dir(run_id)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            probe = run_dir / ".write-probe"
-            probe.write_bytes(b"ok")
-            probe.unlink()
+            # a probe of this process' own (an identical run starting at the same moment probes the same folder)
+            with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-probe-") as probe:
+                probe.write(b"ok")
+                probe.flush()
         except OSError as e:
             raise ConfigError(f"cannot write results under {run_dir} ({e.strerror or e}); make it writable or choose "
                               f"another folder with execution.results_dir=<dir>.") from None

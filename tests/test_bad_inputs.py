@@ -353,6 +353,33 @@ def test_a_random_run_killed_while_scoring_redoes_no_finished_training(smoke_con
     assert record.ranking.proxy == uninterrupted.ranking.proxy and record.found.arch == uninterrupted.found.arch
 
 
+def test_writability_checks_of_identical_runs_starting_together_do_not_collide(tmp_path):
+    """Two processes starting the same run probe the same folder at once (a shared probe name let one delete the
+    other's probe: 'No such file or directory', exit 2, seen in CI); threads reproduce the interleaving."""
+    import threading
+
+    from evaluators.store import ResultsStore
+
+    store, errors, start = ResultsStore(tmp_path), [], threading.Barrier(2)
+
+    def probe():
+        start.wait()
+        for _ in range(300):
+            try:
+                store.check_writable("run", 0)
+            except Exception as e:  # noqa: BLE001 - any failure is the finding
+                errors.append(e)
+                return
+
+    threads = [threading.Thread(target=probe) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert not [p for p in (tmp_path / "runs" / "run").iterdir() if p.name.startswith(".write-probe")]
+
+
 def test_two_identical_runs_at_once_compute_once(tmp_path):
     args = [sys.executable, "run.py", "method=spos", "space=mbnet_chain", f"execution.results_dir={tmp_path}",
             "execution.threads=1"]
