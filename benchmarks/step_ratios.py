@@ -158,8 +158,7 @@ def _sync_for(device: torch.device) -> Callable[[], None]:
 def _batch(ctx) -> tuple[torch.Tensor, torch.Tensor]:
     """One training batch of the budget's size, as the methods' loops see it (channels_last, on the device)."""
     g = torch.Generator().manual_seed(0)
-    x, y = next(iter(ctx.data.batches("train", ctx.budget.batch_size, g)))
-    return x.contiguous(memory_format=torch.channels_last), y
+    return next(iter(ctx.data.batches("train", ctx.budget.batch_size, g)))
 
 
 def standalone_step(ctx, arch, x: torch.Tensor, y: torch.Tensor) -> Callable[[], torch.Tensor]:

@@ -64,7 +64,7 @@ class EpochMeans:
         self.unchecked = 0
         if not self.finite:
             return
-        flags = torch.stack([f.cpu() for f in self.finite.values()]).tolist()
+        flags = _read_back(list(self.finite.values()))
         for where, ok in zip(self.finite, flags, strict=True):
             if not ok:
                 raise DivergenceError(nonfinite_message(where))
@@ -74,8 +74,14 @@ class EpochMeans:
         self.check()
         if not self.sums:
             return {}
-        values = [torch.as_tensor(s, dtype=torch.float64).cpu() / self.counts[k] for k, s in self.sums.items()]
-        return dict(zip(self.sums, torch.stack(values).tolist(), strict=True))
+        sums = _read_back(list(self.sums.values()))
+        return {k: total / self.counts[k] for k, total in zip(self.sums, sums, strict=True)}
+
+
+def _read_back(values: list[torch.Tensor | float]) -> list[float]:
+    """Scalars (device tensors or floats) as floats, stacked on their device and copied back in one read."""
+    device = next((v.device for v in values if isinstance(v, torch.Tensor)), torch.device("cpu"))
+    return torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values]).tolist()
 
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, module: nn.Module, grad_clip: float,
