@@ -77,6 +77,23 @@ def print_summary(record: RunRecord) -> None:
     Console().print(table)
 
 
+def print_transfer_summary(record) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from evaluators.transfer import summary_lines
+
+    table = Table(title=f"transfer of a {record.space} arch to {record.data['name']} (seed {record.seed})")
+    if record.departures:
+        table.title = f"{table.title}: NOT THE PAPER'S PROTOCOL"
+        table.title_style = "bold yellow"
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for label, value in summary_lines(record):
+        table.add_row(label, value)
+    Console().print(table)
+
+
 @hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")  # absolute: also when imported
 def main(cfg: DictConfig) -> float:
     from evaluators.runner import precompute_truth, run_benchmark
@@ -97,6 +114,12 @@ def main(cfg: DictConfig) -> float:
             print(f"ground truth ready for {done['archs']} sample archs of {done['space']} "
                   f"({done['truth']['name']}, {done['seconds']:.0f} s, mean test acc {done['mean_test_acc']:.2f}%)")
             return done["mean_test_acc"]
+        if execution.mode == Mode.transfer:
+            from evaluators.transfer import run_transfer
+
+            transfer = run_transfer(run_cfg)
+            print_transfer_summary(transfer)
+            return float(transfer.top1)
         if execution.mode == Mode.report:
             from reports.__main__ import main as report_main
 

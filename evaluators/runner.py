@@ -75,7 +75,7 @@ def identity_of(cfg: RunConfig, method: Method, truth: GroundTruth, device: torc
     its sha256 instead of where it lives (the same files under another path are the same run; changed files are
     not)."""
     config = asdict(cfg)
-    del config["execution"], config["sweep"]
+    del config["execution"], config["sweep"], config["transfer"]
     for key in ("ranking_every", "anytime_sample", "anytime_share"):  # training is bit-identical (anytime.py)
         del config["budget"][key]
     config["method"]["params"] = method.hparams_dict()
@@ -296,7 +296,10 @@ def short_training(run: PreparedRun, arch: Arch) -> float:
     plan, budget, sel = run.plan, run.plan.cfg.budget, run.plan.cfg.selection
     train = replace(budget.standalone, epochs=sel.short_epochs or budget.standalone.epochs)
     seed = plan.method.arch_seed(arch, "selection")
-    net = seeded(lambda: plan.space.build_standalone(arch, sel.final_net(run.final_net)), seed)  # what it selects for
+    # the final network's shape (what it selects for), on the run's images: a tabular truth's network is its
+    # benchmark's (CIFAR-10: 3 channels, 10 classes), which the run's data need not be
+    shape = replace(sel.final_net(run.final_net), in_channels=run.data.in_channels, num_classes=run.data.num_classes)
+    net = seeded(lambda: plan.space.build_standalone(arch, shape), seed)
     return train_standalone(net, run.data, train, plan.device, seed, desc="top-best: short training",
                             eval_splits=("val",))["val_acc"]
 

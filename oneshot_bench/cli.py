@@ -68,6 +68,9 @@ def grid_runs(args: list[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*options)]
 
 
+OPTIONAL_GROUPS = {"sweep": "spos", "transfer": "imagenet_mobile"}  # config groups that are absent unless selected
+
+
 def check_composes(args: list[str], conf_dir: Path) -> Any:
     """Compose the configuration as Hydra will (one run), turning any composition error into a ConfigError: a
     mistyped or unknown method/truth parameter is named with the valid ones; returns the composed config. Needs
@@ -80,6 +83,12 @@ def check_composes(args: list[str], conf_dir: Path) -> Any:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             return compose("config", overrides=overrides)
 
+    for group, example in OPTIONAL_GROUPS.items():  # their keys exist only once the group is selected
+        keys = [a.lstrip("+~").split("=", 1)[0] for a in args]
+        setting = next((k for k in keys if k.startswith(f"{group}.")), None)
+        if setting and group not in keys:
+            raise ConfigError(f"{setting} sets a key of the {group} group, which this command does not select; add "
+                              f"+{group}=<name> first (conf/{group}/), e.g. +{group}={example}.")
     try:
         return composed(args)
     except (HydraException, OmegaConfBaseException) as e:

@@ -171,6 +171,7 @@ class BudgetConfig:
 class Dataset(Choice):
     digits = "digits"  # scikit-learn's bundled 8x8 digits (offline)
     cifar10 = "cifar10"  # the official python batches from data.root or $ONESHOT_CIFAR10_ROOT
+    imagenet = "imagenet"  # train/ and val/ class folders from data.root or $ONESHOT_IMAGENET_ROOT (transfers only)
 
 
 @dataclass
@@ -263,6 +264,7 @@ class TruthConfig:
 
 class Mode(Choice):
     search = "search"  # a benchmark run
+    transfer = "transfer"  # train a found arch on another dataset's network (`+transfer=imagenet_mobile`)
     truth = "truth"  # only fill the ground-truth cache for the shared arch sample
     report = "report"  # rebuild the HTML report from the records under results_dir; nothing trains
     sweep = "sweep"  # an Optuna study over the `sweep` group's search space (`+sweep=<method>` selects it)
@@ -323,6 +325,59 @@ class SweepConfig:
 
 
 @dataclass
+class TransferConfig:
+    """Training a searched cell in another setting's network and evaluating it (`+transfer=imagenet_mobile`, which
+    selects mode=transfer and data=imagenet): the ImageNet mobile setting of DARTS (Liu et al. 2019, Sec. 3.3 and
+    the official train_imagenet.py), which GHN and the other DARTS-space papers follow. Like `execution`, it is not
+    part of any search run's identity; a transfer has its own id (evaluators/transfer.py)."""
+
+    source: Optional[str] = None  # a run id under execution.results_dir (its found arch), or an encoded arch
+    channels: Optional[int] = None  # initial width C; null: the largest even C under `madds_limit` (DARTS: 48)
+    cells_per_stage: int = 4  # N: 3N + 2 cells with two reductions (DARTS: 14 cells)
+    resolution: int = 224  # training crop side; evaluation resizes to 256/224 of it, then centre-crops
+    madds_limit: Optional[float] = 600e6  # multiply-adds of one image (the mobile setting); null: no limit
+    epochs: int = 250
+    batch_size: int = 128
+    lr: float = 0.1
+    lr_decay: float = 0.97  # the learning rate is multiplied by this after every epoch
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    grad_clip: float = 5.0
+    label_smoothing: float = 0.1
+    auxiliary_weight: float = 0.4  # 0: no auxiliary head
+    drop_path: float = 0.0  # reached at the last epoch, linearly (DARTS' ImageNet training: 0)
+    max_train_images: Optional[int] = None  # images per epoch (a fixed seeded subset); null: all
+    max_val_images: Optional[int] = None  # images evaluated (a fixed seeded subset); null: all
+    workers: int = 4  # DataLoader worker processes decoding images (0: in the main process)
+
+    def __post_init__(self) -> None:
+        t = "transfer"
+        require(self.channels is None or self.channels >= 2, f"{t}.channels", self.channels,
+                "it must be >= 2, or null for the largest width under transfer.madds_limit")
+        require(self.cells_per_stage >= 1, f"{t}.cells_per_stage", self.cells_per_stage, "it must be >= 1")
+        require(self.resolution >= 16, f"{t}.resolution", self.resolution,
+                "the ImageNet network halves the image 5 times: use at least 16 px (DARTS: 224)")
+        require(self.madds_limit is None or self.madds_limit > 0, f"{t}.madds_limit", self.madds_limit,
+                "it must be > 0, or null for no limit")
+        require(self.channels is not None or self.madds_limit is not None, f"{t}.channels", self.channels,
+                "with transfer.madds_limit=null the width must be given, e.g. transfer.channels=48")
+        require(self.epochs >= 1, f"{t}.epochs", self.epochs, "it must be >= 1")
+        require(self.batch_size >= 1, f"{t}.batch_size", self.batch_size, "it must be >= 1")
+        require(self.lr > 0, f"{t}.lr", self.lr, "it must be > 0")
+        require(0 < self.lr_decay <= 1, f"{t}.lr_decay", self.lr_decay, "it must be in (0, 1]")
+        require(0 <= self.momentum < 1, f"{t}.momentum", self.momentum, "it must be in [0, 1)")
+        require(self.weight_decay >= 0, f"{t}.weight_decay", self.weight_decay, "it must be >= 0")
+        require(self.grad_clip > 0, f"{t}.grad_clip", self.grad_clip, "it must be > 0")
+        require(0 <= self.label_smoothing < 1, f"{t}.label_smoothing", self.label_smoothing, "it must be in [0, 1)")
+        require(self.auxiliary_weight >= 0, f"{t}.auxiliary_weight", self.auxiliary_weight, "it must be >= 0")
+        require(0 <= self.drop_path < 1, f"{t}.drop_path", self.drop_path, "it must be in [0, 1)")
+        for key in ("max_train_images", "max_val_images"):
+            value = getattr(self, key)
+            require(value is None or value >= 1, f"{t}.{key}", value, "it must be >= 1, or null for all images")
+        require(self.workers >= 0, f"{t}.workers", self.workers, "it must be >= 0")
+
+
+@dataclass
 class ExecutionConfig:
     """Where and how a run executes: locations and controls. Nothing here changes what a run measures, so a run's
     identity (its id) is the whole RunConfig except this group. Select `mode` with `mode=<name>` (conf/mode/)."""
@@ -366,10 +421,13 @@ class RunConfig:
     precision: Precision = Precision.fp32  # search-phase autocast; ground truth and final training stay fp32
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     sweep: Optional[SweepConfig] = None  # set by `+sweep=<method>`; outside every run's identity, like execution
+    transfer: Optional[TransferConfig] = None  # set by `+transfer=<setting>`; outside every search run's identity
 
     def __post_init__(self) -> None:
         require(self.execution.mode != Mode.sweep or self.sweep is not None, "mode", "sweep",
                 "a sweep needs its search space: add +sweep=<method> (conf/sweep/)")
+        require(self.execution.mode != Mode.transfer or self.transfer is not None, "mode", "transfer",
+                "a transfer needs its setting: add +transfer=imagenet_mobile (conf/transfer/)")
         require(self.seed >= 0, "seed", self.seed, "seeds must be >= 0")
         require(self.device in ("auto", "cpu", "cuda") or (self.device.startswith("cuda:")
                                                             and self.device[5:].isdigit()),

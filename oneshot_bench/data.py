@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .config import DataConfig, Dataset
 from .device import host_to
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -239,6 +239,8 @@ def cifar10_folder(cfg: DataConfig) -> Path:
 def data_sha256(cfg: DataConfig) -> str:
     """The data's identity, computed without decoding it: the sha256 of the raw files (CIFAR-10, checked before
     anything is unpickled) or of the bundled arrays (digits). Part of every run's id."""
+    if cfg.name == Dataset.imagenet:
+        raise ConfigError(IMAGENET_SEARCH)
     if cfg.name == Dataset.cifar10:
         folder = cifar10_folder(cfg)
         missing = [f for f in CIFAR10_FILES if not (folder / f).is_file()]
@@ -250,8 +252,15 @@ def data_sha256(cfg: DataConfig) -> str:
     return hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
 
 
+IMAGENET_SEARCH = ("data=imagenet is for transfers: a search holds its images on the device, and ImageNet does not "
+                   "fit there. Search on data=cifar10 and transfer the found cell, as the papers do: python run.py "
+                   "+transfer=imagenet_mobile transfer.source=<run id> data.root=<imagenet folder>.")
+
+
 def load_data(cfg: DataConfig, *, resolution: int, seed: int, max_train_images: Optional[int] = None,
               max_val_images: Optional[int] = None) -> DataBundle:
+    if cfg.name == Dataset.imagenet:
+        raise ConfigError(IMAGENET_SEARCH)
     if cfg.name == Dataset.digits:
         x, y = _digits()
         # fixed test split (20%) independent of the run seed, so final accuracies are comparable across seeds

@@ -125,6 +125,13 @@ def accuracy(forward: Forward, batches: Iterable[tuple[torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
+def topk_correct(logits: torch.Tensor, y: torch.Tensor, ks: tuple[int, ...]) -> torch.Tensor:
+    """How many images have their label among the k highest logits, for each k (a device tensor; no host sync)."""
+    top = logits.topk(max(ks), dim=1).indices == y[:, None]  # images x max(k), one True at most per row
+    return torch.stack([top[:, :k].any(1).sum() for k in ks])
+
+
+@torch.no_grad()
 def correct_per_image(forward: Forward, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """Whether each image (in batch order) is classified correctly: what a paired test between two nets needs."""
     return torch.cat([(forward(x).argmax(1) == y).cpu() for x, y in batches])

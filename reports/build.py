@@ -11,6 +11,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from evaluators.record import RunRecord
+from evaluators.transfer import load_transfer_records
 
 from . import formatting as fmt
 from .comparison import REFERENCE_METHOD, SummaryRow, best_reference_text, compare
@@ -96,7 +97,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, title: str = "one
     records = load_records(results_dir)
     runs, points = runs_frame(records), points_frame(records)
     settings = build_settings(runs, points, records) if records else []
-    tables: list[PaperTable] = build_tables(runs, records=records)
+    tables: list[PaperTable] = build_tables(runs, records=records, transfers=load_transfer_records(results_dir))
     meta: list[RunMeta] = run_metadata(records)
     versions: list[VersionRow] = version_table(records)
     studies: list[StudyView] = build_studies(results_dir)

@@ -111,12 +111,15 @@ class PaperTable:
 def load_specs(path: Path = PAPER_TABLES) -> dict[str, Any]:
     with open(path) as f:
         spec = yaml.safe_load(f)
+    from .transfers import TRANSFER_METRICS
+
     for table in spec["tables"]:
         if table["source"] not in spec["sources"]:
             raise ValueError(f"{path}: table {table['id']} cites unknown source {table['source']!r}")
+        metrics = TRANSFER_METRICS if is_transfer(table) else MEASURED_METRICS
         for col in table["columns"]:
-            if col["metric"] not in MEASURED_METRICS:
-                raise ValueError(f"{path}: unknown metric {col['metric']!r}. Valid: {sorted(MEASURED_METRICS)}")
+            if col["metric"] not in metrics:
+                raise ValueError(f"{path}: unknown metric {col['metric']!r}. Valid: {sorted(metrics)}")
         for row in table["rows"]:
             if not isinstance(row.get("reproduce", True), bool):
                 raise ValueError(f"{path}: row {row['label']!r}: `reproduce` must be true or false")
@@ -127,6 +130,11 @@ def load_specs(path: Path = PAPER_TABLES) -> dict[str, Any]:
                 raise ValueError(f"{path}: row {row['label']!r} needs a protocol with `selection` and only the keys "
                                  f"{PROTOCOL_KEYS} (got {sorted(unknown)})")
     return spec
+
+
+def is_transfer(table: dict[str, Any]) -> bool:
+    """A table of transferred cells (e.g. ImageNet mobile), filled from transfer records, not search runs."""
+    return table.get("kind") == "transfer"
 
 
 def method_is_configured(method: str) -> bool:
@@ -292,11 +300,16 @@ def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame,
                       columns=[c["label"] for c in columns], rows=rows)
 
 
-def build_tables(runs: pd.DataFrame, path: Path = PAPER_TABLES,
-                 records: Optional[list[RunRecord]] = None) -> list[PaperTable]:
+def build_tables(runs: pd.DataFrame, path: Path = PAPER_TABLES, records: Optional[list[RunRecord]] = None,
+                 transfers: Optional[list[Any]] = None) -> list[PaperTable]:
+    """Every table of the data file: search tables from `runs`/`records`, transfer tables from `transfers`
+    (evaluators.transfer.TransferRecord)."""
+    from .transfers import build_transfer_table
+
     spec = load_specs(path)
     runs = runs[runs["method"] != REFERENCE_METHOD] if len(runs) else runs  # zc fills reference rows only
-    return [build_table(spec, t, runs, records) for t in spec["tables"]]
+    return [build_transfer_table(spec, t, transfers or []) if is_transfer(t) else build_table(spec, t, runs, records)
+            for t in spec["tables"]]
 
 
 def table_spec(table_id: str, path: Path = PAPER_TABLES) -> dict[str, Any]:

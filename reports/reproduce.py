@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .paper_tables import protocol_for, table_spec
+from .paper_tables import is_transfer, protocol_for, table_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-subset"
@@ -95,6 +95,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         table = table_spec(args.table)
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    if is_transfer(table):
+        print(f"error: {args.table} is a transfer table: its rows need real ImageNet, which is yours to supply. "
+              f"Search on CIFAR-10, then run `python run.py +transfer={table['transfer']} transfer.source=<run id> "
+              f"data.root=<ImageNet folder>` (README: 'ImageNet transfer').", file=sys.stderr)
         return 2
     rows = reproduced_rows(table)
     setting, budget = table["setting"], table["reproduce_budget"]

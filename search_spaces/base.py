@@ -339,6 +339,12 @@ class SearchSpace(ABC):
     def build_standalone(self, arch: Arch, net: NetConfig) -> nn.Module:
         """A plain nn.Module computing `arch` alone (forward(x) -> logits)."""
 
+    def build_imagenet(self, arch: Arch, net: NetConfig) -> nn.Module:
+        """`arch` in this space's ImageNet (mobile setting) network, for transfers (forward(x) -> logits;
+        `enable_auxiliary()` adds an auxiliary head whose training logits land in `aux_logits`)."""
+        raise ConfigError(f"space {self.name!r} has no ImageNet network to transfer its archs to; transfers take "
+                          f"darts_cell archs (DARTS' NetworkImageNet).")
+
     def arch_to_path(self, arch: Arch) -> list[int]:
         """Single-path view of `arch` in the supernet: one candidate index per choice point."""
         raise NotImplementedError(f"space {self.name} has no supernet")

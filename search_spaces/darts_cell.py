@@ -243,10 +243,15 @@ class _NetworkCIFAR(nn.Module):
         c = net.channels
         self.stem = nn.Sequential(nn.Conv2d(net.in_channels, STEM_MULTIPLIER * c, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(STEM_MULTIPLIER * c))
+        self._build_cells(net, make_cell, STEM_MULTIPLIER * c, reduction_prev=False)
+
+    def _build_cells(self, net: NetConfig, make_cell: CellFactory, stem_channels: int, reduction_prev: bool) -> None:
+        """3N + 2 cells after a stem of `stem_channels` (`reduction_prev`: the stem's last op halved the
+        resolution, so the first cell reduces its older input), then global pooling and the classifier."""
+        c = net.channels
         num_cells = 3 * net.cells_per_stage + 2
         reductions = {num_cells // 3, 2 * num_cells // 3}  # DARTS' positions: after each N normal cells
-        c_prev_prev = c_prev = STEM_MULTIPLIER * c
-        reduction_prev = False
+        c_prev_prev = c_prev = stem_channels
         cells = []
         for k in range(num_cells):
             reduction = k in reductions
@@ -297,20 +302,74 @@ class DartsNet(_NetworkCIFAR):
 
         self._build(net, make_cell)
         self.drop_path_prob = 0.0
-        self.auxiliary_head: Optional[AuxiliaryHead] = None
+        self.auxiliary_head: Optional[nn.Module] = None  # AuxiliaryHead, or the ImageNet one
         self.aux_logits: Optional[torch.Tensor] = None
 
     def enable_auxiliary(self) -> None:
         if self.auxiliary_head is None:
             self.auxiliary_head = AuxiliaryHead(self.aux_channels, self.num_classes)
 
+    def _stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two inputs of the first cell."""
+        s = self.stem(x)
+        return s, s
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s0 = s1 = self.stem(x)
+        s0, s1 = self._stems(x)
         for k, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if k == self.aux_index and self.auxiliary_head is not None and self.training:
                 self.aux_logits = self.auxiliary_head(s1)
         return self._logits(s1)
+
+
+class AuxiliaryHeadImageNet(nn.Module):
+    """DARTS' AuxiliaryHeadImageNet, on the second reduction cell's output (7x7 at 224 px): ReLU, 5x5 average pool
+    at stride 2 (7x7 -> 2x2), 1x1 conv to 128, BN, ReLU, 2x2 conv to 768, ReLU, linear. As in the official code the
+    BN after the 2x2 conv is left out ("omitted in my earlier implementation ... for consistency with the
+    experiments in the paper"). Other map sizes (images below 224 px) pool adaptively to 2x2."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(x)
+        x = (F.avg_pool2d(x, 5, stride=2, count_include_pad=False) if x.shape[-1] == 7
+             else F.adaptive_avg_pool2d(x, 2))
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class DartsImageNetNet(DartsNet):
+    """DARTS' NetworkImageNet, the network of the ImageNet mobile setting that DARTS-space cells are transferred
+    to: stem0 = 3x3 conv stride 2 to C/2, BN, ReLU, 3x3 conv stride 2 to C, BN (224 -> 56 px); stem1 = ReLU, 3x3
+    conv stride 2, BN (-> 28 px); then 3N + 2 cells with reductions at (3N + 2)//3 and 2(3N + 2)//3 (DARTS: C=48,
+    14 cells, i.e. N=4: 28 -> 14 -> 7 px), global average pooling and a linear classifier. The first cell's older
+    input comes from stem0 at twice stem1's resolution, so it is reduced (FactorizedReduce), as in DARTS.
+    Departure: global pooling is adaptive (DARTS: a fixed 7x7 average pool, the same at 224 px), so smaller images
+    (tests) run too. The GHN paper describes its ImageNet net as NASNet's (one stride-2 conv, then 14 cells reducing
+    at cells 1, 2, 6 and 10); this harness uses DARTS' network for every DARTS-space method alike."""
+
+    def _build(self, net: NetConfig, make_cell: CellFactory) -> None:
+        _check_net(net)
+        c = net.channels
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(net.in_channels, c // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c // 2),
+            nn.ReLU(inplace=True), nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.stem1 = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
+                                   nn.BatchNorm2d(c))
+        self._build_cells(net, make_cell, c, reduction_prev=True)
+
+    def enable_auxiliary(self) -> None:
+        if self.auxiliary_head is None:
+            self.auxiliary_head = AuxiliaryHeadImageNet(self.aux_channels, self.num_classes)
+
+    def _stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s0 = self.stem0(x)
+        return s0, self.stem1(s0)
 
 
 class DartsSupernet(Supernet, _NetworkCIFAR):
@@ -490,6 +549,9 @@ class DartsCellSpace(SearchSpace):
 
     def build_standalone(self, arch: Arch, net: NetConfig) -> DartsNet:
         return DartsNet(arch, net)
+
+    def build_imagenet(self, arch: Arch, net: NetConfig) -> DartsImageNetNet:
+        return DartsImageNetNet(arch, net)
 
     def arch_to_path(self, arch: Arch) -> list[int]:
         return arch_to_path(arch)

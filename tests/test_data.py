@@ -39,7 +39,12 @@ def test_cifar10_missing_root_names_the_fix(tmp_path, monkeypatch):
 
 
 def test_unknown_dataset_lists_choices():
-    with pytest.raises(ConfigError, match="data.name='imagenet' is not allowed: choose one of digits, cifar10"):
+    with pytest.raises(ConfigError, match="data.name='mnist' is not allowed: choose one of digits, cifar10, imagenet"):
+        load_data(DataConfig(name="mnist"), resolution=8, seed=0)
+
+
+def test_imagenet_is_only_for_transfers():
+    with pytest.raises(ConfigError, match=r"data=imagenet is for transfers.*\+transfer=imagenet_mobile"):
         load_data(DataConfig(name="imagenet"), resolution=8, seed=0)
 
 
