@@ -9,6 +9,7 @@ from hydra.core.config_store import ConfigStore
 
 from methods import METHODS
 from oneshot_bench.config import RunConfig
+from search_spaces import SPACES
 
 from .truth import TRUTHS
 
@@ -20,5 +21,8 @@ def register_configs() -> None:
     cs.store(name=SCHEMA_NAME, node=RunConfig)
     for name in METHODS.names():
         cs.store(group="schema/method", name=name, node={"name": name, "params": METHODS.get(name).Hparams})
+    for name in SPACES.names():
+        if SPACES.get(name).Params is not None:
+            cs.store(group="schema/space", name=name, node={"name": name, "params": SPACES.get(name).Params})
     for name in TRUTHS.names():
         cs.store(group="schema/truth", name=name, node={"name": name, "params": TRUTHS.get(name).Params})

@@ -67,7 +67,7 @@ class RunPlan:
     config_hash: str  # full sha256 of the identity (checkpoints and progress files carry it)
 
 
-def identity_of(cfg: RunConfig, method: Method, truth: GroundTruth, device: torch.device,
+def identity_of(cfg: RunConfig, space: SearchSpace, method: Method, truth: GroundTruth, device: torch.device,
                 data_sha: str) -> dict[str, Any]:
     """A run's identity: the whole configuration except `execution` and `sweep`, with the method's hyperparameters
     and the truth source resolved (defaults filled in, so the run id changes when a default does; the truth's file
@@ -79,6 +79,7 @@ def identity_of(cfg: RunConfig, method: Method, truth: GroundTruth, device: torc
     for key in ("ranking_every", "anytime_sample", "anytime_share"):  # training is bit-identical (anytime.py)
         del config["budget"][key]
     config["method"]["params"] = method.hparams_dict()
+    config["space"]["params"] = space.identity_params()
     config["truth"] = truth.identity()
     config["device"] = device.type
     config["data"] = {k: v for k, v in config["data"].items() if k not in DATA_LOCATION} | {"sha256": data_sha}
@@ -103,7 +104,7 @@ def plan_run(cfg: RunConfig) -> RunPlan:
                           f"{available} archs; lower it.")
     check_selection(cfg, space, truth)
     device = resolve_device(cfg.device)
-    identity = identity_of(cfg, method, truth, device, data_sha256(cfg.data))
+    identity = identity_of(cfg, space, method, truth, device, data_sha256(cfg.data))
     return RunPlan(cfg, space, method, truth, device, ResultsStore(cfg.execution.results_dir), identity,
                    run_id_for(identity), config_hash(identity))
 
@@ -343,8 +344,8 @@ def free_references(run: PreparedRun, sample: list[Arch], true_acc: list[float])
     method of a comparison shares them; reference work, never charged to the method."""
     plan, cfg = run.plan, run.plan.cfg
     archs = [plan.space.encode(a) for a in sample]
-    key = hashlib.sha256(json.dumps([plan.space.name, cfg.space.params, asdict(run.net), run.data.resolution, archs],
-                                    sort_keys=True, default=str).encode()).hexdigest()[:32]
+    spec = [plan.space.name, plan.space.identity_params(), asdict(run.net), run.data.resolution, archs]
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
     path = Path(cfg.execution.cache_dir or plan.store.cache_dir) / "references" / f"{key}.json"
     sizes: Optional[dict[str, list[float]]] = None
     if path.is_file():

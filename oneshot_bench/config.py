@@ -446,18 +446,19 @@ def from_dictconfig(cfg: Any) -> RunConfig:
 
     try:
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
-        # Hydra composes a method's (or truth source's) params against its own dataclass (evaluators/
+        # Hydra composes a method's (truth source's, space's) params against its own dataclass (evaluators/
         # hydra_config.py), which would drop a key added with `+`; core code takes every given key as a plain dict,
         # validated by that dataclass where it is used (an unknown key is named there)
         params = {group: OmegaConf.to_container(merged[group].params, resolve=True,
-                                                structured_config_mode=SCMode.DICT) for group in ("method", "truth")}
+                                                structured_config_mode=SCMode.DICT)
+                  for group in ("method", "truth", "space")}
         run = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         if isinstance(e.__cause__, ConfigError):  # a range check in a __post_init__, wrapped by OmegaConf
             raise e.__cause__ from None
         raise ConfigError(f"invalid configuration: {_omegaconf_message(e)}") from None
     assert isinstance(run, RunConfig)
-    run.method.params, run.truth.params = params["method"], params["truth"]
+    run.method.params, run.truth.params, run.space.params = params["method"], params["truth"], params["space"]
     return run
 
 

@@ -53,12 +53,16 @@ def resolve_root(cfg: DataConfig) -> Path:
 def _split_images(folder: Path) -> dict[str, list[tuple[str, int]]]:
     """class name -> [(image path, size in bytes)], sorted; only files with an image extension count."""
     out: dict[str, list[tuple[str, int]]] = {}
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if not entry.is_dir():
-            continue
-        files = sorted((f.path, f.stat().st_size) for f in os.scandir(entry.path)
-                       if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS))
-        out[entry.name] = files
+    try:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            if not entry.is_dir():
+                continue
+            files = sorted((f.path, f.stat().st_size) for f in os.scandir(entry.path)
+                           if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS))
+            out[entry.name] = files
+    except OSError as e:
+        raise DataError(f"cannot list {e.filename or folder} ({e.strerror or e}); make the dataset folder "
+                        f"readable.") from None
     return out
 
 
@@ -100,13 +104,13 @@ def inspect_folder(cfg: DataConfig) -> ImageFolderData:
 
 def _load_rgb(path: str):
     """One image as RGB; an unreadable file is a DataError naming it (not a PIL traceback from a worker)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with open(path, "rb") as f:
             return Image.open(f).convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise DataError(f"{path} is not a readable image ({e}); replace or remove it.") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, DecompressionBombError...)
+        raise DataError(f"{path} is not a readable image ({type(e).__name__}: {e}); replace or remove it.") from None
 
 
 class _Images(torch.utils.data.Dataset):
@@ -142,8 +146,8 @@ def subset(samples: list[tuple[str, int]], limit: Optional[int], seed: int) -> l
 
 def loader(samples: list[tuple[str, int]], transform, batch_size: int, workers: int, *, shuffle: bool,
            seed: int, pin_memory: bool) -> torch.utils.data.DataLoader:
-    """Batches of `samples`; the order and the workers' augmentation draws follow `seed` alone (a resumed epoch
-    repeats them)."""
+    """Batches of `samples`; the order and the augmentation draws follow `seed` and the number of workers (each
+    worker draws from its own seeded generator), so a resumed epoch with the same workers repeats them."""
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(_Images(samples, transform), batch_size=batch_size, shuffle=shuffle,
                                        num_workers=workers, pin_memory=pin_memory, generator=generator,

@@ -168,10 +168,17 @@ def unmatched_settings(row: dict[str, Any], run_protocol: dict[str, Any], budget
     return departures
 
 
+def space_params_of(row: dict[str, Any], setting: dict[str, Any]) -> dict[str, Any]:
+    """The space parameters a row's runs have: the table's `setting.space_params`, updated by the row's own (a
+    graph-size ablation row sets `space_params: {nodes: 3}`); {} for the space's defaults."""
+    return {**(setting.get("space_params") or {}), **(row.get("space_params") or {})}
+
+
 def row_command(row: dict[str, Any], setting: dict[str, str], budget: str) -> str:
     """The command that runs the row's protocol under `budget` (its scaled settings there, if any)."""
     protocol = protocol_for(row, budget)
-    overrides = [f"method.params.{k}={v}" for k, v in (row.get("params") or {}).items()]
+    overrides = [f"space.params.{k}={v}" for k, v in space_params_of(row, setting).items()]
+    overrides += [f"method.params.{k}={v}" for k, v in (row.get("params") or {}).items()]
     overrides.append(f"selection={protocol.get('selection', 'top1')}")
     overrides += [f"selection.{k}={v}" for k, v in protocol.items() if k != "selection" and v]
     truth = f" truth={setting['truth']}" if setting.get("truth") else ""
@@ -185,6 +192,8 @@ def _matching_runs(runs: pd.DataFrame, row: dict[str, Any], setting: dict[str, s
         return {}
     method, params = row["method"], row.get("params") or {}
     hit = (runs["method"] == method) & (runs["space"] == setting["space"]) & (runs["data"] == setting["data"])
+    space_params = space_params_of(row, setting)  # e.g. darts_cell's nodes: another space, another sample
+    hit &= runs["space_params"].map(lambda p: p == space_params)
     if setting.get("truth"):  # e.g. GHN Table 4 against NAS-Bench-301, Table 1 against retraining
         hit &= runs["truth"] == setting["truth"]
     # exactly the row's configuration: the row's params on top of the method's defaults, so that ablation runs
@@ -308,8 +317,9 @@ def build_tables(runs: pd.DataFrame, path: Path = PAPER_TABLES, records: Optiona
 
     spec = load_specs(path)
     runs = runs[runs["method"] != REFERENCE_METHOD] if len(runs) else runs  # zc fills reference rows only
-    return [build_transfer_table(spec, t, transfers or []) if is_transfer(t) else build_table(spec, t, runs, records)
-            for t in spec["tables"]]
+    searches = {r.run_id: r for r in records or []}
+    return [build_transfer_table(spec, t, transfers or [], searches) if is_transfer(t)
+            else build_table(spec, t, runs, records) for t in spec["tables"]]
 
 
 def table_spec(table_id: str, path: Path = PAPER_TABLES) -> dict[str, Any]:

@@ -40,7 +40,13 @@ def setting_of(record: RunRecord, budget_changes: str = "") -> str:
     grouped, within one setting. `budget_changes` names overrides that set a budget apart from others of its name."""
     truth = record.config.get("truth", {}).get("name", record.hashes.truth.get("name", "?"))
     budget = f"budget={record.budget}" + (f" [{budget_changes}]" if budget_changes else "")
-    return f"{record.space} / {record.data} / {budget} / truth={truth}"
+    return f"{space_of(record)} / {record.data} / {budget} / truth={truth}"
+
+
+def space_of(record: RunRecord) -> str:
+    """The space with its non-default parameters (`darts_cell[nodes=3]` is another space: another sample)."""
+    params = record.config.get("space", {}).get("params") or {}
+    return record.space + (f"[{', '.join(f'{k}={v}' for k, v in sorted(params.items()))}]" if params else "")
 
 
 def _budget_key(record: RunRecord) -> str:
@@ -181,6 +187,7 @@ def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
         params = r.method_params
         row = {
             "run_id": r.run_id, "method": r.method, "space": r.space, "data": r.data,
+            "space_params": dict(r.config.get("space", {}).get("params") or {}),
             "budget": r.budget, "seed": r.seed, "setting": settings[r.run_id],
             "device": c.device, "device_type": c.device_type,
             "search_seconds": s.search_device_seconds, "search_gpu_days": s.search_gpu_days,

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .paper_tables import is_transfer, protocol_for, table_spec
+from .paper_tables import is_transfer, protocol_for, space_params_of, table_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-subset"
@@ -69,7 +69,8 @@ def run_commands(rows: list[dict], setting: dict[str, str], budget: str, results
     for seed in seeds if seeds is not None else [None]:
         for i, row in enumerate(all_rows):
             protocol = protocol_for(row, effective)
-            params = [f"method.params.{k}={v}" for k, v in (row.get("params") or {}).items()]
+            params = [f"space.params.{k}={v}" for k, v in space_params_of(row, setting).items()]
+            params += [f"method.params.{k}={v}" for k, v in (row.get("params") or {}).items()]
             selection = [f"selection={protocol['selection']}"] + [
                 f"selection.{k}={v}" for k, v in protocol.items() if k != "selection" and v]
             seeded = [] if seed is None else [f"seed={seed}"]

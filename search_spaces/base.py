@@ -13,7 +13,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
 import torch
 from torch import nn
@@ -253,12 +253,18 @@ class SearchSpace(ABC):
     """A NAS search space. Subclasses register with @register_space("name") and declare `capabilities`."""
 
     name: ClassVar[str]
+    Params: ClassVar[Optional[type]] = None  # a dataclass of `space.params.<name>=` and their defaults, if any
     capabilities: ClassVar[frozenset[str]] = frozenset()
     description: ClassVar[str] = ""
 
     def __init__(self, **params) -> None:
         if params:
             raise ConfigError(f"space {self.name!r} takes no parameters, got {sorted(params)}.")
+
+    def identity_params(self) -> dict[str, Any]:
+        """The space's parameters that differ from its defaults: what a run's identity records (an explicit default
+        names the same runs as none)."""
+        return {}
 
     # ---- discrete architectures -------------------------------------------------------------------------------
     @property

@@ -24,10 +24,12 @@ is affine, so that supernet weights copy exactly into standalone nets.
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -102,10 +104,49 @@ def op_specs(reduction: bool) -> tuple[Op, ...]:
             Op("skip_connect", parameter_free=not reduction),
             *(Op(name) for name in SUPERNET_OPS[4:]))
 
-# Edges j -> i of one cell in DARTS order (i = 2..5, j = 0..i-1), keyed "i<-j" in module names.
-EDGES: tuple[tuple[int, int], ...] = tuple((i, j) for i in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES) for j in range(i))
-EDGE_INDEX = {edge: e for e, edge in enumerate(EDGES)}
-EDGES_PER_CELL = len(EDGES)
+
+@dataclass(frozen=True, eq=False)
+class CellLayout:
+    """What follows from the number of intermediate nodes per cell (`space.params.nodes`; DARTS: 4): the edges
+    j -> i of one cell in DARTS order (i = 2..nodes+1, j = 0..i-1, keyed "i<-j" in module names), the supernet's
+    choice points and input selections, and the number of valid archs."""
+
+    nodes: int
+    edges: tuple[tuple[int, int], ...]
+    edge_index: dict[tuple[int, int], int]
+    choice_points: tuple[ChoicePoint, ...]
+    input_selections: tuple[InputSelection, ...]
+    num_archs: int  # per cell, node i picks 2 of its 2 + i inputs and an op for each
+
+    @property
+    def edges_per_cell(self) -> int:
+        return len(self.edges)
+
+    @property
+    def decisions_per_cell(self) -> int:
+        return self.nodes * len(SLOTS)
+
+
+@functools.cache
+def cell_layout(nodes: int) -> CellLayout:
+    edges = tuple((i, j) for i in range(NUM_INPUTS, NUM_INPUTS + nodes) for j in range(i))
+    index = {edge: e for e, edge in enumerate(edges)}
+    # choice points: a cell's edges (normal cell first); the edges into node i are summed at node i
+    points = tuple(ChoicePoint(f"{cell}.{i}<-{j}", op_specs(cell == "reduce"), node=f"{cell}.node{i}", cell=cell)
+                   for cell in CELL_TYPES for i, j in edges)
+    # each intermediate node keeps exactly 2 of its incoming edges (the others take 'none')
+    selections = tuple(InputSelection(f"{cell}.node{i}", tuple(c * len(edges) + index[(i, j)] for j in range(i)),
+                                      keep=2)
+                       for c, cell in enumerate(CELL_TYPES) for i in range(NUM_INPUTS, NUM_INPUTS + nodes))
+    count = math.prod(math.comb(NUM_INPUTS + i, 2) * len(OPS) ** 2 for i in range(nodes)) ** len(CELL_TYPES)
+    return CellLayout(nodes, edges, index, points, selections, count)
+
+
+MAX_NODES = 8
+LAYOUT = cell_layout(NUM_NODES)  # DARTS' cell; the module constants below are its
+EDGES: tuple[tuple[int, int], ...] = LAYOUT.edges
+EDGE_INDEX = LAYOUT.edge_index
+EDGES_PER_CELL = LAYOUT.edges_per_cell
 
 DARTS_V2 = ("normal=sep_conv_3x3~0,sep_conv_3x3~1|sep_conv_3x3~0,sep_conv_3x3~1|skip_connect~0,sep_conv_3x3~1|"
             "skip_connect~0,dil_conv_3x3~2;reduce=max_pool_3x3~0,max_pool_3x3~1|max_pool_3x3~1,skip_connect~2|"
@@ -113,15 +154,14 @@ DARTS_V2 = ("normal=sep_conv_3x3~0,sep_conv_3x3~1|sep_conv_3x3~0,sep_conv_3x3~1|
 _HELP = (f"a darts_cell arch string is 'normal=<4 nodes>;reduce=<4 nodes>', nodes separated by '|', each node "
          f"'op~input,op~input' with two distinct inputs < node number (2..5), ops {list(OPS)}; e.g. {DARTS_V2}")
 
-# Exact number of valid archs (about 1.08e18): per cell, node i picks 2 of its 2 + i inputs and an op for each.
-NUM_ARCHS = math.prod(math.comb(NUM_INPUTS + i, 2) * len(OPS) ** 2 for i in range(NUM_NODES)) ** len(CELL_TYPES)
+NUM_ARCHS = LAYOUT.num_archs  # exact number of valid archs of DARTS' cell (about 1.08e18)
 
 Gene = tuple[int, int]  # (input node, index into OPS)
 Node = tuple[Gene, Gene]  # the two inputs of an intermediate node, input of the first < input of the second
 
 
 def _to_nodes(arch: Arch) -> list[Node]:
-    """The 8 intermediate nodes (normal cell's 4, then the reduction cell's 4)."""
+    """The intermediate nodes (the normal cell's, then the reduction cell's)."""
     return [((arch[k], arch[k + 1]), (arch[k + 2], arch[k + 3])) for k in range(0, len(arch), len(SLOTS))]
 
 
@@ -130,18 +170,24 @@ def _from_nodes(nodes: Sequence[Sequence[Gene]]) -> Arch:
     return tuple(v for node in nodes for gene in sorted(node) for v in gene)
 
 
-def _is_valid(arch: Arch) -> bool:
-    if len(arch) != len(CELL_TYPES) * DECISIONS_PER_CELL:
+def _is_valid(arch: Arch, layout: CellLayout = LAYOUT) -> bool:
+    if len(arch) != len(CELL_TYPES) * layout.decisions_per_cell:
         return False
-    return all(0 <= a < b < NUM_INPUTS + n % NUM_NODES and 0 <= op_a < len(OPS) and 0 <= op_b < len(OPS)
+    return all(0 <= a < b < NUM_INPUTS + n % layout.nodes and 0 <= op_a < len(OPS) and 0 <= op_b < len(OPS)
                for n, ((a, op_a), (b, op_b)) in enumerate(_to_nodes(arch)))
 
 
-def _check_arch(arch: Arch) -> Arch:
+def layout_of(arch: Arch) -> CellLayout:
+    """The layout an arch's length implies (a standalone net needs no space to know its node count)."""
+    return cell_layout(max(1, len(arch) // (len(CELL_TYPES) * len(SLOTS))))
+
+
+def _check_arch(arch: Arch, layout: Optional[CellLayout] = None) -> Arch:
     arch = tuple(operator.index(a) for a in arch)
-    if not _is_valid(arch):
-        raise ValueError(f"invalid darts_cell arch {arch}: expected {len(CELL_TYPES) * DECISIONS_PER_CELL} ints, "
-                         f"(input_a, op_a, input_b, op_b) per node with input_a < input_b < node number")
+    layout = layout or layout_of(arch)
+    if not _is_valid(arch, layout):
+        raise ValueError(f"invalid darts_cell arch {arch}: expected {len(CELL_TYPES) * layout.decisions_per_cell} "
+                         f"ints, (input_a, op_a, input_b, op_b) per node with input_a < input_b < node number")
     return arch
 
 
@@ -151,24 +197,19 @@ def _check_net(net: NetConfig) -> None:
             raise ConfigError(f"darts_cell needs net.{name} >= {least}, got {getattr(net, name)}.")
 
 
-def arch_to_path(arch: Arch) -> list[int]:
-    """Index into SUPERNET_OPS for each of the 28 edges: the chosen op + 1 on used edges, 0 ('none') elsewhere."""
-    path = [0] * (len(CELL_TYPES) * EDGES_PER_CELL)
-    for n, node in enumerate(_to_nodes(_check_arch(arch))):
-        cell, i = divmod(n, NUM_NODES)
+def arch_to_path(arch: Arch, layout: Optional[CellLayout] = None) -> list[int]:
+    """Index into SUPERNET_OPS for each edge (DARTS: 28): the chosen op + 1 on used edges, 0 ('none') elsewhere."""
+    layout = layout or layout_of(arch)
+    path = [0] * (len(CELL_TYPES) * layout.edges_per_cell)
+    for n, node in enumerate(_to_nodes(_check_arch(arch, layout))):
+        cell, i = divmod(n, layout.nodes)
         for j, op in node:
-            path[cell * EDGES_PER_CELL + EDGE_INDEX[(NUM_INPUTS + i, j)]] = op + 1
+            path[cell * layout.edges_per_cell + layout.edge_index[(NUM_INPUTS + i, j)]] = op + 1
     return path
 
 
-# Choice points: the 14 edges of the normal cell, then the reduction cell's; the edges into node i are summed there.
-CHOICE_POINTS: tuple[ChoicePoint, ...] = tuple(
-    ChoicePoint(f"{cell}.{i}<-{j}", op_specs(cell == "reduce"), node=f"{cell}.node{i}", cell=cell)
-    for cell in CELL_TYPES for i, j in EDGES)
-# Each intermediate node keeps exactly 2 of its incoming edges (the others take 'none').
-INPUT_SELECTIONS: tuple[InputSelection, ...] = tuple(
-    InputSelection(f"{cell}.node{i}", tuple(c * EDGES_PER_CELL + EDGE_INDEX[(i, j)] for j in range(i)), keep=2)
-    for c, cell in enumerate(CELL_TYPES) for i in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES))
+CHOICE_POINTS: tuple[ChoicePoint, ...] = LAYOUT.choice_points
+INPUT_SELECTIONS: tuple[InputSelection, ...] = LAYOUT.input_selections
 
 
 # ---- networks -------------------------------------------------------------------------------------------------------
@@ -212,22 +253,23 @@ class DartsCell(_CellBase):
 
 
 class DartsSearchCell(_CellBase):
-    """Supernet cell: `edges["i<-j"]` is a ChoiceOp over SUPERNET_OPS for each of the 14 edges."""
+    """Supernet cell: `edges["i<-j"]` is a ChoiceOp over SUPERNET_OPS for each edge (DARTS: 14)."""
 
     def __init__(self, first_point: int, c_prev_prev: int, c_prev: int, c: int, reduction: bool,
-                 reduction_prev: bool) -> None:
+                 reduction_prev: bool, layout: CellLayout = LAYOUT) -> None:
         super().__init__()
+        self.layout = layout
         self._build_preprocess(c_prev_prev, c_prev, c, reduction, reduction_prev)
         self.edges = nn.ModuleDict({
             f"{i}<-{j}": ChoiceOp(first_point + e, op_specs(reduction), [_OP_FACTORIES[n](c, self._stride(j))
                                                                          for n in SUPERNET_OPS])
-            for e, (i, j) in enumerate(EDGES)})
+            for e, (i, j) in enumerate(layout.edges)})
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, path: Path) -> torch.Tensor:
-        """`path` is this cell type's 14 entries."""
+        """`path` is this cell type's entries, one per edge."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for i in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
-            terms = [self.edges[f"{i}<-{j}"](states[j], path[EDGE_INDEX[(i, j)]]) for j in range(i)]
+        for i in range(NUM_INPUTS, NUM_INPUTS + self.layout.nodes):
+            terms = [self.edges[f"{i}<-{j}"](states[j], path[self.layout.edge_index[(i, j)]]) for j in range(i)]
             states.append(sum_or_zeros([t for t in terms if t is not None], states[0], 2 if self.reduction else 1))
         return torch.cat(states[NUM_INPUTS:], dim=1)
 
@@ -238,16 +280,18 @@ CellFactory = Callable[[int, int, int, bool, bool], nn.Module]  # (c_prev_prev, 
 class _NetworkCIFAR(nn.Module):
     """Stem, cell sequence and head shared by the standalone nets and the supernet (same module names)."""
 
-    def _build(self, net: NetConfig, make_cell: CellFactory) -> None:
+    def _build(self, net: NetConfig, make_cell: CellFactory, nodes: int = NUM_NODES) -> None:
         _check_net(net)
         c = net.channels
         self.stem = nn.Sequential(nn.Conv2d(net.in_channels, STEM_MULTIPLIER * c, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(STEM_MULTIPLIER * c))
-        self._build_cells(net, make_cell, STEM_MULTIPLIER * c, reduction_prev=False)
+        self._build_cells(net, make_cell, STEM_MULTIPLIER * c, reduction_prev=False, nodes=nodes)
 
-    def _build_cells(self, net: NetConfig, make_cell: CellFactory, stem_channels: int, reduction_prev: bool) -> None:
-        """3N + 2 cells after a stem of `stem_channels` (`reduction_prev`: the stem's last op halved the
-        resolution, so the first cell reduces its older input), then global pooling and the classifier."""
+    def _build_cells(self, net: NetConfig, make_cell: CellFactory, stem_channels: int, reduction_prev: bool,
+                     nodes: int = NUM_NODES) -> None:
+        """3N + 2 cells of `nodes` intermediate nodes after a stem of `stem_channels` (`reduction_prev`: the stem's
+        last op halved the resolution, so the first cell reduces its older input), then global pooling and the
+        classifier."""
         c = net.channels
         num_cells = 3 * net.cells_per_stage + 2
         reductions = {num_cells // 3, 2 * num_cells // 3}  # DARTS' positions: after each N normal cells
@@ -257,7 +301,7 @@ class _NetworkCIFAR(nn.Module):
             reduction = k in reductions
             c = 2 * c if reduction else c
             cells.append(make_cell(c_prev_prev, c_prev, c, reduction, reduction_prev))
-            c_prev_prev, c_prev, reduction_prev = c_prev, NUM_NODES * c, reduction
+            c_prev_prev, c_prev, reduction_prev = c_prev, nodes * c, reduction
             if k == 2 * num_cells // 3:  # DARTS' auxiliary head reads this cell's output (C_aux)
                 self.aux_index, self.aux_channels = k, c_prev
         self.cells = nn.ModuleList(cells)
@@ -295,12 +339,13 @@ class DartsNet(_NetworkCIFAR):
     def __init__(self, arch: Arch, net: NetConfig) -> None:
         super().__init__()
         nodes = _to_nodes(_check_arch(arch))
-        normal, reduce = nodes[:NUM_NODES], nodes[NUM_NODES:]
+        per_cell = len(nodes) // len(CELL_TYPES)
+        normal, reduce = nodes[:per_cell], nodes[per_cell:]
 
         def make_cell(c_prev_prev: int, c_prev: int, c: int, reduction: bool, reduction_prev: bool) -> DartsCell:
             return DartsCell(reduce if reduction else normal, c_prev_prev, c_prev, c, reduction, reduction_prev)
 
-        self._build(net, make_cell)
+        self._build(net, make_cell, per_cell)
         self.drop_path_prob = 0.0
         self.auxiliary_head: Optional[nn.Module] = None  # AuxiliaryHead, or the ImageNet one
         self.aux_logits: Optional[torch.Tensor] = None
@@ -353,7 +398,7 @@ class DartsImageNetNet(DartsNet):
     (tests) run too. The GHN paper describes its ImageNet net as NASNet's (one stride-2 conv, then 14 cells reducing
     at cells 1, 2, 6 and 10); this harness uses DARTS' network for every DARTS-space method alike."""
 
-    def _build(self, net: NetConfig, make_cell: CellFactory) -> None:
+    def _build(self, net: NetConfig, make_cell: CellFactory, nodes: int = NUM_NODES) -> None:
         _check_net(net)
         c = net.channels
         self.stem0 = nn.Sequential(
@@ -361,7 +406,7 @@ class DartsImageNetNet(DartsNet):
             nn.ReLU(inplace=True), nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c))
         self.stem1 = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
                                    nn.BatchNorm2d(c))
-        self._build_cells(net, make_cell, c, reduction_prev=True)
+        self._build_cells(net, make_cell, c, reduction_prev=True, nodes=nodes)
 
     def enable_auxiliary(self) -> None:
         if self.auxiliary_head is None:
@@ -376,37 +421,61 @@ class DartsSupernet(Supernet, _NetworkCIFAR):
     """Weight-sharing net over the whole space: each cell has a ChoiceOp on all 14 edges; normal cells follow
     path[:14], reduction cells path[14:]. Each cell has its own weights."""
 
-    def __init__(self, net: NetConfig) -> None:
+    def __init__(self, net: NetConfig, layout: CellLayout = LAYOUT) -> None:
         super().__init__()
+        self.layout = layout
 
         def make_cell(c_prev_prev: int, c_prev: int, c: int, reduction: bool, reduction_prev: bool) -> DartsSearchCell:
-            first_point = EDGES_PER_CELL if reduction else 0  # reduction cells follow the second half of the path
-            return DartsSearchCell(first_point, c_prev_prev, c_prev, c, reduction, reduction_prev)
+            first_point = layout.edges_per_cell if reduction else 0  # reduction cells: the second half of the path
+            return DartsSearchCell(first_point, c_prev_prev, c_prev, c, reduction, reduction_prev, layout)
 
-        self._build(net, make_cell)
-        self.choice_points = list(CHOICE_POINTS)
+        self._build(net, make_cell, layout.nodes)
+        self.choice_points = list(layout.choice_points)
 
     def forward(self, x: torch.Tensor, path: Path) -> torch.Tensor:
         if len(path) != len(self.choice_points):
             raise ValueError(f"path has {len(path)} entries; the darts_cell supernet has "
-                             f"{len(self.choice_points)} choice points (14 normal edges, then 14 reduction edges)")
-        normal, reduce = path[:EDGES_PER_CELL], path[EDGES_PER_CELL:]
+                             f"{len(self.choice_points)} choice points (the normal cell's edges, then the reduction "
+                             f"cell's)")
+        per_cell = self.layout.edges_per_cell
+        normal, reduce = path[:per_cell], path[per_cell:]
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, reduce if cell.reduction else normal)
         return self._logits(s1)
 
     def subnet_state_dict(self, arch: Arch) -> dict[str, torch.Tensor]:
-        return subnet_state_dict(self, arch_to_path(arch))
+        return subnet_state_dict(self, arch_to_path(arch, self.layout))
 
 
 # ---- the space ------------------------------------------------------------------------------------------------------
+
+@dataclass
+class DartsCellParams:
+    """`space.params.<name>=` of darts_cell (Hydra's schema of conf/space/darts_cell.yaml)."""
+
+    nodes: int = NUM_NODES  # intermediate nodes per cell (DARTS and NAS-Bench-301: 4); another count is another space
+
 
 @register_space("darts_cell")
 class DartsCellSpace(SearchSpace):
     capabilities = frozenset({SAMPLE, MUTATE, ENCODE, TO_GRAPH, SUPERNET, STANDALONE})
     final_training = frozenset({"drop_path", "auxiliary_head"})  # DartsNet supports both (DARTS' final training)
     description = "DARTS CNN cells: normal + reduction cell, 4 nodes x 2 inputs, 7 ops (~1e18 archs)"
+
+    Params = DartsCellParams
+
+    def __init__(self, nodes: int = DartsCellParams.nodes) -> None:
+        """`nodes`: intermediate nodes per cell (`space.params.nodes`; DARTS and NAS-Bench-301: 4). Another count is
+        another space: its archs, supernet and graphs have that many nodes per cell."""
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
+            raise ConfigError(f"space.params.nodes={nodes!r} is not allowed: darts_cell cells have 1 to {MAX_NODES} "
+                              f"intermediate nodes (DARTS: {NUM_NODES}).")
+        self.nodes = nodes
+        self.layout = cell_layout(nodes)
+
+    def identity_params(self) -> dict[str, int]:
+        return {} if self.nodes == NUM_NODES else {"nodes": self.nodes}
     graph_node_types = ("input", "conv_3x3_bn", "relu_conv_bn_1x1", "factorized_reduce", "max_pool_3x3",
                         "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
                         "dil_conv_5x5", "sum", "concat", "global_avg_pool", "linear", "output")
@@ -415,7 +484,7 @@ class DartsCellSpace(SearchSpace):
     def decisions(self) -> list[Decision]:
         out = []
         for cell in CELL_TYPES:
-            for i in range(NUM_NODES):
+            for i in range(self.nodes):
                 inputs = tuple(str(j) for j in range(NUM_INPUTS + i))
                 node = f"{cell}.node{NUM_INPUTS + i}"
                 input_a = len(out)
@@ -428,20 +497,20 @@ class DartsCellSpace(SearchSpace):
 
     @property
     def choice_points(self) -> list[ChoicePoint]:
-        return list(CHOICE_POINTS)
+        return list(self.layout.choice_points)
 
     @property
     def input_selections(self) -> list[InputSelection]:
-        return list(INPUT_SELECTIONS)
+        return list(self.layout.input_selections)
 
     def is_valid(self, arch: Arch) -> bool:
-        return _is_valid(tuple(arch))
+        return _is_valid(tuple(arch), self.layout)
 
     def sample(self, rng: random.Random) -> Arch:
         """Uniform over valid archs: a uniform pair of distinct inputs and two uniform ops per node."""
         nodes = []
         for _ in CELL_TYPES:
-            for i in range(NUM_NODES):
+            for i in range(self.nodes):
                 a, b = rng.sample(range(NUM_INPUTS + i), 2)
                 nodes.append(((a, rng.randrange(len(OPS))), (b, rng.randrange(len(OPS)))))
         return _from_nodes(nodes)
@@ -449,7 +518,7 @@ class DartsCellSpace(SearchSpace):
     def mutate(self, arch: Arch, rng: random.Random, prob: float = 0.1) -> Arch:
         """Resample each decision with probability `prob` (an input only among those keeping the node's two inputs
         distinct); if nothing changed, force one change. Always valid and different from `arch`."""
-        arch = _check_arch(arch)
+        arch = _check_arch(arch, self.layout)
         nodes = [[list(gene) for gene in node] for node in _to_nodes(arch)]
         for n, node in enumerate(nodes):
             for slot in range(len(SLOTS)):
@@ -460,14 +529,13 @@ class DartsCellSpace(SearchSpace):
             self._resample(nodes[n], n, rng.randrange(len(SLOTS)), rng, force=True)
         return _from_nodes(nodes)
 
-    @staticmethod
-    def _resample(node: list[list[int]], n: int, slot: int, rng: random.Random, force: bool) -> None:
+    def _resample(self, node: list[list[int]], n: int, slot: int, rng: random.Random, force: bool) -> None:
         gene, field = node[slot // 2], slot % 2  # field 0: input, 1: op
         if field == 1:
             options = [op for op in range(len(OPS)) if not (force and op == gene[1])]
         else:
             other = node[1 - slot // 2][0]
-            options = [j for j in range(NUM_INPUTS + n % NUM_NODES) if j != other and not (force and j == gene[0])]
+            options = [j for j in range(NUM_INPUTS + n % self.nodes) if j != other and not (force and j == gene[0])]
         if options:  # node 2's inputs are always (0, 1): nothing to resample there
             gene[field] = rng.choice(options)
 
@@ -476,11 +544,11 @@ class DartsCellSpace(SearchSpace):
         return _from_nodes([x if rng.random() < 0.5 else y for x, y in zip(_to_nodes(a), _to_nodes(b), strict=True)])
 
     def encode(self, arch: Arch) -> str:
-        nodes = _to_nodes(_check_arch(arch))
+        nodes = _to_nodes(_check_arch(arch, self.layout))
         cells = []
         for c, cell in enumerate(CELL_TYPES):
             text = "|".join(",".join(f"{OPS[op]}~{j}" for j, op in node)
-                            for node in nodes[c * NUM_NODES:(c + 1) * NUM_NODES])
+                            for node in nodes[c * self.nodes:(c + 1) * self.nodes])
             cells.append(f"{cell}={text}")
         return ";".join(cells)
 
@@ -499,12 +567,11 @@ class DartsCellSpace(SearchSpace):
             raise ArchStringError(f"{text!r} lacks the {set(CELL_TYPES) - set(cells)} cell; {_HELP}")
         return _from_nodes([node for cell in CELL_TYPES for node in self._decode_cell(cell, cells[cell], text)])
 
-    @staticmethod
-    def _decode_cell(cell: str, body: str, text: str) -> list[Node]:
+    def _decode_cell(self, cell: str, body: str, text: str) -> list[Node]:
         node_texts = body.split("|")
-        if len(node_texts) != NUM_NODES:
+        if len(node_texts) != self.nodes:
             raise ArchStringError(f"the {cell} cell of {text!r} has {len(node_texts)} '|'-separated nodes, not "
-                                  f"{NUM_NODES}; {_HELP}")
+                                  f"{self.nodes} (space.params.nodes); {_HELP}")
         nodes = []
         for i, node_text in enumerate(node_texts):
             genes = []
@@ -535,7 +602,7 @@ class DartsCellSpace(SearchSpace):
             for i, inputs in enumerate(cell.inputs):
                 terms = []
                 for p, j in enumerate(inputs):  # node i's input p: decisions (input, op) at base + 2p, base + 2p + 1
-                    key, base = f"{NUM_INPUTS + i}<-{j}", (int(cell.reduction) * NUM_NODES + i) * 4
+                    key, base = f"{NUM_INPUTS + i}<-{j}", (int(cell.reduction) * self.nodes + i) * len(SLOTS)
                     with g.shaped_by(base + 2 * p, base + 2 * p + 1):
                         terms.append(g.add_op(cell.edges[key], f"{name}.edges.{key}", states[j]))
                 states.append(g.add_sum(terms))
@@ -545,29 +612,30 @@ class DartsCellSpace(SearchSpace):
         return g.graph()
 
     def build_supernet(self, net: NetConfig) -> DartsSupernet:
-        return DartsSupernet(net)
+        return DartsSupernet(net, self.layout)
 
     def build_standalone(self, arch: Arch, net: NetConfig) -> DartsNet:
-        return DartsNet(arch, net)
+        return DartsNet(_check_arch(arch, self.layout), net)
 
     def build_imagenet(self, arch: Arch, net: NetConfig) -> DartsImageNetNet:
-        return DartsImageNetNet(arch, net)
+        return DartsImageNetNet(_check_arch(arch, self.layout), net)
 
     def arch_to_path(self, arch: Arch) -> list[int]:
-        return arch_to_path(arch)
+        return arch_to_path(arch, self.layout)
 
     def derive_from_weights(self, weights: Sequence[torch.Tensor]) -> Arch:
         """DARTS' rule per intermediate node: keep the 2 incoming edges whose strongest non-'none' weight is
         largest (ties: lower input first), each with its argmax op excluding 'none'."""
-        if len(weights) != len(CELL_TYPES) * EDGES_PER_CELL:
-            raise ValueError(f"expected {len(CELL_TYPES) * EDGES_PER_CELL} weight vectors (14 normal edges, then "
-                             f"14 reduction edges), got {len(weights)}")
+        per_cell = self.layout.edges_per_cell
+        if len(weights) != len(CELL_TYPES) * per_cell:
+            raise ValueError(f"expected {len(CELL_TYPES) * per_cell} weight vectors ({per_cell} normal edges, then "
+                             f"{per_cell} reduction edges), got {len(weights)}")
         nodes = []
         for cell in range(len(CELL_TYPES)):
-            for i in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
+            for i in range(NUM_INPUTS, NUM_INPUTS + self.nodes):
                 best = {}  # input j -> (strongest non-'none' weight, its op index into OPS)
                 for j in range(i):
-                    w = torch.as_tensor(weights[cell * EDGES_PER_CELL + EDGE_INDEX[(i, j)]]).detach().flatten()
+                    w = torch.as_tensor(weights[cell * per_cell + self.layout.edge_index[(i, j)]]).detach().flatten()
                     if w.numel() != len(SUPERNET_OPS):
                         raise ValueError(f"edge {CELL_TYPES[cell]}.{i}<-{j}: expected {len(SUPERNET_OPS)} weights, "
                                          f"got {w.numel()}")

@@ -288,6 +288,7 @@ def test_no_measurement_fills_two_rows_of_a_table():
                 filled = [other["label"] for other in rows
                           if other["method"] == row["method"] and (other.get("params") or {}) == (row.get("params")
                                                                                                    or {})
+                          and (other.get("space_params") or {}) == (row.get("space_params") or {})
                           and unmatched_settings(other, run, budget or "paper") is not None]
                 assert filled == [row["label"]], (table["id"], row["label"], budget, filled)
 

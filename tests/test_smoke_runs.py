@@ -23,3 +23,18 @@ def test_smoke_run(smoke_config, method, space):
 
 def test_every_registered_pair_is_covered():
     assert {m for m, _ in PAIRS} == set(METHODS.names())
+
+
+DARTS_METHODS = [m for m in METHODS.names() if METHODS.get(m).supports_name("darts_cell")]
+
+
+@pytest.mark.parametrize("method", DARTS_METHODS)
+def test_darts_cell_with_three_nodes_per_cell(smoke_config, method):
+    """`space.params.nodes` (GHN's graph-size ablation) is another space: every darts_cell method runs on it, its
+    found arch has 3 nodes per cell, and its run id differs from the 4-node run's."""
+    record = run_benchmark(smoke_config(f"method={method}", "space=darts_cell", "+space.params.nodes=3"),
+                           progress=False)
+    space = SPACES.get("darts_cell")(nodes=3)
+    arch = space.decode(record.found.arch)
+    assert len(arch) == 24 and record.config["space"]["params"] == {"nodes": 3}
+    assert math.isfinite(record.summary.kendall_tau)

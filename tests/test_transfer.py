@@ -15,7 +15,14 @@ from conftest import REPO
 sys.path.insert(0, str(REPO))
 import run  # noqa: E402 - the entry point, for in-process command lines
 from evaluators import transfer as transfer_module  # noqa: E402
-from evaluators.transfer import load_transfer_records, madds_of, widest_under  # noqa: E402
+from evaluators.transfer import (  # noqa: E402
+    COUNTER_SCALE,
+    DARTS_V2_MADDS,
+    load_transfer_records,
+    looks_like_run_id,
+    madds_of,
+    widest_under,
+)
 from oneshot_bench.config import NetConfig  # noqa: E402
 from oneshot_bench.training import topk_correct  # noqa: E402
 from search_spaces.darts_cell import DARTS_V2, DartsCellSpace  # noqa: E402
@@ -68,20 +75,21 @@ def clear_error(result, *needles: str) -> str:
 
 def test_darts_imagenet_network_has_darts_parameter_count_and_fits_the_mobile_limit():
     """DARTS-V2 in DARTS' NetworkImageNet at C=48, 14 cells, 1000 classes: the official code prints
-    `param size = 4.718752MB`; the mobile setting allows 600M multiply-adds at 224 px. The default width rule (the
-    widest even C under the limit) stays under it, and C+2 would not."""
+    `param size = 4.718752MB`; the mobile setting allows 600M multiply-adds at 224 px (DARTS counts 574M for it,
+    the calibration of COUNTER_SCALE). The default width rule (the widest even C under the limit, in DARTS' units)
+    gives DARTS' own C=48, and C=50 would pass the limit."""
     space = DartsCellSpace()
     arch = space.decode(DARTS_V2)
     net = NetConfig(channels=48, cells_per_stage=4, num_classes=1000, in_channels=3)
     model = space.build_imagenet(arch, net)
     assert sum(p.numel() for p in model.parameters()) == 4_718_752
     assert len(model.cells) == 14 and [c.reduction for c in model.cells].count(True) == 2
-    assert 500e6 < madds_of(space, arch, net, 224) < 600e6  # 529.9M of convolutions and linear layers
+    assert madds_of(space, arch, net, 224) == DARTS_V2_MADDS  # of convolutions and linear layers
     width, madds = widest_under(space, arch, NetConfig(channels=8, cells_per_stage=4, num_classes=1000,
                                                        in_channels=3), 224, 600e6)
-    assert madds <= 600e6 < madds_of(space, arch, NetConfig(channels=width + 2, cells_per_stage=4, num_classes=1000,
-                                                            in_channels=3), 224)
-    assert width % 2 == 0 and width >= 48
+    assert (width, madds) == (48, DARTS_V2_MADDS)
+    wider = madds_of(space, arch, NetConfig(channels=50, cells_per_stage=4, num_classes=1000, in_channels=3), 224)
+    assert wider / COUNTER_SCALE > 600e6
     model.enable_auxiliary()
     model.train()
     assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 1000) and model.aux_logits.shape == (2, 1000)
@@ -129,17 +137,35 @@ def test_transfer_of_a_searched_cell_trains_evaluates_and_fills_ghn_table_3(cli,
     from reports.build import build_tables
     from reports.records import load_records, runs_frame
 
-    tables = {t.id: t for t in build_tables(runs_frame(load_records(results)), records=load_records(results),
+    searches = load_records(results)
+    tables = {t.id: t for t in build_tables(runs_frame(searches), records=searches,
                                             transfers=load_transfer_records(results))}
     rows = tables["ghn_imagenet"].rows
-    measured = next(r for r in rows if r.origin == "measured")
-    assert measured.run_ids == [record.transfer_id] and measured.settings.startswith("settings not matched")
-    assert [c.text for c in measured.cells][4:] == [f"{record.top1:.2f} (SE {record.top1_se:.2f})",
-                                                    f"{record.top5:.2f}"]
+    # a Top-Best search over 4 candidates is not the row's protocol (1,000; scaled budgets: 100): the row is not run
+    assert not [r for r in rows if r.origin == "measured"]
+    ghn = next(r for r in rows if r.label.startswith("ours: method=ghn"))
+    assert ghn.origin == "not run" and "selection.candidates=1000" in ghn.command
     darts = next(r for r in rows if r.label.startswith("ours: method=darts"))
     assert darts.origin == "not run" and "+transfer=imagenet_mobile" in darts.command
+    assert "budget=paper_darts" in darts.command
     ghn_paper = next(r for r in rows if r.label == "GHN Top-Best, 1K")
     assert [c.text for c in ghn_paper.cells] == ["0.84", "—", "6.1", "—", "73.0", "91.3"]
+    # with the search's settings allowed as a scaled protocol, the row is filled and says how it departs
+    from reports.paper_tables import load_specs
+    from reports.transfers import build_transfer_table
+
+    spec = load_specs()
+    table = next(t for t in spec["tables"] if t["id"] == "ghn_imagenet")
+    row = next(r for r in table["rows"] if r["method"] == "ghn")
+    row["scaled"] = {"smoke": {"candidates": 4, "k": 2}}
+    rows = build_transfer_table(spec, table, load_transfer_records(results), {r.run_id: r for r in searches}).rows
+    measured = next(r for r in rows if r.origin == "measured")
+    assert measured.run_ids == [record.transfer_id]
+    assert measured.settings.startswith("settings not matched: candidates=4 (paper: 1000), k=2 (paper: 10)")
+    assert "plumbing check" in measured.settings and "budget=smoke" in measured.budget
+    assert [c.text for c in measured.cells][2:] == [
+        f"{record.network['params'] / 1e6:.2f}", f"{record.network['madds_darts_units'] / 1e6:.1f}",
+        f"{record.top1:.2f} (SE {record.top1_se:.2f})", f"{record.top5:.2f}"]
 
 
 def test_an_interrupted_transfer_resumes_to_the_same_result(cli, images, tmp_path, monkeypatch):
@@ -186,6 +212,7 @@ def test_bad_transfer_inputs_get_one_clear_error(cli, images, tmp_path, monkeypa
                     "transfer.cells_per_stage=4"), "transfer.channels=200", "over transfer.madds_limit=600M")
     clear_error(cli(*base, arch, f"data.root={images}", "transfer.epochs=0"), "transfer.epochs=0")
     clear_error(cli("mode=transfer", arch), "+transfer=imagenet_mobile")
+    clear_error(cli(*base, arch, "data=cifar10", f"data.root={images}"), "data=cifar10 is not allowed")
     clear_error(cli("method=spos", "data=imagenet", f"data.root={images}"), "data=imagenet is for transfers")
 
     broken = make_image_folder(tmp_path / "no_val")
@@ -201,6 +228,12 @@ def test_bad_transfer_inputs_get_one_clear_error(cli, images, tmp_path, monkeypa
     clear_error(cli(*base, arch, f"data.root={mismatch}"), "different class folders")
     assert not (tmp_path / "results" / "transfers").exists() or not any(
         (tmp_path / "results" / "transfers").glob("*/record.json"))
+
+
+def test_an_arch_string_is_never_taken_for_a_run_folder():
+    spaced = DARTS_V2.replace("|", " | ").replace(",", " , ")  # decode accepts it; 281 characters
+    assert not looks_like_run_id(spaced) and not looks_like_run_id(DARTS_V2)
+    assert looks_like_run_id("darts_cell-ghn-cifar10-paper-s0-1b98cab8e7")
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import ast
 from functools import cached_property
-from typing import Any
+from typing import Any, Optional
 
 from oneshot_bench.config import NetConfig
 from oneshot_bench.errors import DataError
-from search_spaces.base import Arch
+from search_spaces.base import Arch, SearchSpace
 
 from .base import TabularTruth, as_accuracy, register_truth, unique_json
 
@@ -27,6 +27,14 @@ NUM_ARCHS_DARTS = 10**18  # NAS-Bench-301's "about 10^18" DARTS cells
 class NB301Truth(TabularTruth):
     spaces = frozenset({"darts_cell"})
     default_for: frozenset[str] = frozenset()  # darts_cell keeps standalone training by default: truth=nb301 opts in
+
+    @classmethod
+    def unsupported_reason(cls, space: SearchSpace) -> Optional[str]:
+        reason = super().unsupported_reason(space)
+        if reason is None and getattr(space, "nodes", 4) != 4:
+            return (f"NAS-Bench-301's cells have 4 intermediate nodes, and space.params.nodes={space.nodes}; use "
+                    f"truth=trained for other node counts")
+        return reason
     declared_archs = 725
     test_images = 10000  # nominal: a surrogate prediction has no binomial error; its own error is larger
     file = "naslib_zc_nasbench301.json"
