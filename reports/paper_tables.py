@@ -293,7 +293,10 @@ def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame,
             why = " ".join(str((row.get("notes") or {}).get("row", "")).split())
             rows.append(_placeholder_row("(no counterpart in this harness)", "no counterpart", columns, budget=why))
             continue
-        ours = f"ours: method={method}" + "".join(f" {k}={v}" for k, v in (row.get("params") or {}).items())
+        ours = (f"ours: method={method}" + "".join(f" {k}={v}" for k, v in (row.get("params") or {}).items())
+                + "".join(f" space.{k}={v}" for k, v in space_params_of(row, setting).items()))
+        if not row.get("paper"):  # a row of ours only (an ablation variant): its own label says what it varies
+            ours = f"{row['label']}: {ours}"
         groups = _matching_runs(runs, row, setting)
         if groups:
             rows.extend(_measured_rows(ours, groups, columns))

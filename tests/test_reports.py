@@ -492,3 +492,41 @@ def test_a_scaled_measurement_is_labelled_with_the_protocol_it_ran(tmp_path):
     (measured,) = [r for r in rows if r.origin == "measured"]
     assert measured.label == "ours: method=enas, top1 F=32 cutout 16 drop-path 0.4 aux 0.4"
     assert measured.settings == "settings not matched: final_channels=32 (paper: 36), final_cells=1 (paper: 5)"
+
+
+def test_ghn_ablation_tables_run_each_variant_and_fill_only_their_rows(tmp_path):
+    """Each ablation row is one GHN variant: its command sets that variant (and, for graph size, the space's node
+    count), and a run fills only the row of its own variant and node count."""
+    from reports.paper_tables import table_spec
+
+    table = table_spec("ghn_ablation_nodes")
+    cmds = reproduce.run_commands(reproduce.reproduced_rows(table), table["setting"], table["reproduce_budget"],
+                                  tmp_path, [], seeds=[0])
+    assert [[a for a in c if a.startswith("space.params")] for _, c in cmds] == [
+        ["space.params.nodes=2"], ["space.params.nodes=3"], [], ["space.params.nodes=5"]]
+    variants = table_spec("ghn_ablation")
+    cmds = reproduce.run_commands(reproduce.reproduced_rows(variants), variants["setting"],
+                                  variants["reproduce_budget"], tmp_path, [], seeds=[0])
+    assert [[a for a in c if a.startswith("method.params")] for _, c in cmds] == [
+        ["method.params.stacked=True", "method.params.stacked_share_params=False"], ["method.params.stacked=True"],
+        [], ["method.params.propagation=sync"], ["method.params.steps_T=2"], ["method.params.steps_T=3"]]
+
+    three = make_record("ghn", 0, space="darts_cell", data="cifar10", budget="table4")
+    three.config["space"] = {"name": "darts_cell", "params": {"nodes": 3}}
+    three.config["truth"] = {"name": "trained"}
+    stacked = make_record("ghn", 1, space="darts_cell", data="cifar10", budget="table4", params={"stacked": True})
+    stacked.config["truth"] = {"name": "nb301"}
+    write_records(tmp_path / "results", [three, stacked])
+    tables = build_tables(runs_frame(load_records(tmp_path / "results")))
+    nodes = _rows_of(tables, "ghn_ablation_nodes")
+    assert [(r.label.split(":")[0], r.origin) for r in nodes if r.origin in ("measured", "not run")] == [
+        ("2 nodes per cell", "not run"), ("3 nodes per cell", "measured"), ("4 nodes per cell (DARTS)", "not run"),
+        ("5 nodes per cell", "not run")]
+    assert next(r for r in nodes if r.origin == "measured").run_ids == [three.run_id]
+    assert "space.nodes=3" in next(r for r in nodes if r.origin == "measured").label
+    ablation = _rows_of(tables, "ghn_ablation")
+    measured = [r for r in ablation if r.origin == "measured"]
+    assert [r.run_ids for r in measured] == [[stacked.run_id]]
+    paper = next(r for r in ablation if r.label == "Stacked GHN, shared parameters (the paper's GHN)")
+    assert [c.text for c in paper.cells[:2]] == ["0.68", "0.48"]
+    assert ablation[ablation.index(paper) + 1] is measured[0]  # beside the paper's row
