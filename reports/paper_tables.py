@@ -78,6 +78,10 @@ MEASURED_METRICS: dict[str, Callable[[pd.DataFrame], str]] = {
     "kendall_top_half": _mean("kendall_top_half", 2),
 }
 
+# measured from the runs' records rather than the runs frame: the paired Kendall-tau difference of a variant's ranking
+# against the table's `paired_baseline` variant (the same seed's shared sample; evaluators.paired)
+PAIRED_METRICS = ("paired_kendall",)
+
 
 @dataclass
 class Cell:
@@ -116,10 +120,12 @@ def load_specs(path: Path = PAPER_TABLES) -> dict[str, Any]:
     for table in spec["tables"]:
         if table["source"] not in spec["sources"]:
             raise ValueError(f"{path}: table {table['id']} cites unknown source {table['source']!r}")
-        metrics = TRANSFER_METRICS if is_transfer(table) else MEASURED_METRICS
+        metrics = TRANSFER_METRICS if is_transfer(table) else {**MEASURED_METRICS, **dict.fromkeys(PAIRED_METRICS)}
         for col in table["columns"]:
             if col["metric"] not in metrics:
                 raise ValueError(f"{path}: unknown metric {col['metric']!r}. Valid: {sorted(metrics)}")
+            if col["metric"] in PAIRED_METRICS and "paired_baseline" not in table:
+                raise ValueError(f"{path}: table {table['id']} has a paired column but no `paired_baseline`")
         for row in table["rows"]:
             if not isinstance(row.get("reproduce", True), bool):
                 raise ValueError(f"{path}: row {row['label']!r}: `reproduce` must be true or false")
@@ -218,12 +224,44 @@ def _paper_row(row: dict[str, Any], columns: list[dict[str, Any]]) -> Row:
     return Row(label=row["label"], origin="paper", cells=cells, budget=" ".join(str(notes.get("row", "")).split()))
 
 
-def _measured_rows(label: str, groups: dict[tuple, pd.DataFrame], columns: list[dict[str, Any]]) -> list[Row]:
-    """One row per (settings departures, budget, device); cells from its runs (several seeds: mean ± std)."""
+def paired_kendall_cell(group: pd.DataFrame, table: dict[str, Any], runs: pd.DataFrame,
+                        records: dict[str, RunRecord]) -> Cell:
+    """Each seed's paired Kendall-tau difference between this variant's ranking and the `paired_baseline`
+    variant's (the same method, setting, seed and sample), with its 95% bootstrap interval, and how many seeds'
+    intervals exclude 0 either way."""
+    from evaluators.paired import tau_difference
+
+    baseline = table["paired_baseline"]
+    parts, better, worse = [], 0, 0
+    for _, run in group.sort_values("seed").iterrows():
+        if run["variant_params"] == variant_params(run["method"], baseline):
+            return Cell("— (the baseline)", "measured")
+        space_params, wanted = run["space_params"], variant_params(run["method"], baseline)
+        base = runs[(runs["method"] == run["method"]) & (runs["setting"] == run["setting"])
+                    & (runs["seed"] == run["seed"]) & runs["space_params"].map(space_params.__eq__)
+                    & runs["variant_params"].map(wanted.__eq__)]
+        a = records.get(run["run_id"])
+        b = records.get(base["run_id"].iloc[0]) if len(base) else None
+        if a is None or b is None or a.ranking.archs != b.ranking.archs:
+            parts.append(f"s{run['seed']}: no baseline run on its sample")
+            continue
+        d = tau_difference(a.ranking.proxy, b.ranking.proxy, a.ranking.truth, seed=int(run["seed"]))
+        better, worse = better + (d.winner == "a"), worse + (d.winner == "b")
+        parts.append(f"s{run['seed']}: {d.difference:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}]")
+    paired = sum(1 for p in parts if "no baseline run" not in p)
+    verdict = f"better in {better}, worse in {worse} of {paired} seeds; " if paired else ""
+    return Cell(verdict + "; ".join(parts), "measured", note="paired bootstrap over the shared sample (95% CI)")
+
+
+def _measured_rows(label: str, groups: dict[tuple, pd.DataFrame], columns: list[dict[str, Any]],
+                   paired: Optional[Callable[[pd.DataFrame], Cell]] = None) -> list[Row]:
+    """One row per (settings departures, budget, device); cells from its runs (several seeds: mean ± std);
+    `paired` makes the cells of a paired column."""
     out = []
     for departures, runs in groups.items():
         for (_, device), group in runs.groupby(["budget", "device"], sort=True):
-            cells = [Cell(text=MEASURED_METRICS[col["metric"]](group), origin="measured") for col in columns]
+            cells = [paired(group) if col["metric"] in PAIRED_METRICS and paired is not None
+                     else Cell(text=MEASURED_METRICS[col["metric"]](group), origin="measured") for col in columns]
             seeds = sorted(group["seed"].tolist())
             settings = ("settings matched" if not departures
                         else "settings not matched: " + ", ".join(departures))
@@ -252,7 +290,8 @@ def _reference_metric(metric: str, entries: list[RankingEntry]) -> Cell:
             top = top_half_correlations(e.proxy, e.truth)
             values.append(top[metric])
         else:
-            return Cell("—", "none", "a reference ranks the sample without training; it searches nothing")
+            return Cell("—", "none", "a reference ranks the sample without training; it searches nothing"
+                        if metric not in PAIRED_METRICS else "references are not ablation variants")
     return Cell(fmt.mean_std(values, lambda x: fmt.num(x, 2)), "measured")
 
 
@@ -285,6 +324,9 @@ def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame,
     the references of the table's setting ("reference: no training")."""
     columns, setting = table["columns"], table["setting"]
     rows: list[Row] = []
+    by_id = {r.run_id: r for r in records or []}
+    paired = ((lambda group: paired_kendall_cell(group, table, runs, by_id)) if "paired_baseline" in table
+              else None)
     for row in table["rows"]:
         if row.get("paper"):
             rows.append(_paper_row(row, columns))
@@ -299,7 +341,7 @@ def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame,
             ours = f"{row['label']}: {ours}"
         groups = _matching_runs(runs, row, setting)
         if groups:
-            rows.extend(_measured_rows(ours, groups, columns))
+            rows.extend(_measured_rows(ours, groups, columns, paired))
         else:
             missing = "" if method_is_configured(method) else f" (method {method!r} is not registered yet)"
             protocol = protocol_text(protocol_for(row, None))  # the paper's; the command shows the scaled one

@@ -515,9 +515,13 @@ def test_ghn_ablation_tables_run_each_variant_and_fill_only_their_rows(tmp_path)
     three.config["space"] = {"name": "darts_cell", "params": {"nodes": 3}}
     three.config["truth"] = {"name": "trained"}
     stacked = make_record("ghn", 1, space="darts_cell", data="cifar10", budget="table4", params={"stacked": True})
-    stacked.config["truth"] = {"name": "nb301"}
-    write_records(tmp_path / "results", [three, stacked])
-    tables = build_tables(runs_frame(load_records(tmp_path / "results")))
+    default = make_record("ghn", 1, space="darts_cell", data="cifar10", budget="table4")  # same sample and truth
+    for r in (stacked, default):
+        r.config["truth"] = {"name": "nb301"}
+    stacked.ranking.proxy = list(stacked.ranking.truth)  # a perfect ranking: better than the default's, paired
+    write_records(tmp_path / "results", [three, stacked, default])
+    loaded = load_records(tmp_path / "results")
+    tables = build_tables(runs_frame(loaded), records=loaded)
     nodes = _rows_of(tables, "ghn_ablation_nodes")
     assert [(r.label.split(":")[0], r.origin) for r in nodes if r.origin in ("measured", "not run")] == [
         ("2 nodes per cell", "not run"), ("3 nodes per cell", "measured"), ("4 nodes per cell (DARTS)", "not run"),
@@ -526,7 +530,9 @@ def test_ghn_ablation_tables_run_each_variant_and_fill_only_their_rows(tmp_path)
     assert "space.nodes=3" in next(r for r in nodes if r.origin == "measured").label
     ablation = _rows_of(tables, "ghn_ablation")
     measured = [r for r in ablation if r.origin == "measured"]
-    assert [r.run_ids for r in measured] == [[stacked.run_id]]
+    assert [r.run_ids for r in measured] == [[stacked.run_id], [default.run_id]]
     paper = next(r for r in ablation if r.label == "Stacked GHN, shared parameters (the paper's GHN)")
     assert [c.text for c in paper.cells[:2]] == ["0.68", "0.48"]
     assert ablation[ablation.index(paper) + 1] is measured[0]  # beside the paper's row
+    assert measured[0].cells[4].text.startswith("better in 1, worse in 0 of 1 seeds; s1: +")
+    assert measured[1].cells[4].text == "— (the baseline)"
