@@ -198,18 +198,18 @@ def widest_under(space: SearchSpace, arch: Arch, base: NetConfig, resolution: in
     """(the largest even width C whose network stays under `limit` multiply-adds as DARTS counts them, its
     multiply-adds as counted here). For even C the count is exactly quadratic in C (every conv's channels are
     multiples of C/2), so three counts fix it; the answer is then counted once more to confirm."""
-    limit = limit * COUNTER_SCALE
+    scaled = limit * COUNTER_SCALE
     widths = (8, 16, 24)
     counts = [madds_of(space, arch, dataclasses.replace(base, channels=c), resolution) for c in widths]
     powers = torch.tensor([[w * w, w, 1.0] for w in widths], dtype=torch.float64)
     a, b, c0 = (float(v) for v in torch.linalg.solve(powers, torch.tensor(counts, dtype=torch.float64)))
     best = 2
     for width in range(2, 4097, 2):
-        if a * width * width + b * width + c0 > limit:
+        if a * width * width + b * width + c0 > scaled:
             break
         best = width
     madds = madds_of(space, arch, dataclasses.replace(base, channels=best), resolution)
-    if madds > limit:  # never, for an exact quadratic; guards a space whose count is not one
+    if madds > scaled:  # never, for an exact quadratic; guards a space whose count is not one
         raise ConfigError(f"could not size the network under transfer.madds_limit={limit:.0f}; set transfer.channels.")
     return best, madds
 
