@@ -10,7 +10,7 @@ counterpart for says why.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -253,6 +253,17 @@ def paired_kendall_cell(group: pd.DataFrame, table: dict[str, Any], runs: pd.Dat
     return Cell(verdict + "; ".join(parts), "measured", note="paired bootstrap over the shared sample (95% CI)")
 
 
+def leading_rows(row: dict[str, Any], columns: list[dict[str, Any]]) -> tuple[list[Row], bool]:
+    """A table row's line of published numbers (when it has some) and, when this harness has no counterpart, the
+    line saying why; the flag says whether measured lines follow (the row names a method)."""
+    rows = [_paper_row(row, columns)] if row.get("paper") else []
+    if row.get("method") is None:
+        why = " ".join(str((row.get("notes") or {}).get("row", "")).split())
+        rows.append(_placeholder_row("(no counterpart in this harness)", "no counterpart", columns, budget=why))
+        return rows, False
+    return rows, True
+
+
 def _measured_rows(label: str, groups: dict[tuple, pd.DataFrame], columns: list[dict[str, Any]],
                    paired: Optional[Callable[[pd.DataFrame], Cell]] = None) -> list[Row]:
     """One row per (settings departures, budget, device); cells from its runs (several seeds: mean ± std);
@@ -323,35 +334,39 @@ def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame,
     """Each paper row in the paper's order, followed by the measured rows of its own protocol (or why none), then
     the references of the table's setting ("reference: no training")."""
     columns, setting = table["columns"], table["setting"]
-    rows: list[Row] = []
     by_id = {r.run_id: r for r in records or []}
     paired = ((lambda group: paired_kendall_cell(group, table, runs, by_id)) if "paired_baseline" in table
               else None)
-    for row in table["rows"]:
-        if row.get("paper"):
-            rows.append(_paper_row(row, columns))
-        method = row.get("method")
-        if method is None:
-            why = " ".join(str((row.get("notes") or {}).get("row", "")).split())
-            rows.append(_placeholder_row("(no counterpart in this harness)", "no counterpart", columns, budget=why))
-            continue
+
+    def measured(row: dict[str, Any]) -> list[Row]:
+        method = row["method"]
         ours = (f"ours: method={method}" + "".join(f" {k}={v}" for k, v in (row.get("params") or {}).items())
                 + "".join(f" space.{k}={v}" for k, v in space_params_of(row, setting).items()))
         if not row.get("paper"):  # a row of ours only (an ablation variant): its own label says what it varies
             ours = f"{row['label']}: {ours}"
         groups = _matching_runs(runs, row, setting)
         if groups:
-            rows.extend(_measured_rows(ours, groups, columns, paired))
-        else:
-            missing = "" if method_is_configured(method) else f" (method {method!r} is not registered yet)"
-            protocol = protocol_text(protocol_for(row, None))  # the paper's; the command shows the scaled one
-            rows.append(_placeholder_row(f"{ours}, {protocol}", "not run", columns, budget=f"not run{missing}",
-                                         command=row_command(row, setting, table["reproduce_budget"])))
-    rows += _reference_rows(table, records or [], columns)
+            return _measured_rows(ours, groups, columns, paired)
+        missing = "" if method_is_configured(method) else f" (method {method!r} is not registered yet)"
+        protocol = protocol_text(protocol_for(row, None))  # the paper's; the command shows the scaled one
+        return [_placeholder_row(f"{ours}, {protocol}", "not run", columns, budget=f"not run{missing}",
+                                 command=row_command(row, setting, table["reproduce_budget"]))]
+
+    return paper_table(spec, table, measured, _reference_rows(table, records or [], columns))
+
+
+def paper_table(spec: dict[str, Any], table: dict[str, Any], measured: Callable[[dict[str, Any]], list[Row]],
+                trailing: Sequence[Row] = ()) -> PaperTable:
+    """A table's rows in the paper's order: each row's published line (or why it has no counterpart here), then
+    `measured(row)` for rows with a method; `trailing` (e.g. the references) last."""
+    columns, rows = table["columns"], []
+    for row in table["rows"]:
+        leading, measurable = leading_rows(row, columns)
+        rows += leading + (measured(row) if measurable else [])
     source = spec["sources"][table["source"]]
     return PaperTable(id=table["id"], title=table["title"], citation=" ".join(source["citation"].split()),
                       url=source["url"], where=" ".join(table["where"].split()),
-                      columns=[c["label"] for c in columns], rows=rows)
+                      columns=[c["label"] for c in columns], rows=rows + list(trailing))
 
 
 def build_tables(runs: pd.DataFrame, path: Path = PAPER_TABLES, records: Optional[list[RunRecord]] = None,

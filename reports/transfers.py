@@ -21,8 +21,8 @@ from .paper_tables import (
     Cell,
     PaperTable,
     Row,
-    _paper_row,
     _placeholder_row,
+    paper_table,
     protocol_for,
     row_command,
     unmatched_settings,
@@ -124,24 +124,14 @@ def transfer_command(row: dict[str, Any], table: dict[str, Any]) -> str:
 def build_transfer_table(spec: dict[str, Any], table: dict[str, Any], records: list[TransferRecord],
                          searches: dict[str, RunRecord]) -> PaperTable:
     columns, setting = table["columns"], table["setting"]
-    rows: list[Row] = []
-    for row in table["rows"]:
-        if row.get("paper"):
-            rows.append(_paper_row(row, columns))
-        method = row.get("method")
-        if method is None:
-            why = " ".join(str((row.get("notes") or {}).get("row", "")).split())
-            rows.append(_placeholder_row("(no counterpart in this harness)", "no counterpart", columns, budget=why))
-            continue
-        ours = f"ours: method={method}" + "".join(f" {k}={v}" for k, v in (row.get("params") or {}).items())
+
+    def measured(row: dict[str, Any]) -> list[Row]:
+        ours = f"ours: method={row['method']}" + "".join(f" {k}={v}" for k, v in (row.get("params") or {}).items())
         ours += f", {protocol_for(row, None)['selection']}, transferred"
         groups = matching_transfers(row, records, setting, searches)
         if groups:
-            rows.extend(_measured_rows(ours, groups, columns))
-        else:
-            rows.append(_placeholder_row(ours, "not run", columns, budget="not run (needs ImageNet: data.root)",
-                                         command=transfer_command(row, table)))
-    source = spec["sources"][table["source"]]
-    return PaperTable(id=table["id"], title=table["title"], citation=" ".join(source["citation"].split()),
-                      url=source["url"], where=" ".join(table["where"].split()),
-                      columns=[c["label"] for c in columns], rows=rows)
+            return _measured_rows(ours, groups, columns)
+        return [_placeholder_row(ours, "not run", columns, budget="not run (needs ImageNet: data.root)",
+                                 command=transfer_command(row, table))]
+
+    return paper_table(spec, table, measured)
