@@ -32,7 +32,7 @@ DARTS_METHODS = [m for m in METHODS.names() if METHODS.get(m).supports_name("dar
 def test_darts_cell_with_three_nodes_per_cell(smoke_config, method):
     """`space.params.nodes` (GHN's graph-size ablation) is another space: every darts_cell method runs on it, its
     found arch has 3 nodes per cell, and its run id differs from the 4-node run's."""
-    record = run_benchmark(smoke_config(f"method={method}", "space=darts_cell", "+space.params.nodes=3"),
+    record = run_benchmark(smoke_config(f"method={method}", "space=darts_cell", "space.params.nodes=3"),
                            progress=False)
     space = SPACES.get("darts_cell")(nodes=3)
     arch = space.decode(record.found.arch)

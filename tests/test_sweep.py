@@ -190,8 +190,14 @@ def test_two_sweep_workers_on_one_storage_reach_exactly_the_requested_trials(sto
 
 
 def trial_states(db: Path) -> list[tuple[int, str]]:
+    """(number, state) of every trial; [] while the worker has created the database file but not yet its tables."""
     with sqlite3.connect(db, timeout=30) as con:
-        return con.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+        try:
+            return con.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return []
+            raise
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # retried_trial_number
