@@ -69,11 +69,11 @@ class RunPlan:
 
 def identity_of(cfg: RunConfig, space: SearchSpace, method: Method, truth: GroundTruth, device: torch.device,
                 data_sha: str) -> dict[str, Any]:
-    """A run's identity: the whole configuration except `execution` and `sweep`, with the method's hyperparameters
-    and the truth source resolved (defaults filled in, so the run id changes when a default does; the truth's file
-    sha256 included), the device reduced to its type (cuda:0 and cuda:1 measure the same thing), and the data named by
-    its sha256 instead of where it lives (the same files under another path are the same run; changed files are
-    not)."""
+    """A run's identity: the whole configuration except `execution`, `sweep` and `transfer`, with the method's
+    hyperparameters, the space's non-default parameters and the truth source resolved (defaults filled in, so the
+    run id changes when a default does; the truth's file sha256 included), the device reduced to its type (cuda:0 and
+    cuda:1 measure the same thing), and the data named by its sha256 instead of where it lives (the same files under
+    another path are the same run; changed files are not)."""
     config = asdict(cfg)
     del config["execution"], config["sweep"], config["transfer"]
     for key in ("ranking_every", "anytime_sample", "anytime_share"):  # training is bit-identical (anytime.py)

@@ -327,9 +327,9 @@ class SweepConfig:
 @dataclass
 class TransferConfig:
     """Training a searched cell in another setting's network and evaluating it (`+transfer=imagenet_mobile`, which
-    selects mode=transfer and data=imagenet): the ImageNet mobile setting of DARTS (Liu et al. 2019, Sec. 3.3 and
-    the official train_imagenet.py), which GHN and the other DARTS-space papers follow. Like `execution`, it is not
-    part of any search run's identity; a transfer has its own id (evaluators/transfer.py)."""
+    selects mode=transfer, data=imagenet and space=darts_cell): the ImageNet mobile setting of DARTS (Liu et al.
+    2019, Sec. 3.3 and the official train_imagenet.py), which GHN and the other DARTS-space papers follow. Like
+    `execution`, it is not part of any search run's identity; a transfer has its own id (evaluators/transfer.py)."""
 
     source: Optional[str] = None  # a run id under execution.results_dir (its found arch), or an encoded arch
     channels: Optional[int] = None  # initial width C; null: the largest even C under `madds_limit` (DARTS: 48)
