@@ -241,7 +241,6 @@ def plan_transfer(cfg: RunConfig) -> TransferPlan:
     data = inspect_folder(cfg.data)
     base = NetConfig(channels=cfg.transfer.channels or 8, cells_per_stage=cfg.transfer.cells_per_stage,
                      num_classes=data.num_classes, in_channels=3)
-    transfer_net(space, arch, base)  # a space without an ImageNet network says so here
     t = cfg.transfer
     if t.channels is None:
         assert t.madds_limit is not None

@@ -133,13 +133,18 @@ def _split_train_val(x, y, val_fraction: float, seed: int, max_train, max_val):
     return (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
 
 
-def resolve_cifar_root(cfg: DataConfig) -> Path:
+def configured_root(cfg: DataConfig, example: str, holding: str) -> Path:
+    """data.root, else the env var `cfg.root_env`; unset, a DataError saying what the folder must hold."""
     root = cfg.root or os.environ.get(cfg.root_env)
     if not root:
-        raise DataError(
-            f"data=cifar10 needs a dataset folder: set data.root=/path/to/cifar (the folder holding "
-            f"cifar-10-batches-py/) or the env var {cfg.root_env}. Add data.download=true to fetch it when online.")
-    path = Path(root).expanduser()
+        raise DataError(f"data={cfg.name} needs a dataset folder: set data.root={example} ({holding}) or the env var "
+                        f"{cfg.root_env}.")
+    return Path(root).expanduser()
+
+
+def resolve_cifar_root(cfg: DataConfig) -> Path:
+    path = configured_root(cfg, "/path/to/cifar", "the folder holding cifar-10-batches-py/; add data.download=true "
+                                                  "to fetch it when online")
     return path / "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else path
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .config import DataConfig
+from .data import configured_root
 from .errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -42,14 +43,6 @@ class ImageFolderData:
         return len(self.classes)
 
 
-def resolve_root(cfg: DataConfig) -> Path:
-    root = cfg.root or os.environ.get(cfg.root_env)
-    if not root:
-        raise DataError(f"data=imagenet needs a dataset folder: set data.root=/path/to/imagenet (holding train/ and "
-                        f"val/, one sub-folder per class) or the env var {cfg.root_env}.")
-    return Path(root).expanduser()
-
-
 def _split_images(folder: Path) -> dict[str, list[tuple[str, int]]]:
     """class name -> [(image path, size in bytes)], sorted; only files with an image extension count."""
     out: dict[str, list[tuple[str, int]]] = {}
@@ -68,7 +61,7 @@ def _split_images(folder: Path) -> dict[str, list[tuple[str, int]]]:
 
 def inspect_folder(cfg: DataConfig) -> ImageFolderData:
     """The dataset under data.root, checked: a DataError naming the folder, the problem and the fix otherwise."""
-    root = resolve_root(cfg)
+    root = configured_root(cfg, "/path/to/imagenet", "holding train/ and val/, one sub-folder per class")
     if not root.is_dir():
         raise DataError(f"data.root={str(root)!r} is not a folder; point it at the dataset folder holding train/ "
                         f"and val/.")

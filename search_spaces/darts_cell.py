@@ -80,7 +80,6 @@ NUM_INPUTS = 2  # the two previous cells
 NUM_NODES = 4  # intermediate nodes per cell
 STEM_MULTIPLIER = 3
 SLOTS = ("input_a", "op_a", "input_b", "op_b")
-DECISIONS_PER_CELL = NUM_NODES * len(SLOTS)
 
 _OP_FACTORIES: dict[str, Callable[[int, int], nn.Module]] = {  # (channels, stride) -> op, DARTS operations.py
     "none": lambda c, s: Zero(s),
@@ -208,8 +207,6 @@ def arch_to_path(arch: Arch, layout: Optional[CellLayout] = None) -> list[int]:
     return path
 
 
-CHOICE_POINTS: tuple[ChoicePoint, ...] = LAYOUT.choice_points
-INPUT_SELECTIONS: tuple[InputSelection, ...] = LAYOUT.input_selections
 
 
 # ---- networks -------------------------------------------------------------------------------------------------------
