@@ -64,6 +64,13 @@ def print_summary(record: RunRecord) -> None:
     spread = f" ± {f.final_test_acc_std:.2f} over {len(f.finalists)}" if len(f.finalists) > 1 else ""
     table.add_row("final accuracy (%)", f"{s.final_test_acc:.2f}{spread} (SE {f.final_test_acc_se:.2f}; "
                                         f"{f.final_source}, {f.final_n_images:,} images)")
+    if f.finalists and f.finalists[0].anytime is not None:
+        found_auc = ", ".join(f"{x.anytime['anytime_auc']:.2f}" for x in f.finalists if x.anytime)
+        base = f.anytime_baseline
+        table.add_row("final accuracy is", "the last classifier's (multi-exit arch)")
+        table.add_row("anytime AUC (%)", f"found {found_auc} ({len(f.finalists[0].anytime['exit_acc'])} exits)"
+                      + (f"; hand-designed baseline {base['arch']}: {base['anytime']['anytime_auc']:.2f} "
+                         f"({len(base['anytime']['exit_acc'])} exits, same final training)" if base else ""))
     table.add_row("ground truth", f"{record.hashes.truth.get('name', '?')}: {record.hashes.truth.get('metric', '')}")
     table.add_row("params / FLOPs", f"{s.params:,} / {s.flops:,}")
     table.add_row("  counted at", f.sized_at or "?")

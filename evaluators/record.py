@@ -123,6 +123,8 @@ class Finalist:
     val_acc: Optional[float] = None
     seconds: Optional[float] = None
     correct: Optional[str] = None  # per-test-image results, hex of packed bits (retrained archs: paired tests)
+    # multi-exit spaces: each classifier's cumulative FLOPs and test accuracy, and the anytime AUC (exits.curve)
+    anytime: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -149,6 +151,9 @@ class Found:
     final_test_acc_se: float = math.nan  # standard error of final_test_acc: binomial with one, std/sqrt(n) with n
     params_std: float = math.nan
     final_n_images: int = 0
+    # multi-exit spaces: the space's hand-designed baseline arch, trained with the found arch's final protocol and
+    # seed (reference work, not charged to the method): its string, params, FLOPs and anytime curve
+    anytime_baseline: Optional[dict[str, Any]] = None
 
 
 @dataclass

@@ -35,6 +35,7 @@ from oneshot_bench.config import NetConfig, Protocol, RunConfig, nets_for
 from oneshot_bench.data import DataBundle, data_sha256, load_data
 from oneshot_bench.device import configure_torch, resolve_device, search_autocast
 from oneshot_bench.errors import ConfigError
+from oneshot_bench.exits import ranking_value
 from oneshot_bench.measure import count_flops, count_params
 from oneshot_bench.training import seeded, train_standalone
 from search_spaces.base import STANDALONE, SUPERNET, Arch, SearchSpace, get_space
@@ -272,6 +273,7 @@ class Evaluation:
     references: dict[str, ExtraProxy]
     best: Arch  # the selected arch (top1: the method's best; top_best: the one kept after short training)
     finals: list[dict[str, Any]]  # one per final training or lookup: arch, proxy score, truth's result
+    baseline: Optional[dict[str, Any]] = None  # multi-exit spaces: the hand-designed baseline's final result
 
 
 def score_sample(run: PreparedRun, sample: list[Arch], progress: Optional[bool] = None) -> None:
@@ -292,7 +294,8 @@ def score_sample(run: PreparedRun, sample: list[Arch], progress: Optional[bool] 
 
 
 def short_training(run: PreparedRun, arch: Arch) -> float:
-    """Top-Best's short training of one arch on the run's data: validation accuracy after
+    """Top-Best's short training of one arch on the run's data: validation accuracy (a multi-exit space: anytime
+    AUC) after
     `selection.short_epochs` epochs (budget.standalone otherwise), seeded per arch."""
     plan, budget, sel = run.plan, run.plan.cfg.budget, run.plan.cfg.selection
     train = replace(budget.standalone, epochs=sel.short_epochs or budget.standalone.epochs)
@@ -301,8 +304,9 @@ def short_training(run: PreparedRun, arch: Arch) -> float:
     # benchmark's (CIFAR-10: 3 channels, 10 classes), which the run's data need not be
     shape = replace(sel.final_net(run.final_net), in_channels=run.data.in_channels, num_classes=run.data.num_classes)
     net = seeded(lambda: plan.space.build_standalone(arch, shape), seed)
-    return train_standalone(net, run.data, train, plan.device, seed, desc="top-best: short training",
-                            eval_splits=("val",))["val_acc"]
+    result = train_standalone(net, run.data, train, plan.device, seed, desc="top-best: short training",
+                              eval_splits=("val",))
+    return ranking_value(plan.space, arch, shape, run.data.resolution, result, "val")
 
 
 def select(run: PreparedRun) -> tuple[Arch, list[dict[str, Any]]]:
@@ -382,7 +386,20 @@ def evaluate(run: PreparedRun, progress: Optional[bool] = None) -> Evaluation:
                                  proxy=values)
     run.save_progress()
     best, finals = select(run)
-    return Evaluation(sample, scores, true_acc, run.truth_seconds, metrics, extra, references, best, finals)
+    return Evaluation(sample, scores, true_acc, run.truth_seconds, metrics, extra, references, best, finals,
+                      baseline_result(run))
+
+
+def baseline_result(run: PreparedRun) -> Optional[dict[str, Any]]:
+    """A multi-exit space's hand-designed baseline, trained with the final protocol, network and seed of the found
+    arch's first final training: the curve a found arch must beat. Reference work, outside every charged phase;
+    the truth's cache shares it between the methods of a comparison."""
+    plan, sel = run.plan, run.plan.cfg.selection
+    if not plan.space.multi_exit:
+        return None
+    arch = plan.space.baseline_arch()
+    result = plan.truth.final_accuracy(arch, seed_index=0, extras=sel.extras, net=sel.final_net(run.final_net))
+    return {"arch": arch, **result}
 
 
 # ---- build the record ----------------------------------------------------------------------------------------------
@@ -402,7 +419,7 @@ def build_record(run: PreparedRun, ev: Evaluation, artifacts: list[str]) -> RunR
     plan, cfg, data, encode = run.plan, run.plan.cfg, run.data, run.plan.space.encode
     net, side, sized_at = final_network(plan.truth, cfg.selection.final_net(run.final_net), data)
     sizes: dict[Arch, tuple[int, int]] = {}
-    for arch in [ev.best, *(f["arch"] for f in ev.finals)]:
+    for arch in [ev.best, *(f["arch"] for f in ev.finals), *([ev.baseline["arch"]] if ev.baseline else [])]:
         if arch not in sizes:
             with torch.device("meta"):  # counted on the meta device: a benchmark network need not fit in memory
                 model = plan.space.build_standalone(arch, net)
@@ -411,7 +428,12 @@ def build_record(run: PreparedRun, ev: Evaluation, artifacts: list[str]) -> RunR
                           test_acc=f["test_acc"], source=f["source"], n_images=f["n_images"],
                           seed_index=f["seed_index"], proxy_score=f["proxy_score"],
                           short_val_acc=f["short_val_acc"], val_acc=f.get("val_acc"), seconds=f.get("seconds"),
-                          correct=f.get("correct")) for f in ev.finals]
+                          correct=f.get("correct"), anytime=f.get("anytime")) for f in ev.finals]
+    baseline = None
+    if ev.baseline is not None:
+        b = ev.baseline
+        baseline = {"arch": encode(b["arch"]), "params": sizes[b["arch"]][0], "flops": sizes[b["arch"]][1],
+                    "test_acc": b["test_acc"], "seconds": b.get("seconds"), "anytime": b.get("anytime")}
     accs, params = [f.test_acc for f in finalists], [f.params for f in finalists]
     mean_acc, n_images = statistics.fmean(accs), finalists[0].n_images
     std = spread(accs)
@@ -433,7 +455,7 @@ def build_record(run: PreparedRun, ev: Evaluation, artifacts: list[str]) -> RunR
                   final_val_acc=ev.finals[0].get("val_acc"), final_seconds=sum(f.seconds or 0.0 for f in finalists),
                   space_worst_decile_acc=worst_decile(plan.truth), sized_at=sized_at, selection=selection,
                   finalists=finalists, final_test_acc_std=std, final_test_acc_se=se, params_std=spread(params),
-                  final_n_images=n_images)
+                  final_n_images=n_images, anytime_baseline=baseline)
     cost = run.meter.summary()
     return RunRecord(
         record_version=RECORD_VERSION, run_id=plan.run_id, finished_at=datetime.now(timezone.utc).isoformat(),

@@ -34,12 +34,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from oneshot_bench.config import Choice, NetConfig
 from oneshot_bench.errors import ConfigError
+from oneshot_bench.exits import accuracies as exit_accuracies
+from oneshot_bench.exits import correct_per_exit, ranking_value, task_loss
 from oneshot_bench.training import EpochMeans, accuracy, cosine, optimizer_step, steps_per_epoch
 from search_spaces.base import ENCODE, SAMPLE, STANDALONE, Arch, SearchSpace
 
@@ -307,7 +308,7 @@ class HypernetMethod(Method):
         steps = EpochMeans()
         for x, y in self.ctx.data.batches("train", b.batch_size, self.generator, max_batches=self.steps_per_epoch):
             plan = self.plan(self.ctx.space.sample(self.rng))  # a new uniformly sampled arch every step
-            loss = F.cross_entropy(self.run(plan, self.generate(plan), x), y)
+            loss = task_loss(plan.net, self.run(plan, self.generate(plan), x), y)  # every classifier's, if several
             steps.add("train_loss", optimizer_step(loss, self.optimizer, self.hypernet, b.grad_clip, self.scheduler),
                       f"{self.name} hypernetwork training")
         return {**steps.means(), "lr": self.scheduler.get_last_lr()[0]}
@@ -315,13 +316,19 @@ class HypernetMethod(Method):
     @torch.no_grad()
     def generated_accuracy(self, arch: Arch) -> float:
         """Val accuracy (percent) of `arch` with generated weights, on the same fixed val batches for every arch
-        (budget.score_batches batches, no shuffling, no augmentation), BN on batch statistics."""
-        b = self.ctx.budget
+        (budget.score_batches batches, no shuffling, no augmentation), BN on batch statistics. In a multi-exit
+        space, the anytime AUC of its classifiers' generated-weight accuracies (GHN's anytime search)."""
+        ctx, b = self.ctx, self.ctx.budget
         self.hypernet.eval()
         plan = self.plan(arch)
         params = self.generate(plan)
-        acc = accuracy(lambda x: self.run(plan, params, x), self.ctx.data.batches(
-            "val", b.batch_size, self.generator, shuffle=False, augment=False, max_batches=b.score_batches))
+        batches = ctx.data.batches("val", b.batch_size, self.generator, shuffle=False, augment=False,
+                                   max_batches=b.score_batches)
+        if ctx.space.multi_exit:
+            per_exit = exit_accuracies(correct_per_exit(plan.net, lambda x: self.run(plan, params, x), batches))
+            acc = ranking_value(ctx.space, arch, ctx.net, ctx.data.resolution, {"val_exit_acc": per_exit}, "val")
+        else:
+            acc = accuracy(lambda x: self.run(plan, params, x), batches)
         self.hypernet.train()
         return acc
 

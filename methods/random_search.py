@@ -1,11 +1,13 @@
 """Random search baseline: sample architectures, train each standalone from scratch under the budget, keep the best
-by validation accuracy (Li & Talwalkar 2019 use it as the reference every NAS method must beat)."""
+by validation accuracy, or in a multi-exit space by the validation anytime AUC (Li & Talwalkar 2019 use it as the
+reference every NAS method must beat)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Optional
 
 from oneshot_bench.errors import ConfigError
+from oneshot_bench.exits import ranking_value
 from oneshot_bench.training import seeded, train_standalone
 from search_spaces.base import ENCODE, SAMPLE, STANDALONE, Arch
 
@@ -37,8 +39,9 @@ class RandomSearch(Method):
     def _train(self, arch: Arch) -> float:
         ctx, seed = self.ctx, self.arch_seed(arch, "standalone")
         net = seeded(lambda: ctx.space.build_standalone(arch, ctx.net), seed)
-        return train_standalone(net, ctx.data, self.train_cfg, ctx.device, seed, desc="random: train",
-                                eval_splits=("val",))["val_acc"]
+        result = train_standalone(net, ctx.data, self.train_cfg, ctx.device, seed, desc="random: train",
+                                  eval_splits=("val",))
+        return ranking_value(ctx.space, arch, ctx.net, ctx.data.resolution, result, "val")
 
     def score(self, archs: list[Arch]) -> list[float]:
         return [self._train(a) for a in archs]

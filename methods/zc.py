@@ -36,11 +36,11 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from oneshot_bench.config import Choice
 from oneshot_bench.errors import ConfigError
+from oneshot_bench.exits import task_loss
 from oneshot_bench.measure import count_flops, count_params
 from oneshot_bench.training import seeded
 from search_spaces.base import ENCODE, SAMPLE, STANDALONE, Arch
@@ -86,7 +86,8 @@ def _weights(net: nn.Module) -> list[nn.Parameter]:
 
 
 def _loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(net(x), y)
+    """The loss the loss-based proxies differentiate: cross-entropy, the mean over a multi-exit net's classifiers."""
+    return task_loss(net, net(x), y)
 
 
 def synflow(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -14,6 +14,8 @@ from tqdm.auto import tqdm
 from .config import TrainConfig, TrainingExtras
 from .data import DataBundle, cutout_batch
 from .errors import ConfigError, DivergenceError
+from .exits import accuracies as exit_accuracies
+from .exits import correct_per_exit, task_loss
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 NO_EXTRAS = TrainingExtras()
@@ -187,7 +189,9 @@ def train_standalone(net: nn.Module, data: DataBundle, cfg: TrainConfig, device:
                      eval_splits: tuple[str, ...] = ("val", "test"), keep_correct: bool = False,
                      progress: Optional[bool] = None) -> dict[str, Any]:
     """Train `net` from scratch with SGD + cosine LR; return accuracies (percent) on `eval_splits`, and with
-    `keep_correct` each split's per-image correctness (`<split>_correct`, a bool array). `extras` are a final
+    `keep_correct` each split's per-image correctness (`<split>_correct`, a bool array). A multi-exit net
+    (`oneshot_bench.exits`) trains on all its classifiers' losses; `<split>_acc` is its last classifier's and
+    `<split>_exit_acc` lists every classifier's. `extras` are a final
     training protocol's regularisers: cutout on training images, drop-path ramped from 0 over the epochs (DARTS'
     schedule) and an auxiliary head's loss; a net that cannot do one it is asked for is a ConfigError."""
     generator = torch.Generator().manual_seed(seed)
@@ -211,7 +215,7 @@ def train_standalone(net: nn.Module, data: DataBundle, cfg: TrainConfig, device:
             net.drop_path_prob = extras.drop_path * epoch / cfg.epochs
         losses = EpochMeans()
         for x, y in data.batches("train", cfg.batch_size, generator, max_batches=steps):
-            loss = F.cross_entropy(net(cutout_batch(x, cutout, generator)), y)
+            loss = task_loss(net, net(cutout_batch(x, cutout, generator)), y)
             if extras.auxiliary_weight > 0:
                 loss = loss + extras.auxiliary_weight * F.cross_entropy(net.aux_logits, y)
             losses.add("loss", optimizer_step(loss, opt, net, cfg.grad_clip, sched), f"{desc} training (epoch {epoch})")
@@ -220,9 +224,13 @@ def train_standalone(net: nn.Module, data: DataBundle, cfg: TrainConfig, device:
     bar.close()
     net.eval()
     out: dict[str, Any] = {}
+    multi_exit = hasattr(net, "exit_logits")
     for split in eval_splits:
-        correct = correct_per_image(net, data.batches(split, 256, generator, shuffle=False, augment=False))
+        per_exit = correct_per_exit(net, net, data.batches(split, 256, generator, shuffle=False, augment=False))
+        correct = per_exit[-1]  # the last classifier's: the net's prediction
         out[f"{split}_acc"] = 100.0 * float(correct.float().mean()) if len(correct) else 0.0
+        if multi_exit:
+            out[f"{split}_exit_acc"] = exit_accuracies(per_exit)
         if keep_correct:
             out[f"{split}_correct"] = correct.numpy()
     return out

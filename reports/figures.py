@@ -184,9 +184,67 @@ def anytime_curves(comparison: Comparison, slug: str) -> Optional[Figure]:
                   data_uri=to_data_uri(fig))
 
 
+# What the GHN paper shows for anytime prediction (Sec. 5.2, Figure 3): a plot without printed numbers, so no
+# point of it is drawn here; its finding is compared in words.
+PAPER_ANYTIME_FINDING = ("GHN paper (Figure 3, CIFAR-10): the GHN-searched anytime network's accuracy-FLOPs curve "
+                         "lies above MSDNet's and above ensembles of ResNets and DenseNets over the whole FLOPs range. "
+                         "The paper prints no numbers for it and its points cannot be read reliably from the figure, "
+                         "so none are drawn; compare qualitatively: a found curve should lie above the baseline's.")
+
+
+def _step_curve(ax: plt.Axes, anytime: dict, **style) -> None:
+    """An anytime curve as the step function its AUC integrates: chance until the first classifier, then each
+    classifier's accuracy until the next, up to the budget range's end; a marker at each classifier."""
+    xs = [0.0, *anytime["exit_flops"], anytime["max_flops"]]
+    ys = [anytime["chance_acc"], *anytime["exit_acc"], anytime["exit_acc"][-1]]
+    ax.step(xs, ys, where="post", **style)
+    ax.plot(anytime["exit_flops"], anytime["exit_acc"], linestyle="none", marker="o", markersize=3,
+            color=style.get("color"))
+
+
+def anytime_prediction_curves(comparison: Comparison, slug: str) -> Optional[Figure]:
+    """Multi-exit spaces: each found arch's test accuracy at every classifier against the cumulative FLOPs there,
+    beside the space's hand-designed baseline trained with the same final protocol and seed; None when no run of the
+    setting has such a curve."""
+    runs = [e for e in comparison.entries if e.kind == "method" and e.record is not None
+            and e.record.found.finalists and e.record.found.finalists[0].anytime is not None]
+    if not runs:
+        return None
+    methods = sorted({e.label for e in runs})
+    palette = _palette(methods)
+    fig, ax = plt.subplots(figsize=(7.6, 4.6))
+    rows, baselines = [], {}
+    for e in sorted(runs, key=lambda e: (e.label, e.seed)):
+        found = e.record.found
+        curve = found.finalists[0].anytime
+        _step_curve(ax, curve, color=palette[e.label], linewidth=1.2, alpha=0.85,
+                    label=e.label if e.label not in {r[0] for r in rows} else None)
+        rows.append((e.label, e.seed, curve["anytime_auc"], len(curve["exit_acc"])))
+        if found.anytime_baseline is not None:
+            baselines.setdefault(e.seed, found.anytime_baseline)
+    for k, (_seed, base) in enumerate(sorted(baselines.items())):
+        _step_curve(ax, base["anytime"], color="black", linestyle="--", linewidth=1.0,
+                    label=f"hand-designed baseline {base['arch']}" if k == 0 else None)
+    ax.set_xlabel("cumulative FLOPs per image at the classifier (multiply-add = 2)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+    aucs = "; ".join(f"{label} seed {seed}: AUC {auc:.2f} ({n} exits)" for label, seed, auc, n in rows)
+    base_aucs = "; ".join(f"seed {seed}: AUC {b['anytime']['anytime_auc']:.2f} ({len(b['anytime']['exit_acc'])} "
+                          f"exits)" for seed, b in sorted(baselines.items()))
+    return Figure(id=f"{slug}-anytime-prediction",
+                  title="Anytime prediction: accuracy at each classifier against FLOPs",
+                  caption=f"Each coloured line is one run's found arch (one per seed), the dashed black line the "
+                          f"hand-designed baseline trained with the same final protocol and seed. A net answers with "
+                          f"the last classifier it has reached, chance before the first; the AUC is the mean of that "
+                          f"step curve over budgets from 0 to the largest arch's cost (oneshot_bench.exits). Found: "
+                          f"{aucs}. Baseline: {base_aucs or 'not recorded'}. {PAPER_ANYTIME_FINDING}",
+                  data_uri=to_data_uri(fig))
+
+
 def setting_figures(runs: pd.DataFrame, points: pd.DataFrame, comparison: Comparison, slug: str) -> list[Figure]:
     with sns.axes_style("whitegrid"):
         figures = [proxy_vs_truth(points, slug), cost_vs_accuracy(runs, slug),
                    kendall_beside_references(comparison, slug)]
         anytime = anytime_curves(comparison, slug)
-    return figures + ([anytime] if anytime is not None else [])
+        prediction = anytime_prediction_curves(comparison, slug)
+    return figures + [f for f in (anytime, prediction) if f is not None]

@@ -351,6 +351,22 @@ class SearchSpace(ABC):
         raise ConfigError(f"space {self.name!r} has no ImageNet network to transfer its archs to; transfers take "
                           f"darts_cell archs (DARTS' NetworkImageNet).")
 
+    # ---- multi-exit (anytime) spaces ------------------------------------------------------------------------------
+    # Archs with several classifiers (`oneshot_bench.exits`): ranked by the anytime AUC instead of one accuracy.
+    multi_exit: ClassVar[bool] = False
+
+    def exit_flops(self, arch: Arch, net: NetConfig, resolution: int) -> list[float]:
+        """Cumulative FLOPs of one image at each classifier of `arch`, in network order (multi-exit spaces)."""
+        raise NotImplementedError(f"space {self.name} has one classifier per arch")
+
+    def max_flops(self, net: NetConfig, resolution: int) -> float:
+        """The end of the anytime budget range, the same for every arch (multi-exit spaces)."""
+        raise NotImplementedError(f"space {self.name} has one classifier per arch")
+
+    def baseline_arch(self) -> Arch:
+        """The hand-designed arch of this family that is trained beside every found arch (multi-exit spaces)."""
+        raise NotImplementedError(f"space {self.name} declares no hand-designed baseline")
+
     def arch_to_path(self, arch: Arch) -> list[int]:
         """Single-path view of `arch` in the supernet: one candidate index per choice point."""
         raise NotImplementedError(f"space {self.name} has no supernet")

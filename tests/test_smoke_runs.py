@@ -8,16 +8,19 @@ from methods import METHODS
 from search_spaces import SPACES
 
 PAIRS = [(m, s) for m in METHODS.names() for s in SPACES.names() if METHODS.get(m).supports_name(s)]
+# smaller instances of spaces whose default is slow at the smoke budget (test_space_anytime runs the paper's size)
+SMOKE_SPACE_PARAMS = {"anytime": ("space.params.nodes=[3,2,2]",)}
 
 
 @pytest.mark.parametrize(("method", "space"), PAIRS, ids=[f"{m}-{s}" for m, s in PAIRS])
 def test_smoke_run(smoke_config, method, space):
-    record = run_benchmark(smoke_config(f"method={method}", f"space={space}"), progress=False)
+    extra = SMOKE_SPACE_PARAMS.get(space, ())
+    record = run_benchmark(smoke_config(f"method={method}", f"space={space}", *extra), progress=False)
     s = record.summary
     assert -1.0 <= s.kendall_tau <= 1.0 and math.isfinite(s.kendall_tau)
     assert 0.0 <= s.final_test_acc <= 100.0
     assert s.params > 0 and s.flops > 0
-    space_obj = SPACES.get(space)()
+    space_obj = SPACES.get(space)(**record.config["space"]["params"])
     assert space_obj.encode(space_obj.decode(record.found.arch)) == record.found.arch
 
 

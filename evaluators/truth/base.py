@@ -100,7 +100,8 @@ class GroundTruth(ABC):
         """The found arch's final accuracy: test_acc (percent), source, n_images (test images behind it), and for a
         training source val_acc, seconds and `correct` (per-image results, hex of packed bits) for paired tests.
         `seed_index` picks one of several final trainings (Top-Best's seeds); `extras` are the protocol's
-        final-training regularisers and `net` its final network (training sources only)."""
+        final-training regularisers and `net` its final network (training sources only). A multi-exit space's
+        result adds `anytime` (`oneshot_bench.exits.curve`)."""
         return {"test_acc": self.accuracies([arch])[0], "source": self.kind, "n_images": self.test_images}
 
     # test images behind a looked-up accuracy (the benchmark's test or validation split)

@@ -1,6 +1,7 @@
 """Standalone training under the budget: each arch trained from scratch on the run's data, cached on disk by
 everything that affects the result (arch, data hash, resolution, network, training setup, seed), so every method
-of a comparison reuses the same numbers. The truth of any space that builds standalone networks."""
+of a comparison reuses the same numbers. The truth of any space that builds standalone networks; a multi-exit
+space's archs are ranked by their anytime AUC (`oneshot_bench.exits`), and their final results keep the curve."""
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 from oneshot_bench.atomic import read_json, write_json
 from oneshot_bench.config import NetConfig, TrainConfig, TrainingExtras
 from oneshot_bench.device import full_precision
+from oneshot_bench.exits import optional_curve, ranking_value
 from oneshot_bench.training import NO_EXTRAS, seeded, train_standalone
 from search_spaces.base import Arch
 
@@ -46,7 +48,8 @@ class TrainedTruth(GroundTruth):
             try:
                 cached = read_json(path)
                 if isinstance(cached, dict) and "test_acc" in cached and "val_acc" in cached and (
-                        "test_correct" in cached or not keep_correct):
+                        "test_correct" in cached or not keep_correct) and (
+                        "test_exit_acc" in cached or not self.space.multi_exit):
                     return cached
             except (OSError, ValueError):
                 pass
@@ -60,24 +63,34 @@ class TrainedTruth(GroundTruth):
         result = {"arch": self.space.encode(arch), "val_acc": accs["val_acc"], "test_acc": accs["test_acc"],
                   "seconds": time.perf_counter() - start, "train": asdict(train), "net": asdict(net),
                   "seed": seed, "extras": asdict(extras), "n_images": len(ctx.data.test)}
+        result.update({k: accs[k] for k in ("val_exit_acc", "test_exit_acc") if k in accs})
         if keep_correct:
             result["test_correct"] = np.packbits(accs["test_correct"]).tobytes().hex()
         write_json(path, result)
         return result
 
     def accuracies(self, archs: list[Arch]) -> list[float]:
-        return [self._train(a, self.ctx.train)["test_acc"] for a in tqdm(archs, desc="ground truth", leave=False)]
+        ctx = self.ctx
+        return [ranking_value(self.space, a, ctx.net, ctx.data.resolution, self._train(a, ctx.train), "test")
+                for a in tqdm(archs, desc="ground truth", leave=False)]
 
     def final_accuracy(self, arch: Arch, *, seed_index: int = 0, extras: TrainingExtras = NO_EXTRAS,
                        net: Optional[NetConfig] = None) -> dict[str, Any]:
         r = self._train(arch, self.ctx.final, seed=self.ctx.seed + 1000 * seed_index, extras=extras,
                         keep_correct=True, net=net)
-        return {"test_acc": r["test_acc"], "val_acc": r["val_acc"], "source": "retrained", "seconds": r["seconds"],
-                "n_images": r["n_images"], "correct": r["test_correct"]}
+        out = {"test_acc": r["test_acc"], "val_acc": r["val_acc"], "source": "retrained", "seconds": r["seconds"],
+               "n_images": r["n_images"], "correct": r["test_correct"]}
+        anytime = optional_curve(self.space, arch, net or self.ctx.net, self.ctx.data.resolution,
+                                 r.get("test_exit_acc"))
+        if anytime is not None:
+            out["anytime"] = anytime
+        return out
 
     def describe(self) -> dict[str, Any]:
         ctx = self.ctx
         return {"name": self.name, "kind": self.kind,
-                "metric": "test accuracy after standalone training under the budget",
+                "metric": ("anytime AUC (mean test accuracy over FLOPs budgets, oneshot_bench.exits) after "
+                           "standalone training under the budget" if self.space.multi_exit else
+                           "test accuracy after standalone training under the budget"),
                 "train": asdict(ctx.train), "final": asdict(ctx.final), "net": asdict(ctx.net),
                 "cache": str(ctx.cache_dir / self.space.name), "data_sha256": ctx.data.sha256}
