@@ -119,7 +119,7 @@ class Finalist:
     n_images: int  # test images behind test_acc
     seed_index: int = 0  # which of several final trainings of the arch (Top-Best's seeds)
     proxy_score: Optional[float] = None  # the method's own score of the arch
-    short_val_acc: Optional[float] = None  # Top-Best: validation accuracy after the short training
+    short_val_acc: Optional[float] = None  # Top-Best: validation accuracy (multi-exit: AUC) after the short training
     val_acc: Optional[float] = None
     seconds: Optional[float] = None
     correct: Optional[str] = None  # per-test-image results, hex of packed bits (retrained archs: paired tests)
@@ -178,14 +178,16 @@ class Summary:
     final_seconds: float = 0.0
     evaluation_device_seconds: float = 0.0  # scoring the shared benchmark sample: reported apart from search
     final_test_acc_se: float = math.nan
+    final_anytime_auc: float = math.nan  # multi-exit spaces: the finalists' mean anytime AUC (NaN otherwise)
 
     @classmethod
     def objectives(cls) -> list[str]:
         """The names a sweep may optimize."""
         return [f.name for f in dataclasses.fields(cls)]
 
+    # every other field is a cost, a size or an error: lower is better
     HIGHER_IS_BETTER = ("kendall_tau", "spearman_rho", "pearson_r", "precision_at_top10pct", "precision_at_5",
-                        "final_test_acc")  # every other field is a cost, a size or an error: lower is better
+                        "final_test_acc", "final_anytime_auc")
 
     @classmethod
     def direction(cls, name: str) -> str:
@@ -200,7 +202,12 @@ class Summary:
                    final_test_acc=found.final_test_acc, params=found.params, flops=found.flops,
                    search_device_seconds=cost.search_device_seconds, search_gpu_days=cost.search_gpu_days,
                    evaluation_device_seconds=cost.evaluation_device_seconds,
-                   final_test_acc_se=found.final_test_acc_se, **phases)
+                   final_test_acc_se=found.final_test_acc_se, final_anytime_auc=_mean_auc(found), **phases)
+
+
+def _mean_auc(found: Found) -> float:
+    aucs = [f.anytime["anytime_auc"] for f in found.finalists if f.anytime]
+    return sum(aucs) / len(aucs) if aucs else math.nan
 
 
 @dataclass

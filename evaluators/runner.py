@@ -294,8 +294,8 @@ def score_sample(run: PreparedRun, sample: list[Arch], progress: Optional[bool] 
 
 
 def short_training(run: PreparedRun, arch: Arch) -> float:
-    """Top-Best's short training of one arch on the run's data: validation accuracy (a multi-exit space: anytime
-    AUC) after
+    """Top-Best's short training of one arch on the run's data: its validation accuracy (anytime AUC in a
+    multi-exit space) after
     `selection.short_epochs` epochs (budget.standalone otherwise), seeded per arch."""
     plan, budget, sel = run.plan, run.plan.cfg.budget, run.plan.cfg.selection
     train = replace(budget.standalone, epochs=sel.short_epochs or budget.standalone.epochs)

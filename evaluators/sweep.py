@@ -36,6 +36,7 @@ from typing import Any, Optional
 from oneshot_bench.atomic import write_json
 from oneshot_bench.config import Mode, RunConfig, SweepConfig, from_dictconfig
 from oneshot_bench.errors import ConfigError, DivergenceError, UserError
+from search_spaces import SPACES
 
 from .record import Summary
 
@@ -246,6 +247,9 @@ def check_sweep(base: Any, cfg: RunConfig, fixed: frozenset[str] = frozenset()) 
     for name in sweep.objectives:
         if name not in valid:
             raise ConfigError(f"unknown sweep.objectives entry {name!r}. Valid: {', '.join(valid)}.")
+    if "final_anytime_auc" in sweep.objectives and not SPACES.get(cfg.space.name).multi_exit:
+        raise ConfigError(f"sweep.objectives names final_anytime_auc, which only a multi-exit space has (space="
+                          f"anytime); space {cfg.space.name!r} has one classifier: use final_test_acc.")
     dimensions = []
     for key, spec in sweep.params.items():
         if key in fixed:

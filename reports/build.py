@@ -1,6 +1,7 @@
 """Build the HTML report from a results store alone: records -> tables + figures + provenance -> one HTML file."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -45,6 +46,17 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+def anytime_text(run: pd.Series) -> str:
+    """A multi-exit run's final accuracy is its last classifier's: the anytime AUC it is ranked by goes beside it,
+    with the hand-designed baseline's under the same final training."""
+    auc = run.get("final_anytime_auc", math.nan)
+    if auc is None or math.isnan(auc):
+        return ""
+    base = run.get("baseline_anytime_auc", math.nan)
+    return (f" (last classifier); anytime AUC {auc:.2f}"
+            + ("" if base is None or math.isnan(base) else f", hand-designed baseline {base:.2f}"))
+
+
 def method_table_row(run: pd.Series) -> dict[str, str]:
     """The per-method table's cells for one run, formatted; keys are the data-metric names in the HTML."""
     row = {"run_id": run["run_id"], "method": run["variant"], "seed": str(run["seed"])}
@@ -55,7 +67,7 @@ def method_table_row(run: pd.Series) -> dict[str, str]:
         flops=fmt.count(run["flops"]), precision_at_top10pct=fmt.num(run["precision_at_top10pct"], 2),
         precision_at_5=fmt.num(run["precision_at_5"], 2),
         final_test_acc=fmt.num(run["final_test_acc"], 2) + (f" ± {run['final_test_acc_std']:.2f}"
-                                                            if run["n_finalists"] > 1 else ""),
+                                                            if run["n_finalists"] > 1 else "") + anytime_text(run),
         final_test_acc_se=fmt.num(run["final_test_acc_se"], 2), final_source=run["final_source"],
         found_arch=run["found_arch"], n_ranked=str(run["n_ranked"]))
     for name in ("kendall_tau", "spearman_rho"):

@@ -24,6 +24,15 @@ def _correct(record: RunRecord):
     return bits[:first.n_images].astype(bool)
 
 
+def _last_classifier_note(better: RankingEntry, worse: RankingEntry) -> str:
+    """Multi-exit archs: McNemar compares their last classifiers, not the anytime AUC they were searched for."""
+    curves = [e.record.found.finalists[0].anytime for e in (better, worse)]
+    if not all(curves):
+        return ""
+    return (f" (their last classifiers; the anytime AUCs they were searched for are {curves[0]['anytime_auc']:.2f} "
+            f"and {curves[1]['anytime_auc']:.2f}, not tested)")
+
+
 def supported_orderings(entries: list[RankingEntry], resamples: int = 1000) -> list[str]:
     """Every ordering a paired test supports between two rankings of the same seed's sample (methods against
     methods and against references), and between two methods' found archs tested on the same images."""
@@ -61,5 +70,5 @@ def supported_orderings(entries: list[RankingEntry], resamples: int = 1000) -> l
                     out.append(f"{better.label}'s found arch is more accurate than {worse.label}'s (seed {seed}): "
                                f"{better.record.found.finalists[0].test_acc:.2f}% vs "
                                f"{worse.record.found.finalists[0].test_acc:.2f}% on the same {len(ca)} test "
-                               f"images, McNemar p = {test.p_value:.3g}")
+                               f"images, McNemar p = {test.p_value:.3g}" + _last_classifier_note(better, worse))
     return out

@@ -83,7 +83,7 @@ def proxy_vs_truth(points: pd.DataFrame, slug: str) -> Figure:
     grid = sns.relplot(data=data, x="truth", y="proxy", col="variant", col_order=methods, hue="seed",
                        col_wrap=min(3, len(methods)), height=3.0, aspect=1.1, s=28,
                        facet_kws={"sharey": False, "sharex": True})
-    grid.set_axis_labels("ground-truth accuracy (%)", "proxy score")
+    grid.set_axis_labels("ground truth (%: accuracy, or a multi-exit arch's anytime AUC)", "proxy score")
     grid.set_titles("{col_name}")
     return Figure(id=f"{slug}-scatter", title="Proxy score vs ground truth",
                   caption="Each point is one architecture of the shared ranking sample (identical for every method); "

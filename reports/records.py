@@ -193,6 +193,9 @@ def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
             "search_seconds": s.search_device_seconds, "search_gpu_days": s.search_gpu_days,
             "params": s.params, "params_m": s.params / 1e6, "flops": s.flops,
             "final_test_acc": s.final_test_acc, "final_source": f.final_source,
+            "final_anytime_auc": s.final_anytime_auc,
+            "baseline_anytime_auc": (f.anytime_baseline["anytime"]["anytime_auc"] if f.anytime_baseline
+                                     else math.nan),
             "found_arch": f.arch, "n_ranked": len(rk.proxy),
             "precision_at_top10pct": s.precision_at_top10pct, "precision_at_5": s.precision_at_5,
             "method_params": params, "budget_desc": budget_description(r), "variant": variant_label(r),

@@ -198,7 +198,7 @@ class AnytimeSpace(SearchSpace):
                               f"{MAX_CELLS} cells of 1 to {MAX_NODES_PER_CELL} nodes each, e.g. "
                               f"space.params.nodes=[24,16,8] (GHN's).")
         self.layout = Layout(counts)
-        self._exit_flops: dict[tuple, tuple[float, ...]] = {}  # (arch, net, side) -> counted once
+        self._pieces: dict[tuple, dict[tuple, float]] = {}  # (net, side) -> FLOPs of each piece
 
     def identity_params(self) -> dict[str, list[int]]:
         return {} if self.layout.nodes == PAPER_NODES else {"nodes": list(self.layout.nodes)}
@@ -217,9 +217,14 @@ class AnytimeSpace(SearchSpace):
 
     def _check(self, arch: Arch) -> Arch:
         arch = tuple(int(a) for a in arch)
-        if not self.is_valid(arch):
-            raise ValueError(f"invalid anytime arch {arch}: {2 * self.layout.total - 1} decisions expected (op "
-                             f"0-{len(OPS) - 1}, then exit 0/1, per node; the last node has no exit decision)")
+        decisions = self.decisions
+        if len(arch) != len(decisions):
+            raise ValueError(f"invalid anytime arch {arch}: {len(arch)} decisions, not {len(decisions)} (op 0-"
+                             f"{len(OPS) - 1}, then exit 0/1, per node; the last node has no exit decision)")
+        bad = [f"{d.name}={a} (choices 0-{len(d.choices) - 1})" for a, d in zip(arch, decisions, strict=True)
+               if not 0 <= a < len(d.choices)]
+        if bad:
+            raise ValueError(f"invalid anytime arch {arch}: {', '.join(bad)}")
         return arch
 
     def _help(self) -> str:
@@ -285,28 +290,50 @@ class AnytimeSpace(SearchSpace):
     def build_standalone(self, arch: Arch, net: NetConfig) -> AnytimeNet:
         return AnytimeNet(self._check(arch), self.layout, net)
 
-    def _count_exit_flops(self, arch: Arch, net: NetConfig, resolution: int) -> tuple[float, ...]:
-        with torch.device("meta"):
-            model = self.build_standalone(arch, net).eval()
-            x = torch.zeros(1, net.in_channels, resolution, resolution)
-        marks: list[float] = []
-        with FlopCounterMode(display=False) as counter:
-            hooks = [head.register_forward_hook(lambda *_: marks.append(float(counter.get_total_flops())))
-                     for head in model.exits.values()]
-            with torch.no_grad():
-                model(x)
-        for h in hooks:
-            h.remove()
-        return tuple(marks)
+    def _piece_flops(self, net: NetConfig, resolution: int) -> dict[tuple, float]:
+        """FLOPs of every piece an arch is made of, counted once per (net, side) on the meta device: the stem,
+        each cell's input reduction, each op at each cell's width and side, each cell's classifier. An arch's costs
+        are sums of these (scoring a new arch then counts nothing)."""
+        key = (astuple(net), resolution)
+        if key not in self._pieces:
+            widths = [net.channels * 2 ** s for s in range(len(self.layout.nodes))]
+            pieces: dict[tuple, float] = {}
+
+            def count(name: tuple, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+                with FlopCounterMode(display=False) as counter, torch.no_grad():
+                    y = module.eval()(x)
+                pieces[name] = float(counter.get_total_flops())
+                return y
+
+            with torch.device("meta"):
+                x = count(("stem",), ConvBN(net.in_channels, widths[0], 3),
+                          torch.zeros(1, net.in_channels, resolution, resolution))
+                for s, width in enumerate(widths):
+                    if s > 0:
+                        x = count(("reduction", s), ConvBN(widths[s - 1], width, 3, stride=2), x)
+                    for op in range(len(OPS)):
+                        if op != SKIP:
+                            count(("op", s, op), ResidualNode(_residual_body(op, width)), x)
+                    count(("exit", s), ExitHead(width, net.num_classes), x)
+            self._pieces[key] = pieces
+        return self._pieces[key]
 
     def exit_flops(self, arch: Arch, net: NetConfig, resolution: int) -> list[float]:
         """Cumulative FLOPs of one image (a multiply-add = 2) when each classifier answers, in network order:
         everything computed up to it, earlier classifiers included (an anytime net runs them all)."""
         arch = self._check(arch)
-        key = (arch, astuple(net), resolution)
-        if key not in self._exit_flops:
-            self._exit_flops[key] = self._count_exit_flops(arch, net, resolution)
-        return list(self._exit_flops[key])
+        pieces = self._piece_flops(net, resolution)
+        cell_of, exits = self.layout.cell_of, set(self.layout.exits(arch))
+        total, marks = pieces[("stem",)], []
+        for g, op in enumerate(self.layout.ops(arch)):
+            if g > 0 and cell_of[g] != cell_of[g - 1]:
+                total += pieces[("reduction", cell_of[g])]
+            if op != SKIP:
+                total += pieces[("op", cell_of[g], op)]
+            if g in exits:
+                total += pieces[("exit", cell_of[g])]
+                marks.append(total)
+        return marks
 
     def max_flops(self, net: NetConfig, resolution: int) -> float:
         """The end of the anytime budget range: the largest arch's full cost."""

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import REPO
+from torch.utils.flop_counter import FlopCounterMode
 
 from evaluators.record import RunRecord
 from evaluators.runner import run_benchmark
@@ -81,8 +82,22 @@ def test_a_net_answers_at_every_exit_and_costs_add_up(space):
         exits = space.layout.exits(arch)
         assert len(net.exit_logits) == len(exits) and torch.equal(logits, net.exit_logits[-1])
         flops = space.exit_flops(arch, NET, 16)
+        assert flops == counted_at_each_exit(net, x[:1]), space.encode(arch)  # sums of pieces = the whole net's
         assert len(flops) == len(exits) and all(a < b for a, b in zip(flops, flops[1:], strict=False))
         assert flops[-1] == count_flops(net, 1, 16) <= max_flops  # the last exit has run everything
+
+
+def counted_at_each_exit(net, x):
+    """The FLOP counter's running total when each classifier has answered, on the whole network."""
+    marks = []
+    with FlopCounterMode(display=False) as counter:
+        hooks = [head.register_forward_hook(lambda *_: marks.append(float(counter.get_total_flops())))
+                 for head in net.exits.values()]
+        with torch.no_grad():
+            net(x)
+    for hook in hooks:
+        hook.remove()
+    return marks
 
 
 def test_anytime_auc_integrates_the_step_curve():
@@ -161,6 +176,7 @@ def test_ghn_searches_it_and_the_record_and_report_hold_both_curves(smoke_config
     assert base["arch"] == space.encode(space.baseline_arch()) and len(base["anytime"]["exit_acc"]) == 6
     assert base["anytime"]["max_flops"] == curve["max_flops"]
     assert "anytime AUC" in record.hashes.truth["metric"]
+    assert record.summary.final_anytime_auc == curve["anytime_auc"]  # what a sweep can optimise
     assert all(0.0 <= v <= 100.0 for v in record.ranking.truth)
     again = RunRecord.from_dict(record.to_dict())
     assert again.found.anytime_baseline == base
@@ -168,6 +184,8 @@ def test_ghn_searches_it_and_the_record_and_report_hold_both_curves(smoke_config
     html = out.read_text()
     assert "Anytime prediction: accuracy at each classifier against FLOPs" in html
     assert f"Baseline: seed 0: AUC {base['anytime']['anytime_auc']:.2f}" in html
+    assert (f"(last classifier); anytime AUC {curve['anytime_auc']:.2f}, hand-designed baseline "
+            f"{base['anytime']['anytime_auc']:.2f}") in html  # the method table's final-accuracy cell
 
 
 def test_the_paper_size_space_runs_from_the_command_line(tmp_path):

@@ -280,6 +280,7 @@ def test_a_bad_sweep_is_refused_before_any_trial(tmp_path, capsys):
         (["+sweep=spos", "sweep.params={method.params.topk: 'interval(5, 20)'}"], ["topk", "int(interval"]),
         (["+sweep=spos", "sweep.params={method.params.topk: 'range(20, 4, -5)'}"], ["step must be positive"]),
         (["+sweep=spos", "method.params.topk=7", "method.params.mutation_prob=0.2"], ["nothing to search"]),
+        (["+sweep=spos", "sweep.objectives=[final_anytime_auc]"], ["final_anytime_auc", "multi-exit", "nb201"]),
     ]
     for args, needles in cases:
         code = run.cli([*base, *args])
