@@ -41,7 +41,8 @@ def task_loss(net: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Te
 def correct_per_exit(net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
                      batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """Whether each image is classified correctly by each classifier: a bool tensor, exits x images (one row for a
-    single-exit net). `forward` runs `net` (directly, or with generated weights)."""
+    single-exit net; its last row is what a paired test between two nets needs). `forward` runs `net` (directly, or
+    with generated weights)."""
     rows: list[torch.Tensor] = []
     for x, y in batches:
         outs = exit_outputs(net, forward(x))
@@ -89,8 +90,7 @@ def ranking_value(space: Any, arch: tuple[int, ...], net_cfg: Any, resolution: i
     the split's accuracy, or for a multi-exit space its anytime AUC on that split."""
     if not getattr(space, "multi_exit", False):
         return float(result[f"{split}_acc"])
-    return anytime_auc(result[f"{split}_exit_acc"], space.exit_flops(arch, net_cfg, resolution),
-                       space.max_flops(net_cfg, resolution), chance_accuracy(net_cfg.num_classes))
+    return optional_curve(space, arch, net_cfg, resolution, result[f"{split}_exit_acc"])["anytime_auc"]
 
 
 def optional_curve(space: Any, arch: tuple[int, ...], net_cfg: Any, resolution: int,

@@ -134,12 +134,6 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor, ks: tuple[int, ...]) -> 
 
 
 @torch.no_grad()
-def correct_per_image(forward: Forward, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Whether each image (in batch order) is classified correctly: what a paired test between two nets needs."""
-    return torch.cat([(forward(x).argmax(1) == y).cpu() for x, y in batches])
-
-
-@torch.no_grad()
 def recalibrate_bn(module: nn.Module, forward: Forward, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Re-estimate BatchNorm statistics for the sub-network that `forward` runs (SPOS, Guo et al. 2020, Sec. 3.4):
     running stats of shared BN layers are a mixture over all paths and mislead the ranking otherwise."""
