@@ -306,6 +306,15 @@ def _reference_metric(metric: str, entries: list[RankingEntry]) -> Cell:
     return Cell(fmt.mean_std(values, lambda x: fmt.num(x, 2)), "measured")
 
 
+def _distinct_parts(titles: list[str]) -> dict[str, str]:
+    """Each setting title ("space / data / budget / truth") cut to the parts where the titles differ; "" for all
+    when there is one title."""
+    split = [t.split(" / ") for t in titles]
+    varying = [i for i in range(max(map(len, split), default=0))
+               if len({s[i] if i < len(s) else "" for s in split}) > 1]
+    return {t: " / ".join(s[i] for i in varying if i < len(s)) for t, s in zip(titles, split, strict=True)}
+
+
 def _reference_rows(table: dict[str, Any], records: list[RunRecord], columns: list[dict[str, Any]]) -> list[Row]:
     """'reference: no training' rows: each free ranking of the table's setting (parameter count, FLOPs, the
     zero-cost proxies of zc runs), per budget, over the seeds that have it."""
@@ -316,6 +325,7 @@ def _reference_rows(table: dict[str, Any], records: list[RunRecord], columns: li
     by_setting: dict[str, list[RunRecord]] = {}
     for r in chosen:
         by_setting.setdefault(settings[r.run_id], []).append(r)
+    distinct = _distinct_parts(list(by_setting))
     rows = []
     for title, group in sorted(by_setting.items()):
         entries: dict[str, list[RankingEntry]] = {}
@@ -323,6 +333,9 @@ def _reference_rows(table: dict[str, Any], records: list[RunRecord], columns: li
             entries.setdefault(e.label, []).append(e)
         for label, es in sorted(entries.items()):
             seeds = ", ".join(str(e.seed) for e in es)
+            # a table over several settings (darts_cell[nodes=2], [nodes=3], ...) has one reference per setting:
+            # the label names what sets it apart, or the rows would read as the same reference twice
+            label = f"{label} ({distinct[title]})" if distinct[title] else label
             rows.append(Row(label=label, origin="reference", cells=[_reference_metric(c["metric"], es)
                                                                    for c in columns],
                             budget=f"{title}; seeds {seeds}; the shared ranking sample, no training"))

@@ -154,3 +154,22 @@ def test_surrogate_truth_is_stated_in_the_setting(tmp_path):
     write_records(tmp_path / "results", [record])
     html = build_report(tmp_path / "results", tmp_path / "out").read_text()
     assert "surrogate model's predictions, not trained accuracies" in unescape(html)
+
+
+def test_a_table_over_several_space_settings_names_each_reference_by_its_setting(tmp_path):
+    # the nodes ablation runs each node count as its own space: its references must not read as one row twice
+    records = []
+    for nodes in (2, 3, None):
+        for s in (0, 1):
+            r = with_references(make_record("ghn", s, space="darts_cell", data="cifar10", budget="table4",
+                                            params={"nodes": nodes}), seed=s)
+            r.config["truth"] = {"name": "trained"}
+            r.config["space"] = {"name": "darts_cell", "params": {"nodes": nodes} if nodes else {}}
+            records.append(r)
+    write_records(tmp_path / "results", records)
+    loaded = load_records(tmp_path / "results")
+    table = next(t for t in build_tables(runs_frame(loaded), records=loaded) if t.id == "ghn_ablation_nodes")
+    labels = [r.label for r in table.rows if r.origin == "reference"]
+    assert len(labels) == len(set(labels)) == 6
+    assert "reference: no training: params (darts_cell[nodes=2])" in labels
+    assert "reference: no training: flops (darts_cell)" in labels
