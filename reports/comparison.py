@@ -147,6 +147,10 @@ def compare(records: list[RunRecord]) -> Comparison:
                 if not curve or target is None:
                     parts.append(f"s{e.seed}: no curve" if not curve else f"s{e.seed}: no reference")
                     continue
+                if target[1] <= 0:  # every free ranking is at or below chance: reaching it says nothing
+                    parts.append(f"s{e.seed}: — (the best reference, {target[0]}, ranks below chance: "
+                                 f"τ {target[1]:.2f} on the first {curve[0].n} archs)")
+                    continue
                 s = seconds_to_reach(e.record, target[1])
                 parts.append(f"s{e.seed}: {'never' if s is None else fmt.seconds(s) + ' s'} (τ {target[1]:.2f}, "
                              f"{target[0]}, first {curve[0].n} archs)")
@@ -170,9 +174,12 @@ def compare(records: list[RunRecord]) -> Comparison:
 
 
 def best_reference_text(comparison: Comparison) -> str:
-    """`seed 0: params 0.61, seed 1: synflow 0.52`: the bar every method's ranking must clear."""
+    """`seed 0: params 0.61, seed 1: synflow 0.52`: the bar every method's ranking must clear. A best reference at
+    or below chance is said to be (a low-fidelity truth can reverse them all: small nets train fastest)."""
     return ", ".join(f"seed {seed}: {e.label.removeprefix(REFERENCE_PREFIX + ': ')} "
-                     f"{fmt.num(e.metrics.kendall_tau)}" for seed, e in sorted(comparison.best_reference.items()))
+                     f"{fmt.num(e.metrics.kendall_tau)}"
+                     + (" (no reference ranks better than chance)" if e.metrics.kendall_tau <= 0 else "")
+                     for seed, e in sorted(comparison.best_reference.items()))
 
 
 def mean(values: list[float]) -> float:

@@ -11,7 +11,7 @@ import pytest
 from evaluators.ranking import ranking_metrics
 from evaluators.record import AnytimePoint, ExtraProxy, RunRecord
 from reports.build import build_report
-from reports.comparison import compare
+from reports.comparison import best_reference_text, compare
 from reports.evidence import supported_orderings
 from reports.paper_tables import build_tables
 from reports.records import load_records, runs_frame
@@ -173,3 +173,20 @@ def test_a_table_over_several_space_settings_names_each_reference_by_its_setting
     assert len(labels) == len(set(labels)) == 6
     assert "reference: no training: params (darts_cell[nodes=2])" in labels
     assert "reference: no training: flops (darts_cell)" in labels
+
+
+def test_a_best_reference_below_chance_is_said_to_be_and_is_not_a_bar_to_reach(tmp_path):
+    # against a 2-epoch truth, params and FLOPs rank backwards: "reaching" them is no achievement
+    record = make_record("ghn", 0, n=40, data="cifar10", budget="table4")
+    truth = np.asarray(record.ranking.truth)
+    for name, sign in (("params", -1.0), ("flops", -0.5)):
+        proxy = [float(p) for p in sign * truth + np.random.default_rng(1).normal(0, truth.std(), len(truth))]
+        record.ranking.references[name] = ExtraProxy(**ranking_metrics(proxy, list(truth), resamples=200, seed=0),
+                                                     proxy=proxy)
+    record.ranking.anytime = [AnytimePoint(epoch=1, train_seconds=10.0, n=40, kendall_tau=0.1,
+                                           kendall_tau_ci_low=0.0, kendall_tau_ci_high=0.2)]
+    comparison = compare([record])
+    assert comparison.best_reference[0].metrics.kendall_tau < 0
+    assert best_reference_text(comparison).endswith("(no reference ranks better than chance)")
+    reach = next(r.reaches_reference for r in comparison.rows if r.kind == "method")
+    assert reach.startswith("s0: — (the best reference, ") and "ranks below chance" in reach
