@@ -148,7 +148,7 @@ def compare(records: list[RunRecord]) -> Comparison:
                     parts.append(f"s{e.seed}: no curve" if not curve else f"s{e.seed}: no reference")
                     continue
                 if target[1] <= 0:  # every free ranking is at or below chance: reaching it says nothing
-                    parts.append(f"s{e.seed}: — (the best reference, {target[0]}, ranks below chance: "
+                    parts.append(f"s{e.seed}: — (the best reference, {target[0]}, ranks at or below chance: "
                                  f"τ {target[1]:.2f} on the first {curve[0].n} archs)")
                     continue
                 s = seconds_to_reach(e.record, target[1])
@@ -178,7 +178,8 @@ def best_reference_text(comparison: Comparison) -> str:
     or below chance is said to be (a low-fidelity truth can reverse them all: small nets train fastest)."""
     return ", ".join(f"seed {seed}: {e.label.removeprefix(REFERENCE_PREFIX + ': ')} "
                      f"{fmt.num(e.metrics.kendall_tau)}"
-                     + (" (no reference ranks better than chance)" if e.metrics.kendall_tau <= 0 else "")
+                     + (" (no reference ranks better than chance on the whole sample)" if e.metrics.kendall_tau <= 0
+                        else "")
                      for seed, e in sorted(comparison.best_reference.items()))
 
 

@@ -180,7 +180,9 @@ def anytime_curves(comparison: Comparison, slug: str) -> Optional[Figure]:
                           f"(budget.anytime_sample) after every budget.ranking_every epochs (scoring time excluded "
                           f"from the axis), ending at its final ranking. Horizontal lines: references that need no "
                           f"training on the same archs (mean over seeds; the dashed black one is the best). A "
-                          f"method is worth its training time only where its line rises above the dashed line.",
+                          f"method is worth its training time only where its line rises above the dashed line, "
+                          f"and above 0 where the dashed line is below it (every reference ranking at or below "
+                          f"chance).",
                   data_uri=to_data_uri(fig))
 
 

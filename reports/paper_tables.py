@@ -22,7 +22,7 @@ from evaluators.record import RunRecord
 
 from . import formatting as fmt
 from .comparison import REFERENCE_METHOD, RankingEntry, reference_entries
-from .records import protocol_text, settings_of, top_half_correlations, variant_params
+from .records import protocol_text, settings_parts_of, top_half_correlations, variant_params
 
 PAPER_TABLES = Path(__file__).parent / "data" / "paper_tables.yaml"
 PROTOCOL_KEYS = ("selection", "k", "candidates", "short_epochs", "final_seeds", "final_channels", "final_cells",
@@ -306,28 +306,32 @@ def _reference_metric(metric: str, entries: list[RankingEntry]) -> Cell:
     return Cell(fmt.mean_std(values, lambda x: fmt.num(x, 2)), "measured")
 
 
-def _distinct_parts(titles: list[str]) -> dict[str, str]:
-    """Each setting title ("space / data / budget / truth") cut to the parts where the titles differ; "" for all
-    when there is one title."""
-    split = [t.split(" / ") for t in titles]
-    varying = [i for i in range(max(map(len, split), default=0))
-               if len({s[i] if i < len(s) else "" for s in split}) > 1]
-    return {t: " / ".join(s[i] for i in varying if i < len(s)) for t, s in zip(titles, split, strict=True)}
+def _distinct_parts(settings: list[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
+    """Each setting (space, data, budget, truth) cut to the parts that differ between the settings, in words; ""
+    for all when there is one setting."""
+    varying = [i for i in range(len(settings[0]))
+               if len({s[i] for s in settings}) > 1] if settings else []
+    return {s: " / ".join(s[i] for i in varying) for s in settings}
 
 
 def _reference_rows(table: dict[str, Any], records: list[RunRecord], columns: list[dict[str, Any]]) -> list[Row]:
     """'reference: no training' rows: each free ranking of the table's setting (parameter count, FLOPs, the
     zero-cost proxies of zc runs), per budget, over the seeds that have it."""
     setting = table["setting"]
+    # only the space settings the table's rows run (ghn_table1 shares darts_cell with the nodes ablation, whose
+    # darts_cell[nodes=2] references are not its own)
+    space_params = ([space_params_of(row, setting) for row in table["rows"] if row.get("method")]
+                    or [space_params_of({}, setting)])
     chosen = [r for r in records if r.space == setting["space"] and r.data == setting["data"]
-              and (not setting.get("truth") or r.config.get("truth", {}).get("name") == setting["truth"])]
-    settings = settings_of(chosen)
-    by_setting: dict[str, list[RunRecord]] = {}
+              and (not setting.get("truth") or r.config.get("truth", {}).get("name") == setting["truth"])
+              and ((r.config.get("space") or {}).get("params") or {}) in space_params]
+    settings = settings_parts_of(chosen)
+    by_setting: dict[tuple[str, ...], list[RunRecord]] = {}
     for r in chosen:
         by_setting.setdefault(settings[r.run_id], []).append(r)
     distinct = _distinct_parts(list(by_setting))
     rows = []
-    for title, group in sorted(by_setting.items()):
+    for parts, group in sorted(by_setting.items()):
         entries: dict[str, list[RankingEntry]] = {}
         for e in reference_entries(group):
             entries.setdefault(e.label, []).append(e)
@@ -335,10 +339,10 @@ def _reference_rows(table: dict[str, Any], records: list[RunRecord], columns: li
             seeds = ", ".join(str(e.seed) for e in es)
             # a table over several settings (darts_cell[nodes=2], [nodes=3], ...) has one reference per setting:
             # the label names what sets it apart, or the rows would read as the same reference twice
-            label = f"{label} ({distinct[title]})" if distinct[title] else label
+            label = f"{label} ({distinct[parts]})" if distinct[parts] else label
             rows.append(Row(label=label, origin="reference", cells=[_reference_metric(c["metric"], es)
                                                                    for c in columns],
-                            budget=f"{title}; seeds {seeds}; the shared ranking sample, no training"))
+                            budget=f"{' / '.join(parts)}; seeds {seeds}; the shared ranking sample, no training"))
     return rows
 
 

@@ -35,12 +35,17 @@ def load_records(results_dir: str | Path) -> list[RunRecord]:
     return sorted(records, key=lambda r: (r.space, r.data, r.budget, r.method, r.seed, r.run_id))
 
 
-def setting_of(record: RunRecord, budget_changes: str = "") -> str:
+def setting_parts(record: RunRecord, budget_changes: str = "") -> tuple[str, str, str, str]:
     """What a comparison holds fixed (space, data, budget, ground truth): methods are only compared, and seeds only
     grouped, within one setting. `budget_changes` names overrides that set a budget apart from others of its name."""
     truth = record.config.get("truth", {}).get("name", record.hashes.truth.get("name", "?"))
     budget = f"budget={record.budget}" + (f" [{budget_changes}]" if budget_changes else "")
-    return f"{space_of(record)} / {record.data} / {budget} / truth={truth}"
+    return space_of(record), record.data, budget, f"truth={truth}"
+
+
+def setting_of(record: RunRecord, budget_changes: str = "") -> str:
+    """The setting in words: `space / data / budget / truth`."""
+    return " / ".join(setting_parts(record, budget_changes))
 
 
 def space_of(record: RunRecord) -> str:
@@ -54,6 +59,11 @@ def _budget_key(record: RunRecord) -> str:
 
 
 def settings_of(records: list[RunRecord]) -> dict[str, str]:
+    """Each run's setting in words (by run id); see `settings_parts_of`."""
+    return {run_id: " / ".join(parts) for run_id, parts in settings_parts_of(records).items()}
+
+
+def settings_parts_of(records: list[RunRecord]) -> dict[str, tuple[str, str, str, str]]:
     """Each run's setting (by run id). Runs whose budgets share a name but not their values (an override such as
     budget.search_epochs=6) are set apart: the keys where a budget differs from the name's most common one are
     written into its setting."""
@@ -68,7 +78,7 @@ def settings_of(records: list[RunRecord]) -> dict[str, str]:
             budget = json.loads(key)
             changes = ", ".join(f"{k}={budget[k]}" for k in sorted(set(budget) | set(common))
                                 if budget.get(k) != common.get(k))
-            out[r.run_id] = setting_of(r, changes)
+            out[r.run_id] = setting_parts(r, changes)
     return out
 
 
