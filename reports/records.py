@@ -43,11 +43,6 @@ def setting_parts(record: RunRecord, budget_changes: str = "") -> tuple[str, str
     return space_of(record), record.data, budget, f"truth={truth}"
 
 
-def setting_of(record: RunRecord, budget_changes: str = "") -> str:
-    """The setting in words: `space / data / budget / truth`."""
-    return " / ".join(setting_parts(record, budget_changes))
-
-
 def space_of(record: RunRecord) -> str:
     """The space with its non-default parameters (`darts_cell[nodes=3]` is another space: another sample)."""
     params = record.config.get("space", {}).get("params") or {}
