@@ -22,7 +22,7 @@ from evaluators.record import RunRecord
 
 from . import formatting as fmt
 from .comparison import REFERENCE_METHOD, RankingEntry, reference_entries
-from .records import protocol_text, settings_parts_of, top_half_correlations, variant_params
+from .records import protocol_text, record_space_params, settings_parts_of, top_half_correlations, variant_params
 
 PAPER_TABLES = Path(__file__).parent / "data" / "paper_tables.yaml"
 PROTOCOL_KEYS = ("selection", "k", "candidates", "short_epochs", "final_seeds", "final_channels", "final_cells",
@@ -320,11 +320,11 @@ def _reference_rows(table: dict[str, Any], records: list[RunRecord], columns: li
     setting = table["setting"]
     # only the space settings the table's rows run (ghn_table1 shares darts_cell with the nodes ablation, whose
     # darts_cell[nodes=2] references are not its own)
-    space_params = ([space_params_of(row, setting) for row in table["rows"] if row.get("method")]
-                    or [space_params_of({}, setting)])
+    rows_params = ([space_params_of(row, setting) for row in table["rows"] if row.get("method")]
+                   or [space_params_of({}, setting)])
     chosen = [r for r in records if r.space == setting["space"] and r.data == setting["data"]
               and (not setting.get("truth") or r.config.get("truth", {}).get("name") == setting["truth"])
-              and ((r.config.get("space") or {}).get("params") or {}) in space_params]
+              and record_space_params(r) in rows_params]
     settings = settings_parts_of(chosen)
     by_setting: dict[tuple[str, ...], list[RunRecord]] = {}
     for r in chosen:

@@ -43,9 +43,14 @@ def setting_parts(record: RunRecord, budget_changes: str = "") -> tuple[str, str
     return space_of(record), record.data, budget, f"truth={truth}"
 
 
+def record_space_params(record: RunRecord) -> dict:
+    """The space parameters the run set (`{}` for the space's defaults)."""
+    return dict(record.config.get("space", {}).get("params") or {})
+
+
 def space_of(record: RunRecord) -> str:
     """The space with its non-default parameters (`darts_cell[nodes=3]` is another space: another sample)."""
-    params = record.config.get("space", {}).get("params") or {}
+    params = record_space_params(record)
     return record.space + (f"[{', '.join(f'{k}={v}' for k, v in sorted(params.items()))}]" if params else "")
 
 
@@ -192,7 +197,7 @@ def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
         params = r.method_params
         row = {
             "run_id": r.run_id, "method": r.method, "space": r.space, "data": r.data,
-            "space_params": dict(r.config.get("space", {}).get("params") or {}),
+            "space_params": record_space_params(r),
             "budget": r.budget, "seed": r.seed, "setting": settings[r.run_id],
             "device": c.device, "device_type": c.device_type,
             "search_seconds": s.search_device_seconds, "search_gpu_days": s.search_gpu_days,
