@@ -1,0 +1,88 @@
+"""`python -m reports.before_after`: the same runs made by two versions of the code, paired run by run on their
+shared sample, with a verdict only where the paired interval excludes 0."""
+from __future__ import annotations
+
+import numpy as np
+
+from evaluators.ranking import ranking_metrics
+from evaluators.record import RunRecord
+from reports.before_after import main
+from tests.test_reports import make_record, write_records
+
+
+def ranked(record: RunRecord, proxy: list[float], git_commit: str) -> RunRecord:
+    """The record with this ranking of its sample, as made by this commit."""
+    for key, value in ranking_metrics(proxy, record.ranking.truth, resamples=200, seed=0).items():
+        setattr(record.ranking, key, value)
+    record.ranking.proxy = [float(p) for p in proxy]
+    record.git_commit = git_commit
+    return record
+
+
+def stores(tmp_path, after_quality: str):
+    """Before: spos seeds 0 and 1 ranking their 40 archs with noise. After: the same runs ranking perfectly
+    ("better") or backwards ("worse"), and one run (greedynas) that only the after side made."""
+    before, after = [], []
+    for seed in (0, 1):
+        b = make_record("spos", seed, n=40, data="cifar10", budget="cpu")
+        noisy = list(np.asarray(b.ranking.truth) + np.random.default_rng(seed).normal(0, 4, 40))
+        before.append(ranked(b, noisy, "1111111aaaa"))
+        a = make_record("spos", seed, n=40, data="cifar10", budget="cpu", final_acc=93.5)
+        sign = 1.0 if after_quality == "better" else -1.0
+        after.append(ranked(a, [sign * t for t in a.ranking.truth], "2222222bbbb"))
+    after.append(make_record("greedynas", 0, n=40, data="cifar10", budget="cpu"))
+    write_records(tmp_path / "before", before)
+    write_records(tmp_path / "after", after)
+    return str(tmp_path / "before"), str(tmp_path / "after")
+
+
+def test_pairs_runs_and_says_better_only_where_the_paired_interval_excludes_zero(tmp_path, capsys):
+    before, after = stores(tmp_path, "better")
+    assert main(["--before", before, "--after", after, "--out", str(tmp_path / "table.md")]) == 0
+    text = capsys.readouterr().out
+    assert text == (tmp_path / "table.md").read_text()
+    assert "Before: commit(s) 1111111. After: commit(s) 2222222." in text
+    rows = [line for line in text.splitlines() if line.startswith("| mbnet_chain | spos |")]
+    assert len(rows) == 3  # seeds 0 and 1, then their summary
+    for seed_row in rows[:2]:
+        cells = [c.strip() for c in seed_row.split("|")[1:-1]]
+        assert cells[4].startswith("1.000")  # the after side ranks perfectly
+        assert cells[5].endswith("(better)") and cells[5].startswith("**+")
+        assert "→ 93.50" in cells[6]
+    assert "better in 2, worse in 0 of 2" in rows[2]
+    assert "greedynas" in text.split("Runs without a partner")[1]
+
+
+def test_a_backwards_ranking_after_the_change_is_worse(tmp_path, capsys):
+    before, after = stores(tmp_path, "worse")
+    assert main(["--before", before, "--after", after]) == 0
+    assert "better in 0, worse in 2 of 2" in capsys.readouterr().out
+
+
+def test_an_unchanged_ranking_has_no_verdict(tmp_path, capsys):
+    records = [make_record("spos", 0, n=40, data="cifar10", budget="cpu")]
+    write_records(tmp_path / "before", records)
+    write_records(tmp_path / "after", records)
+    assert main(["--before", str(tmp_path / "before"), "--after", str(tmp_path / "after")]) == 0
+    out = capsys.readouterr().out
+    assert "+0.000 [+0.000, +0.000]" in out and "better in 0, worse in 0 of 1" in out
+
+
+def test_runs_that_ranked_different_samples_are_refused(tmp_path, capsys):
+    b = make_record("spos", 0, n=40, data="cifar10", budget="cpu")
+    a = make_record("spos", 0, n=40, data="cifar10", budget="cpu")
+    a.ranking.archs = [f"other{i}" for i in range(40)]
+    write_records(tmp_path / "before", [b])
+    write_records(tmp_path / "after", [a])
+    assert main(["--before", str(tmp_path / "before"), "--after", str(tmp_path / "after")]) == 2
+    err = capsys.readouterr().err
+    assert "ranked different samples" in err and "spos seed 0" in err
+
+
+def test_missing_store_and_no_pairs_are_one_clear_error(tmp_path, capsys):
+    assert main(["--before", str(tmp_path / "nowhere"), "--after", str(tmp_path)]) == 2
+    assert "--before" in capsys.readouterr().err
+    write_records(tmp_path / "before", [make_record("spos", 0, n=12)])
+    write_records(tmp_path / "after", [make_record("spos", 1, n=12)])
+    assert main(["--before", str(tmp_path / "before"), "--after", str(tmp_path / "after")]) == 2
+    assert "no run of" in capsys.readouterr().err
