@@ -11,16 +11,24 @@ which the report then lists as not matched), on the table's space, data and trut
 given to every run. A method of the table that is not registered makes the command fail before anything runs,
 naming it: a reproduction that silently skips a row would be misleading. Finished runs are reused (the results
 store), so an interrupted reproduction continues where it stopped.
+
+`--jobs N` runs N of the commands at once, each at its share of the CPU cores (`execution.threads` and
+OMP_NUM_THREADS; at torch's default of one thread per core, two runs side by side oversubscribe the cores and a run
+went about 30 times slower), with each run's output in `<results>/logs/`. Seeds are interleaved so that runs side by
+side rank different samples: with a trained truth, two runs of one seed would train the same archs twice (correct,
+as the truth cache is per arch and written atomically, but wasted). A run's record does not depend on N, only on its
+thread count, which it records.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import IO, Optional
 
 from .paper_tables import is_transfer, protocol_for, space_params_of, table_spec
 
@@ -83,6 +91,68 @@ def run_commands(rows: list[dict], setting: dict[str, str], budget: str, results
     return commands
 
 
+def thread_share(jobs: int) -> int:
+    """CPU threads for each of `jobs` runs at once: the cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def _arg(cmd: list[str], key: str) -> Optional[str]:
+    return next((c.split("=", 1)[1] for c in cmd if c.startswith(key + "=")), None)
+
+
+def interleave_seeds(commands: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+    """Round robin over the seeds (s0 row 0, s1 row 0, ..., s0 row 1, ...), each seed's commands in their order."""
+    by_seed: dict[Optional[str], list[tuple[str, list[str]]]] = {}
+    for label, cmd in commands:
+        by_seed.setdefault(_arg(cmd, "seed"), []).append((label, cmd))
+    return [c for group in itertools.zip_longest(*by_seed.values()) for c in group if c is not None]
+
+
+def run_all(commands: list[tuple[str, list[str]]], env: dict[str, str], jobs: int,
+            log_dir: Path) -> tuple[int, list[tuple[str, float]], float]:
+    """Run the commands, `jobs` at a time: (exit status, per-run seconds, wall seconds). One at a time, a run's output
+    goes to this console; side by side, to `log_dir/<run tag>.log`. After a failure no new run starts, the runs in
+    flight finish (their records stay valid), and the first failure's status is returned."""
+    if jobs > 1:
+        threads = str(thread_share(jobs))
+        env = dict(env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        commands = [(label, cmd if _arg(cmd, "execution.threads") else [*cmd, f"execution.threads={threads}"])
+                    for label, cmd in interleave_seeds(commands)]
+        log_dir.mkdir(parents=True, exist_ok=True)
+    pending, running = list(commands), []  # running: (label, process, start, log file or None)
+    timings, failure, wall_start = [], 0, time.perf_counter()
+    while pending or running:
+        while pending and len(running) < jobs and not failure:
+            label, cmd = pending.pop(0)
+            log: Optional[IO] = None
+            if jobs > 1:
+                log = open(log_dir / f"{Path(_arg(cmd, 'hydra.run.dir') or label).name}.log", "w")
+                print(f"== {label} (output: {log.name}): {' '.join(cmd[1:])}", flush=True)
+            else:
+                print(f"== {label}: {' '.join(cmd[1:])}", flush=True)
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+            running.append((label, proc, time.perf_counter(), log))
+        if failure and not running:
+            break
+        time.sleep(0.2 if jobs > 1 else 0)
+        for item in list(running):
+            label, proc, start, log = item
+            rc = proc.wait() if jobs == 1 else proc.poll()
+            if rc is None:
+                continue
+            running.remove(item)
+            timings.append((label, time.perf_counter() - start))
+            if log:
+                log.close()
+                print(f"== done ({(time.perf_counter() - start) / 60:.1f} min, exit {rc}): {label}", flush=True)
+            if rc != 0 and not failure:
+                failure = rc
+                where = f"; its output: {log.name}" if log else ""
+                print(f"error: the run for {label!r} failed (exit {rc}){where}; no report written"
+                      + (" (waiting for the runs in flight)." if running else "."), file=sys.stderr, flush=True)
+    return failure, timings, time.perf_counter() - wall_start
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,7 +160,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. budget=paper device=cuda")
     parser.add_argument("--results", type=Path, default=Path("results"), help="results store (default: results)")
     parser.add_argument("--out", type=Path, default=Path("reports/out"), help="report folder (default: reports/out)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once, each at its share of the CPU cores (default: 1)")
     args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
+    if args.jobs < 1:
+        print(f"error: --jobs {args.jobs}: give 1 or more runs at once.", file=sys.stderr)
+        return 2
 
     try:
         table = table_spec(args.table)
@@ -121,26 +196,19 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
     args.results.mkdir(parents=True, exist_ok=True)
 
-    timings = []
     commands = run_commands(rows, setting, budget, args.results.resolve(), args.overrides,
                             seeds=table.get("reproduce_seeds"), references=references)
-    for label, cmd in commands:
-        print(f"== {label}: {' '.join(cmd[1:])}", flush=True)
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, env=env)
-        timings.append((label, time.perf_counter() - start))
-        if proc.returncode != 0:
-            print(f"error: the run for {label!r} failed (exit {proc.returncode}); no report written.",
-                  file=sys.stderr)
-            return proc.returncode
-    total = sum(t for _, t in timings)
+    failure, timings, wall = run_all(commands, env, args.jobs, args.results.resolve() / "logs")
+    if failure:
+        return failure
     for label, seconds in timings:
         print(f"{label[:60]:>60}: {seconds / 60:6.1f} min")
-    print(f"{'total':>60}: {total / 60:6.1f} min")
+    print(f"{'total of the runs':>60}: {sum(t for _, t in timings) / 60:6.1f} min")
+    print(f"{f'wall time ({args.jobs} at once)':>60}: {wall / 60:6.1f} min")
     limit = table.get("reproduce_limit_minutes")
-    if limit and total > 60 * limit and not any(o.startswith("budget=") for o in args.overrides):
+    if limit and wall > 60 * limit and not any(o.startswith("budget=") for o in args.overrides):
         print(f"warning: {args.table} under budget={budget} is meant to finish in {limit} min on 2 CPU cores; "
-              f"it took {total / 60:.1f} min here.", file=sys.stderr)
+              f"it took {wall / 60:.1f} min here.", file=sys.stderr)
 
     from .build import build_report
 
