@@ -1,17 +1,21 @@
 """`python -m reports.before_after --before DIR --after DIR`: what a code change did to each method's results.
 
 Give it two results stores, the same runs made by two versions of the code (for instance one git worktree before a
-change and one after). Runs are paired when they share the space (with its parameters), data, budget (name and
-values), selection protocol, method and seed. The method's own hyperparameters may differ: changing them is
-usually the change being measured. For each pair the table gives:
+change and one after). Runs are paired when they share the setting (space with its parameters, data, budget name
+and values, ground truth), the selection protocol, the method and the seed. The method's own hyperparameters may
+differ: changing them is usually the change being measured. `zc` reference runs are left out. For each pair:
 - Kendall tau [95% CI] on each side;
 - the paired difference, after minus before, bootstrapped over the shared ranking sample
   (`evaluators.paired.tau_difference`). It is called "better" or "worse" only when its interval excludes 0;
-- the found arch's final test accuracy and the search cost in device-seconds, on each side.
-One line per (space, method) then gives the means ± std over seeds, and how many seeds each verdict had.
+- the found arch's final test accuracy on each side. Where both found archs were trained and tested on the same
+  test images, McNemar's test says which is more accurate (p < 0.05); a looked-up (tabular) accuracy gets no
+  verdict;
+- the search cost in device-seconds.
+One line per setting and method then gives the means ± std over seeds, and how many seeds each verdict had.
 
 A pair is refused unless both sides ranked the same archs against the same truth: otherwise their taus are not
-comparable. The commits of each side are printed, so the table says exactly which code made it.
+comparable (a trained truth depends on the thread count it trained at). The commits of each side are printed,
+with `+dirty` when a side ran uncommitted code, so the table says which code made it.
 """
 from __future__ import annotations
 
@@ -22,14 +26,16 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from evaluators.paired import PairedDifference, tau_difference
+from evaluators.paired import PairedDifference, mcnemar, tau_difference
 from evaluators.record import RunRecord
 from oneshot_bench.atomic import write_text
 
 from . import formatting as fmt
 from .comparison import REFERENCE_METHOD
-from .records import load_records, record_space_params, space_of
+from .evidence import found_correct
+from .records import budget_key, load_records, run_protocol, setting_parts
 
 log = logging.getLogger("oneshot_bench.reports")
 
@@ -40,23 +46,26 @@ class PairingError(ValueError):
 
 @dataclass
 class Pair:
-    space: str
+    setting: str  # space / data / budget / truth
     method: str
     seed: int
     before: RunRecord
     after: RunRecord
     difference: PairedDifference  # tau(after) - tau(before) on the shared sample
+    accuracy_verdict: str  # McNemar's verdict on the found archs, or why there is none
 
     @property
     def verdict(self) -> str:
         return {"a": "better", "b": "worse"}.get(self.difference.winner or "", "no difference shown")
 
 
+def setting_of(record: RunRecord) -> str:
+    return " / ".join(setting_parts(record))
+
+
 def pair_key(record: RunRecord) -> tuple:
     """What must be equal for two runs to be the same run made by two versions of the code."""
-    return (record.space, json.dumps(record_space_params(record), sort_keys=True), record.data, record.budget,
-            json.dumps(record.config.get("budget", {}), sort_keys=True, default=str),
-            json.dumps(record.config.get("selection", {}), sort_keys=True, default=str),
+    return (setting_of(record), budget_key(record), json.dumps(run_protocol(record), sort_keys=True, default=str),
             record.method, record.seed)
 
 
@@ -67,15 +76,28 @@ def _by_key(records: Iterable[RunRecord], side: str) -> dict[tuple, RunRecord]:
             continue
         key = pair_key(r)
         if key in out:
-            raise PairingError(f"{side} store holds two runs of {r.method} seed {r.seed} in the same setting "
-                               f"({out[key].run_id} and {r.run_id}); keep one per side, or give the other its own "
-                               f"store.")
+            raise PairingError(f"the {side} store holds two runs of {r.method} seed {r.seed} in the setting "
+                               f"{setting_of(r)} with the same protocol ({out[key].run_id} and {r.run_id}, "
+                               f"hyperparameter variants of one method); keep one per side, or give the other its "
+                               f"own store.")
         out[key] = r
     return out
 
 
+def accuracy_verdict(before: RunRecord, after: RunRecord) -> str:
+    """McNemar on the found archs' per-image test results, when both were trained on the same test images."""
+    cb, ca = found_correct(before), found_correct(after)
+    if cb is None or ca is None:
+        return "no test (looked up, no per-image results)"
+    if len(ca) != len(cb) or before.hashes.data_sha256 != after.hashes.data_sha256:
+        return "no test (different test images)"
+    test = mcnemar(ca, cb)
+    word = {"a": "more accurate", "b": "less accurate"}.get(test.winner or "", "no difference shown")
+    return f"{word} (McNemar p = {test.p_value:.3g})"
+
+
 def pair_runs(before: list[RunRecord], after: list[RunRecord]) -> tuple[list[Pair], list[str]]:
-    """The paired runs, sorted by (space, method, seed), and a line for each run that has no partner."""
+    """The paired runs, sorted by (setting, method, seed), and a line for each run that has no partner."""
     b, a = _by_key(before, "before"), _by_key(after, "after")
     pairs, unpaired = [], []
     for key in sorted(set(a) | set(b), key=str):
@@ -84,15 +106,34 @@ def pair_runs(before: list[RunRecord], after: list[RunRecord]) -> tuple[list[Pai
             unpaired.append(f"{r.run_id} (only {'after' if key in a else 'before'})")
             continue
         rb, ra = b[key], a[key]
-        if rb.ranking.archs != ra.ranking.archs or rb.ranking.truth != ra.ranking.truth:
-            raise PairingError(f"{ra.method} seed {ra.seed} on {space_of(ra)}: the two sides ranked different samples "
-                               f"({rb.run_id} against {ra.run_id}), so their taus cannot be paired; rerun both with "
-                               f"the same budget's ranking sample and truth.")
+        differs = [name for name, x, y in (("archs", rb.ranking.archs, ra.ranking.archs),
+                                           ("truth values", rb.ranking.truth, ra.ranking.truth)) if x != y]
+        if differs:
+            raise PairingError(
+                f"{ra.method} seed {ra.seed} on {setting_of(ra)}: the two sides' ranking samples differ in their "
+                f"{' and '.join(differs)} ({rb.run_id} against {ra.run_id}), so their taus cannot be paired. Rerun "
+                f"both with the same budget; a trained truth also depends on the thread count "
+                f"(before: {rb.execution.get('threads')}, after: {ra.execution.get('threads')}).")
         resamples = int(ra.config.get("budget", {}).get("bootstrap_resamples", 1000))
         diff = tau_difference(ra.ranking.proxy, rb.ranking.proxy, ra.ranking.truth, resamples=resamples, seed=ra.seed)
-        pairs.append(Pair(space_of(ra), ra.method, ra.seed, rb, ra, diff))
-    pairs.sort(key=lambda p: (p.space, p.method, p.seed))
+        pairs.append(Pair(setting_of(ra), ra.method, ra.seed, rb, ra, diff, accuracy_verdict(rb, ra)))
+    pairs.sort(key=lambda p: (p.setting, p.method, p.seed))
     return pairs, unpaired
+
+
+def no_pair_reason(before: list[RunRecord], after: list[RunRecord]) -> str:
+    """Why nothing paired: the first part of the key that no run of one side shares with any run of the other."""
+    names = ("setting", "budget values", "selection protocol", "method", "seed")
+    kb = [pair_key(r) for r in before if r.method != REFERENCE_METHOD]
+    ka = [pair_key(r) for r in after if r.method != REFERENCE_METHOD]
+    if not kb or not ka:
+        side = "before" if not kb else "after"
+        return f"the {side} store holds no method runs (zc reference runs are not compared)"
+    for i, name in enumerate(names):
+        if not {k[:i + 1] for k in kb} & {k[:i + 1] for k in ka}:
+            return (f"no run shares its {name} with a run of the other side (before: {sorted({k[i] for k in kb})[:3]}, "
+                    f"after: {sorted({k[i] for k in ka})[:3]})")
+    return "no run shares all of setting, budget values, selection protocol, method and seed"
 
 
 def _tau(r: RunRecord) -> str:
@@ -105,41 +146,50 @@ def _signed(x: float) -> str:
 
 
 def _commits(records: list[RunRecord]) -> str:
-    commits = sorted({(r.git_commit or "unknown")[:7] for r in records})
-    return ", ".join(commits) if commits else "none"
+    """Short commits, keeping `+dirty` (the run had uncommitted changes)."""
+    def short(commit: Optional[str]) -> str:
+        sha, _, dirty = (commit or "unknown").partition("+")
+        return sha[:7] + (f"+{dirty}" if dirty else "")
+    return ", ".join(sorted({short(r.git_commit) for r in records})) or "none"
+
+
+def _acc(r: RunRecord) -> str:
+    return fmt.num(r.found.final_test_acc, 2)
 
 
 def render(pairs: list[Pair], unpaired: list[str]) -> str:
-    """The before/after table in Markdown: one row per pair, then one per (space, method) over seeds."""
+    """The before/after table in Markdown: one row per pair, then one per (setting, method) over seeds."""
     lines = [f"Before: commit(s) {_commits([p.before for p in pairs])}. "
              f"After: commit(s) {_commits([p.after for p in pairs])}.", "",
-             "| space | method | seed | Kendall before [95% CI] | Kendall after [95% CI] | paired after − before "
-             "[95% CI] | final test acc before → after (%) | search device-s before → after |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| setting | method | seed | Kendall before [95% CI] | Kendall after [95% CI] | paired after − before "
+             "[95% CI] | final test acc before → after (%) | accuracy, after against before "
+             "| search device-s before → after |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in pairs:
         d = p.difference
         diff = f"{_signed(d.difference)} [{_signed(d.ci_low)}, {_signed(d.ci_high)}]"
         if p.difference.winner:
             diff = f"**{diff}** ({p.verdict})"
-        lines.append(f"| {p.space} | {p.method} | {p.seed} | {_tau(p.before)} | {_tau(p.after)} | {diff} | "
-                     f"{fmt.num(p.before.found.final_test_acc, 2)} → {fmt.num(p.after.found.final_test_acc, 2)} | "
+        lines.append(f"| {p.setting} | {p.method} | {p.seed} | {_tau(p.before)} | {_tau(p.after)} | {diff} | "
+                     f"{_acc(p.before)} → {_acc(p.after)} | {p.accuracy_verdict} | "
                      f"{fmt.seconds(p.before.cost.search_device_seconds)} → "
                      f"{fmt.seconds(p.after.cost.search_device_seconds)} |")
-    lines += ["", "| space | method | seeds | Kendall before | Kendall after | paired verdicts | final test acc "
+    lines += ["", "| setting | method | seeds | Kendall before | Kendall after | paired verdicts | final test acc "
               "before → after (%) | search device-s before → after |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     groups: dict[tuple[str, str], list[Pair]] = {}
     for p in pairs:
-        groups.setdefault((p.space, p.method), []).append(p)
-    for (space, method), group in groups.items():
+        groups.setdefault((p.setting, p.method), []).append(p)
+    accuracy = lambda x: fmt.num(x, 2)  # noqa: E731
+    for (setting, method), group in groups.items():
         verdicts = [p.verdict for p in group]
         lines.append(
-            f"| {space} | {method} | {', '.join(str(p.seed) for p in group)} | "
+            f"| {setting} | {method} | {', '.join(str(p.seed) for p in group)} | "
             f"{fmt.mean_std([p.before.ranking.kendall_tau for p in group])} | "
             f"{fmt.mean_std([p.after.ranking.kendall_tau for p in group])} | "
             f"better in {verdicts.count('better')}, worse in {verdicts.count('worse')} of {len(group)} | "
-            f"{fmt.mean_std([p.before.found.final_test_acc for p in group], lambda x: fmt.num(x, 2))} → "
-            f"{fmt.mean_std([p.after.found.final_test_acc for p in group], lambda x: fmt.num(x, 2))} | "
+            f"{fmt.mean_std([p.before.found.final_test_acc for p in group], accuracy)} → "
+            f"{fmt.mean_std([p.after.found.final_test_acc for p in group], accuracy)} | "
             f"{fmt.mean_std([p.before.cost.search_device_seconds for p in group], fmt.seconds)} → "
             f"{fmt.mean_std([p.after.cost.search_device_seconds for p in group], fmt.seconds)} |")
     if unpaired:
@@ -159,12 +209,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {flag} {folder!r} holds no results store (no runs/ folder); pass the folder that "
                   f"run.py wrote as execution.results_dir.", file=sys.stderr)
             return 2
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        print(f"error: --out {args.out!r}: its folder does not exist; create it or write the table elsewhere.",
+              file=sys.stderr)
+        return 2
     before, after = load_records(args.before), load_records(args.after)
     try:
         pairs, unpaired = pair_runs(before, after)
         if not pairs:
-            raise PairingError(f"no run of {args.before!r} has a partner in {args.after!r} (same space, data, budget, "
-                               f"selection, method and seed); run the same commands on both sides.")
+            raise PairingError(f"no run of {args.before!r} has a partner in {args.after!r}: "
+                               f"{no_pair_reason(before, after)}. Run the same commands on both sides.")
     except PairingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

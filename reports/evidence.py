@@ -15,7 +15,7 @@ from evaluators.record import RunRecord
 from .comparison import RankingEntry
 
 
-def _correct(record: RunRecord):
+def found_correct(record: RunRecord):
     """Per-test-image results of the run's found arch (its first final training), when it was retrained."""
     first = record.found.finalists[0] if record.found.finalists else None
     if first is None or not first.correct:
@@ -61,7 +61,7 @@ def supported_orderings(entries: list[RankingEntry], resamples: int = 1000) -> l
                        f"{d.valid_resamples} resamples)")
         runs = [e for e in group if e.record is not None]
         for a, b in itertools.combinations(runs, 2):
-            ca, cb = _correct(a.record), _correct(b.record)
+            ca, cb = found_correct(a.record), found_correct(b.record)
             same_images = a.record.hashes.data_sha256 == b.record.hashes.data_sha256
             if ca is not None and cb is not None and len(ca) == len(cb) and same_images:
                 test = mcnemar(ca, cb)

@@ -54,7 +54,7 @@ def space_of(record: RunRecord) -> str:
     return record.space + (f"[{', '.join(f'{k}={v}' for k, v in sorted(params.items()))}]" if params else "")
 
 
-def _budget_key(record: RunRecord) -> str:
+def budget_key(record: RunRecord) -> str:
     return json.dumps(record.config.get("budget", {}), sort_keys=True, default=str)
 
 
@@ -72,7 +72,7 @@ def settings_parts_of(records: list[RunRecord]) -> dict[str, tuple[str, str, str
         by_name.setdefault((r.space, r.data, r.budget), []).append(r)
     out = {}
     for group in by_name.values():
-        keys = [_budget_key(r) for r in group]
+        keys = [budget_key(r) for r in group]
         common = json.loads(max(set(keys), key=keys.count))
         for r, key in zip(group, keys, strict=True):
             budget = json.loads(key)

@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Optional
 
@@ -91,9 +92,17 @@ def run_commands(rows: list[dict], setting: dict[str, str], budget: str, results
     return commands
 
 
+def cores() -> int:
+    """CPU cores this process may use (its affinity, which a cluster job or container may limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def thread_share(jobs: int) -> int:
     """CPU threads for each of `jobs` runs at once: the cores shared out, at least one."""
-    return max(1, (os.cpu_count() or 1) // jobs)
+    return max(1, cores() // jobs)
 
 
 def _arg(cmd: list[str], key: str) -> Optional[str]:
@@ -108,49 +117,97 @@ def interleave_seeds(commands: list[tuple[str, list[str]]]) -> list[tuple[str, l
     return [c for group in itertools.zip_longest(*by_seed.values()) for c in group if c is not None]
 
 
+@dataclass
+class _Running:
+    label: str
+    proc: subprocess.Popen
+    start: float
+    log: Optional[IO]
+
+
+def _start(label: str, cmd: list[str], env: dict[str, str], log_dir: Optional[Path]) -> _Running:
+    log: Optional[IO] = None
+    if log_dir is not None:
+        log = open(log_dir / f"{Path(_arg(cmd, 'hydra.run.dir') or label).name}.log", "w")
+        print(f"== {label} (output: {log.name}): {' '.join(cmd[1:])}", flush=True)
+    else:
+        print(f"== {label}: {' '.join(cmd[1:])}", flush=True)
+    try:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+    except BaseException:
+        if log:
+            log.close()
+        raise
+    return _Running(label, proc, time.perf_counter(), log)
+
+
+def _stop(running: list[_Running]) -> None:
+    """End the runs in flight (terminate, then kill after 30 s) and close their logs: no orphan keeps running."""
+    for r in running:
+        if r.proc.poll() is None:
+            r.proc.terminate()
+    for r in running:
+        try:
+            r.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            r.proc.kill()
+            r.proc.wait()
+        if r.log:
+            r.log.close()
+
+
 def run_all(commands: list[tuple[str, list[str]]], env: dict[str, str], jobs: int,
             log_dir: Path) -> tuple[int, list[tuple[str, float]], float]:
     """Run the commands, `jobs` at a time: (exit status, per-run seconds, wall seconds). One at a time, a run's output
     goes to this console; side by side, to `log_dir/<run tag>.log`. After a failure no new run starts, the runs in
-    flight finish (their records stay valid), and the first failure's status is returned."""
+    flight finish (their records stay valid), and the first failure's status is returned. Interrupted (Ctrl-C),
+    the runs in flight are ended and 130 is returned; finished records stay, so the same command continues."""
     if jobs > 1:
-        threads = str(thread_share(jobs))
-        env = dict(env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-        commands = [(label, cmd if _arg(cmd, "execution.threads") else [*cmd, f"execution.threads={threads}"])
+        share = str(thread_share(jobs))
+        commands = [(label, cmd if _arg(cmd, "execution.threads") else [*cmd, f"execution.threads={share}"])
                     for label, cmd in interleave_seeds(commands)]
         log_dir.mkdir(parents=True, exist_ok=True)
-    pending, running = list(commands), []  # running: (label, process, start, log file or None)
-    timings, failure, wall_start = [], 0, time.perf_counter()
-    while pending or running:
-        while pending and len(running) < jobs and not failure:
-            label, cmd = pending.pop(0)
-            log: Optional[IO] = None
+    pending, running = list(commands), []
+    timings, failed, wall_start = [], [], time.perf_counter()
+    try:
+        while pending or running:
+            while pending and len(running) < jobs and not failed:
+                label, cmd = pending.pop(0)
+                threads = _arg(cmd, "execution.threads")  # OpenMP's pool follows the run's own thread count
+                run_env = dict(env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads) if threads else env
+                running.append(_start(label, cmd, run_env, log_dir if jobs > 1 else None))
+            if failed and not running:
+                break
             if jobs > 1:
-                log = open(log_dir / f"{Path(_arg(cmd, 'hydra.run.dir') or label).name}.log", "w")
-                print(f"== {label} (output: {log.name}): {' '.join(cmd[1:])}", flush=True)
-            else:
-                print(f"== {label}: {' '.join(cmd[1:])}", flush=True)
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
-            running.append((label, proc, time.perf_counter(), log))
-        if failure and not running:
-            break
-        time.sleep(0.2 if jobs > 1 else 0)
-        for item in list(running):
-            label, proc, start, log = item
-            rc = proc.wait() if jobs == 1 else proc.poll()
-            if rc is None:
-                continue
-            running.remove(item)
-            timings.append((label, time.perf_counter() - start))
-            if log:
-                log.close()
-                print(f"== done ({(time.perf_counter() - start) / 60:.1f} min, exit {rc}): {label}", flush=True)
-            if rc != 0 and not failure:
-                failure = rc
-                where = f"; its output: {log.name}" if log else ""
-                print(f"error: the run for {label!r} failed (exit {rc}){where}; no report written"
-                      + (" (waiting for the runs in flight)." if running else "."), file=sys.stderr, flush=True)
-    return failure, timings, time.perf_counter() - wall_start
+                time.sleep(0.2)
+            for r in list(running):
+                rc = r.proc.wait() if jobs == 1 else r.proc.poll()
+                if rc is None:
+                    continue
+                running.remove(r)
+                timings.append((r.label, time.perf_counter() - r.start))
+                if r.log:
+                    r.log.close()
+                    print(f"== done ({timings[-1][1] / 60:.1f} min, exit {rc}): {r.label}", flush=True)
+                if rc != 0:
+                    failed.append((r, rc))
+                    if len(failed) == 1 and running:
+                        print(f"error: the run for {r.label!r} failed (exit {rc}); no new run starts, waiting for "
+                              f"the {len(running)} in flight.", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        _stop(running)
+        print("interrupted: the runs in flight were ended; finished runs are kept, and the same command continues "
+              "from them.", file=sys.stderr)
+        return 130, timings, time.perf_counter() - wall_start
+    except BaseException:
+        _stop(running)
+        raise
+    if failed:
+        print("error: " + "; ".join(f"the run for {r.label!r} failed (exit {rc})"
+                                    + (f", its output: {r.log.name}" if r.log else "") for r, rc in failed)
+              + ". No report written; finished runs are kept, so the same command reruns only the rest.",
+              file=sys.stderr)
+    return (failed[0][1] if failed else 0), timings, time.perf_counter() - wall_start
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -166,6 +223,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.jobs < 1:
         print(f"error: --jobs {args.jobs}: give 1 or more runs at once.", file=sys.stderr)
         return 2
+    if args.jobs > cores():
+        print(f"warning: --jobs {args.jobs} is more runs at once than this machine's {cores()} CPU cores; each runs "
+              f"at one thread, and they share the cores.", file=sys.stderr)
 
     try:
         table = table_spec(args.table)
@@ -198,7 +258,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     commands = run_commands(rows, setting, budget, args.results.resolve(), args.overrides,
                             seeds=table.get("reproduce_seeds"), references=references)
-    failure, timings, wall = run_all(commands, env, args.jobs, args.results.resolve() / "logs")
+    failure, timings, wall = run_all(commands, env, args.jobs, args.results.resolve() / "logs" / args.table)
     if failure:
         return failure
     for label, seconds in timings:

@@ -42,13 +42,14 @@ def test_pairs_runs_and_says_better_only_where_the_paired_interval_excludes_zero
     text = capsys.readouterr().out
     assert text == (tmp_path / "table.md").read_text()
     assert "Before: commit(s) 1111111. After: commit(s) 2222222." in text
-    rows = [line for line in text.splitlines() if line.startswith("| mbnet_chain | spos |")]
+    rows = [line for line in text.splitlines()
+            if line.startswith("| mbnet_chain / cifar10 / budget=cpu / truth=nas_bench_macro | spos |")]
     assert len(rows) == 3  # seeds 0 and 1, then their summary
     for seed_row in rows[:2]:
         cells = [c.strip() for c in seed_row.split("|")[1:-1]]
         assert cells[4].startswith("1.000")  # the after side ranks perfectly
         assert cells[5].endswith("(better)") and cells[5].startswith("**+")
-        assert "→ 93.50" in cells[6]
+        assert "→ 93.50" in cells[6] and cells[7].startswith("no test (looked up")
     assert "better in 2, worse in 0 of 2" in rows[2]
     assert "greedynas" in text.split("Runs without a partner")[1]
 
@@ -69,14 +70,41 @@ def test_an_unchanged_ranking_has_no_verdict(tmp_path, capsys):
 
 
 def test_runs_that_ranked_different_samples_are_refused(tmp_path, capsys):
-    b = make_record("spos", 0, n=40, data="cifar10", budget="cpu")
-    a = make_record("spos", 0, n=40, data="cifar10", budget="cpu")
-    a.ranking.archs = [f"other{i}" for i in range(40)]
-    write_records(tmp_path / "before", [b])
-    write_records(tmp_path / "after", [a])
+    for field in ("archs", "truth"):
+        b = make_record("spos", 0, n=40, data="cifar10", budget="cpu")
+        a = make_record("spos", 0, n=40, data="cifar10", budget="cpu")
+        setattr(a.ranking, field, [f"other{i}" for i in range(40)] if field == "archs"
+                else [t + 0.5 for t in a.ranking.truth])
+        write_records(tmp_path / field / "before", [b])
+        write_records(tmp_path / field / "after", [a])
+        assert main(["--before", str(tmp_path / field / "before"), "--after", str(tmp_path / field / "after")]) == 2
+        err = capsys.readouterr().err
+        assert "spos seed 0" in err and "ranking samples differ in their " + ("archs" if field == "archs"
+                                                                             else "truth values") in err
+
+
+def test_settings_stay_apart_and_a_dirty_side_says_so(tmp_path, capsys):
+    """Two datasets of one method and seed are two pairs, each under its setting, never averaged together."""
+    before = [make_record("spos", 0, n=12, data=d, budget="cpu") for d in ("cifar10", "digits")]
+    after = [make_record("spos", 0, n=12, data=d, budget="cpu") for d in ("cifar10", "digits")]
+    for r in after:
+        r.git_commit = "3333333cccc+dirty"
+    write_records(tmp_path / "before", before)
+    write_records(tmp_path / "after", after)
+    assert main(["--before", str(tmp_path / "before"), "--after", str(tmp_path / "after")]) == 0
+    text = capsys.readouterr().out
+    assert "After: commit(s) 3333333+dirty." in text
+    summary = text.split("| paired verdicts |")[1].splitlines()
+    assert sum(line.startswith("| mbnet_chain / cifar10 /") for line in summary) == 1
+    assert sum(line.startswith("| mbnet_chain / digits /") for line in summary) == 1
+    assert "(n=2)" not in text.split("| paired verdicts |")[1]
+
+
+def test_only_reference_runs_is_said_plainly(tmp_path, capsys):
+    write_records(tmp_path / "before", [make_record("zc", 0, n=12)])
+    write_records(tmp_path / "after", [make_record("spos", 0, n=12)])
     assert main(["--before", str(tmp_path / "before"), "--after", str(tmp_path / "after")]) == 2
-    err = capsys.readouterr().err
-    assert "ranked different samples" in err and "spos seed 0" in err
+    assert "the before store holds no method runs (zc reference runs are not compared)" in capsys.readouterr().err
 
 
 def test_missing_store_and_no_pairs_are_one_clear_error(tmp_path, capsys):
@@ -85,4 +113,22 @@ def test_missing_store_and_no_pairs_are_one_clear_error(tmp_path, capsys):
     write_records(tmp_path / "before", [make_record("spos", 0, n=12)])
     write_records(tmp_path / "after", [make_record("spos", 1, n=12)])
     assert main(["--before", str(tmp_path / "before"), "--after", str(tmp_path / "after")]) == 2
-    assert "no run of" in capsys.readouterr().err
+    assert "no run shares its seed with a run of the other side" in capsys.readouterr().err
+    assert main(["--before", str(tmp_path / "before"), "--after", str(tmp_path / "after"),
+                 "--out", str(tmp_path / "missing" / "t.md")]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_retrained_found_archs_get_mcnemar(tmp_path, capsys):
+    """Found archs trained on the same 200 test images: the after side gets all right, the before side half."""
+    records = {}
+    for side, right in (("before", 100), ("after", 200)):
+        r = make_record("spos", 0, n=12, data="cifar10", budget="cpu")
+        bits = np.zeros(200, dtype=bool)
+        bits[:right] = True
+        r.found.finalists[0].correct = np.packbits(bits).tobytes().hex()
+        r.found.finalists[0].n_images = 200
+        records[side] = r
+        write_records(tmp_path / side, [r])
+    assert main(["--before", str(tmp_path / "before"), "--after", str(tmp_path / "after")]) == 0
+    assert "| more accurate (McNemar p = " in capsys.readouterr().out
