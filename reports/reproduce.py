@@ -219,6 +219,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/out"), help="report folder (default: reports/out)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once, each at its share of the CPU cores (default: 1)")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="run only these of the table's seeds (default: all of its reproduce_seeds)")
     args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
     if args.jobs < 1:
         print(f"error: --jobs {args.jobs}: give 1 or more runs at once.", file=sys.stderr)
@@ -237,6 +239,14 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"Search on CIFAR-10, then run `python run.py +transfer={table['transfer']} transfer.source=<run id> "
               f"data.root=<ImageNet folder>` (README: 'ImageNet transfer').", file=sys.stderr)
         return 2
+    seeds = table.get("reproduce_seeds")
+    if args.seeds is not None:
+        unknown = sorted(set(args.seeds) - set(seeds or []))
+        if unknown:
+            print(f"error: --seeds {' '.join(map(str, unknown))}: {args.table} reproduces seeds "
+                  f"{seeds or 'none (one run per row)'}; pick among them.", file=sys.stderr)
+            return 2
+        seeds = [s for s in seeds if s in args.seeds]
     rows = reproduced_rows(table)
     setting, budget = table["setting"], table["reproduce_budget"]
     references = bool(table.get("reproduce_references"))
@@ -257,7 +267,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
 
     commands = run_commands(rows, setting, budget, args.results.resolve(), args.overrides,
-                            seeds=table.get("reproduce_seeds"), references=references)
+                            seeds=seeds, references=references)
     failure, timings, wall = run_all(commands, env, args.jobs, args.results.resolve() / "logs" / args.table)
     if failure:
         return failure

@@ -114,3 +114,13 @@ def test_an_interrupt_ends_the_runs_in_flight_and_keeps_going_possible(tmp_path,
 def test_jobs_below_one_is_refused_before_anything_runs(tmp_path, capsys):
     assert reproduce.main(["nb201_weight_sharing", "--jobs", "0", "--results", str(tmp_path / "r")]) == 2
     assert "--jobs 0" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_seeds_pick_among_the_tables_own(monkeypatch, tmp_path, capsys):
+    assert reproduce.main(["nb201_weight_sharing", "--seeds", "7", "--results", str(tmp_path / "r")]) == 2
+    assert "--seeds 7: nb201_weight_sharing reproduces seeds [0, 1, 2]" in capsys.readouterr().err
+    ran = []
+    monkeypatch.setattr(reproduce, "run_all", lambda commands, *a: ran.extend(commands) or (1, [], 0.0))
+    monkeypatch.setenv("ONESHOT_CIFAR10_ROOT", str(tmp_path))
+    assert reproduce.main(["nb201_weight_sharing", "--seeds", "2", "0", "--results", str(tmp_path / "r")]) == 1
+    assert {c[-3] for _, c in ran} == {"seed=0", "seed=2"} and len(ran) == 2 * len({c[2] for _, c in ran})
