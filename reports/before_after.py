@@ -11,7 +11,10 @@ differ: changing them is usually the change being measured. `zc` reference runs 
   test images, McNemar's test says which is more accurate (p < 0.05); a looked-up (tabular) accuracy gets no
   verdict;
 - the search cost in device-seconds.
-One line per setting and method then gives the means ± std over seeds, and how many seeds each verdict had.
+Each row names the selection protocol that produced its final accuracy. One line per setting and method then gives
+the means ± std over seeds, and how many seeds each verdict had. Last come the free references (no training:
+params, FLOPs) on each setting's sample per seed, the bar any method's tau is read against; a pair's two sides
+ranked the same sample, so they share these.
 
 A pair is refused unless both sides ranked the same archs against the same truth: otherwise their taus are not
 comparable (a trained truth depends on the thread count it trained at). The commits of each side are printed,
@@ -35,7 +38,7 @@ from oneshot_bench.atomic import write_text
 from . import formatting as fmt
 from .comparison import REFERENCE_METHOD
 from .evidence import found_correct
-from .records import budget_key, load_records, run_protocol, setting_parts
+from .records import budget_key, load_records, protocol_text, run_protocol, setting_parts
 
 log = logging.getLogger("oneshot_bench.reports")
 
@@ -157,20 +160,41 @@ def _acc(r: RunRecord) -> str:
     return fmt.num(r.found.final_test_acc, 2)
 
 
+def references_table(pairs: list[Pair]) -> list[str]:
+    """Per setting and seed: each free reference's Kendall tau [95% CI] on the sample both sides ranked."""
+    samples: dict[tuple[str, int], RunRecord] = {}
+    for p in pairs:
+        samples.setdefault((p.setting, p.seed), p.after)
+    names = sorted({name for r in samples.values() for name in r.ranking.references})
+    if not names:
+        return ["", "No free reference was recorded on these samples (the runs predate references), so no tau "
+                "here can be read against one."]
+    lines = ["", "Free references on each sample (no training; the same archs and truth on both sides):", "",
+             "| setting | seed | " + " | ".join(f"{name} Kendall [95% CI]" for name in names) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
+    for (setting, seed), record in sorted(samples.items()):
+        refs = record.ranking.references
+        cells = [fmt.with_ci(refs[n].kendall_tau, refs[n].kendall_tau_ci_low, refs[n].kendall_tau_ci_high, 3)
+                 if n in refs else fmt.MISSING for n in names]
+        lines.append(f"| {setting} | {seed} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(pairs: list[Pair], unpaired: list[str]) -> str:
     """The before/after table in Markdown: one row per pair, then one per (setting, method) over seeds."""
     lines = [f"Before: commit(s) {_commits([p.before for p in pairs])}. "
              f"After: commit(s) {_commits([p.after for p in pairs])}.", "",
-             "| setting | method | seed | Kendall before [95% CI] | Kendall after [95% CI] | paired after − before "
-             "[95% CI] | final test acc before → after (%) | accuracy, after against before "
+             "| setting | method | seed | protocol | Kendall before [95% CI] | Kendall after [95% CI] | paired "
+             "after − before [95% CI] | final test acc before → after (%) | accuracy, after against before "
              "| search device-s before → after |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in pairs:
         d = p.difference
         diff = f"{_signed(d.difference)} [{_signed(d.ci_low)}, {_signed(d.ci_high)}]"
         if p.difference.winner:
             diff = f"**{diff}** ({p.verdict})"
-        lines.append(f"| {p.setting} | {p.method} | {p.seed} | {_tau(p.before)} | {_tau(p.after)} | {diff} | "
+        lines.append(f"| {p.setting} | {p.method} | {p.seed} | {protocol_text(run_protocol(p.after))} | "
+                     f"{_tau(p.before)} | {_tau(p.after)} | {diff} | "
                      f"{_acc(p.before)} → {_acc(p.after)} | {p.accuracy_verdict} | "
                      f"{fmt.seconds(p.before.cost.search_device_seconds)} → "
                      f"{fmt.seconds(p.after.cost.search_device_seconds)} |")
@@ -192,6 +216,7 @@ def render(pairs: list[Pair], unpaired: list[str]) -> str:
             f"{fmt.mean_std([p.after.found.final_test_acc for p in group], accuracy)} | "
             f"{fmt.mean_std([p.before.cost.search_device_seconds for p in group], fmt.seconds)} → "
             f"{fmt.mean_std([p.after.cost.search_device_seconds for p in group], fmt.seconds)} |")
+    lines += references_table(pairs)
     if unpaired:
         lines += ["", "Runs without a partner (not in the tables): " + "; ".join(unpaired) + "."]
     return "\n".join(lines) + "\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from evaluators.ranking import ranking_metrics
-from evaluators.record import RunRecord
+from evaluators.record import ExtraProxy, RunRecord
 from reports.before_after import main
 from tests.test_reports import make_record, write_records
 
@@ -47,9 +47,10 @@ def test_pairs_runs_and_says_better_only_where_the_paired_interval_excludes_zero
     assert len(rows) == 3  # seeds 0 and 1, then their summary
     for seed_row in rows[:2]:
         cells = [c.strip() for c in seed_row.split("|")[1:-1]]
-        assert cells[4].startswith("1.000")  # the after side ranks perfectly
-        assert cells[5].endswith("(better)") and cells[5].startswith("**+")
-        assert "→ 93.50" in cells[6] and cells[7].startswith("no test (looked up")
+        assert cells[3] == "top1 F=8"  # the selection protocol that produced the final accuracy
+        assert cells[5].startswith("1.000")  # the after side ranks perfectly
+        assert cells[6].endswith("(better)") and cells[6].startswith("**+")
+        assert "→ 93.50" in cells[7] and cells[8].startswith("no test (looked up")
     assert "better in 2, worse in 0 of 2" in rows[2]
     assert "greedynas" in text.split("Runs without a partner")[1]
 
@@ -132,3 +133,29 @@ def test_retrained_found_archs_get_mcnemar(tmp_path, capsys):
         write_records(tmp_path / side, [r])
     assert main(["--before", str(tmp_path / "before"), "--after", str(tmp_path / "after")]) == 0
     assert "| more accurate (McNemar p = " in capsys.readouterr().out
+
+
+def test_free_references_are_shown_per_sample_beside_the_taus(tmp_path, capsys):
+    """Each setting and seed gets its references' taus, read from the shared sample; runs without references say
+    that no tau can be read against one."""
+    write_records(tmp_path / "bare" / "before", [make_record("spos", 0, n=12, budget="cpu")])
+    write_records(tmp_path / "bare" / "after", [make_record("spos", 0, n=12, budget="cpu")])
+    assert main(["--before", str(tmp_path / "bare" / "before"), "--after", str(tmp_path / "bare" / "after")]) == 0
+    assert "No free reference was recorded on these samples" in capsys.readouterr().out
+    sides: dict[str, list[RunRecord]] = {"before": [], "after": []}
+    for seed in (0, 1):
+        for side in sides:
+            r = make_record("spos", seed, n=40, data="cifar10", budget="cpu")
+            truth = r.ranking.truth
+            backwards = [-t for t in truth] if seed else list(truth)  # params ranks perfectly on seed 0 only
+            r.ranking.references["params"] = ExtraProxy(
+                **ranking_metrics(backwards, truth, resamples=200, seed=0), proxy=backwards)
+            sides[side].append(r)
+    for side, records in sides.items():
+        write_records(tmp_path / side, records)
+    assert main(["--before", str(tmp_path / "before"), "--after", str(tmp_path / "after")]) == 0
+    table = capsys.readouterr().out.split("Free references on each sample")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| mbnet_chain / cifar10 /")]
+    assert "params Kendall [95% CI]" in table and len(rows) == 2
+    assert rows[0].split("|")[2].strip() == "0" and rows[0].split("|")[3].strip().startswith("1.000 [")
+    assert rows[1].split("|")[3].strip().startswith("-1.000 [")
