@@ -167,8 +167,7 @@ def references_table(pairs: list[Pair]) -> list[str]:
         samples.setdefault((p.setting, p.seed), p.after)
     names = sorted({name for r in samples.values() for name in r.ranking.references})
     if not names:
-        return ["", "No free reference was recorded on these samples (the runs predate references), so no tau "
-                "here can be read against one."]
+        return ["", "No free reference was recorded on these samples, so no tau here can be read against one."]
     lines = ["", "Free references on each sample (no training; the same archs and truth on both sides):", "",
              "| setting | seed | " + " | ".join(f"{name} Kendall [95% CI]" for name in names) + " |",
              "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
