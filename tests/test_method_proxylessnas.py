@@ -401,3 +401,21 @@ def test_latency_is_the_median_of_warmed_up_timings(monkeypatch):
 
     monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["t"])
     assert measure.median_latency_ms([call], torch.device("cpu"), repeats=4) == [pytest.approx(1.5)]
+
+
+def test_the_resource_target_is_part_of_the_run_id(smoke_config):
+    """Runs with different hardware targets (or none) never share a run id, so one can't resume or overwrite
+    another: the target is one of the method's params, which are hashed into the run identity."""
+    from evaluators.runner import plan_run
+
+    base = "method=proxylessnas"
+    ids = {plan_run(smoke_config(base, *extra)).run_id for extra in (
+        (),  # the default: no resource term
+        ("method.params.latency_metric=latency", "method.params.latency_target_ms=5"),
+        ("method.params.latency_metric=latency", "method.params.latency_target_ms=6"),
+        ("method.params.latency_metric=flops", "method.params.flops_target=2000000"),
+        ("method.params.latency_metric=flops", "method.params.flops_target=3000000"))}
+    assert len(ids) == 5
+    identity = plan_run(smoke_config(base, "method.params.latency_metric=latency",
+                                     "method.params.latency_target_ms=5")).identity
+    assert identity["method"]["params"]["latency_target_ms"] == 5
