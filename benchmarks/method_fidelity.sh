@@ -3,7 +3,7 @@
 # GreedyNAS, SMASH, GHN, DARTS), at budget=cpu, seeds 0 and 1, on nb201 and mbnet_chain, run once with the code
 # before those commits (9b8dff7, checked out as a git worktree with its own pinned venv) and once with this checkout.
 # Records go to results/measured/method_fidelity/{before,after}; finished runs are reused, so it resumes where it
-# stopped. JOBS runs at once (default 2), each at one thread. DARTS (second order) is last: 20 to 45 min a run.
+# stopped. JOBS runs at once (default 2), each at one thread. DARTS (second order) is last: 17 to 25 min a run.
 # FILTER (an extended regex over "<side> <space> <method> <seed>") keeps some of the runs, e.g. FILTER='darts'.
 #   ONESHOT_CIFAR10_ROOT=../shared/data/cifar10-subset bash benchmarks/method_fidelity.sh
 #   python -m reports.before_after --before results/measured/method_fidelity/before \
