@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 from evaluators.paired import PairedDifference, mcnemar, tau_difference
-from evaluators.record import RunRecord
+from evaluators.record import RankingMetrics, RunRecord
 from oneshot_bench.atomic import write_text
 
 from . import formatting as fmt
@@ -139,8 +139,8 @@ def no_pair_reason(before: list[RunRecord], after: list[RunRecord]) -> str:
     return "no run shares all of setting, budget values, selection protocol, method and seed"
 
 
-def _tau(r: RunRecord) -> str:
-    k = r.ranking
+def _tau(k: RankingMetrics) -> str:
+    """Kendall tau [95% CI] of a ranking: a run's own, or one of its references'."""
     return fmt.with_ci(k.kendall_tau, k.kendall_tau_ci_low, k.kendall_tau_ci_high, 3)
 
 
@@ -173,8 +173,7 @@ def references_table(pairs: list[Pair]) -> list[str]:
              "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
     for (setting, seed), record in sorted(samples.items()):
         refs = record.ranking.references
-        cells = [fmt.with_ci(refs[n].kendall_tau, refs[n].kendall_tau_ci_low, refs[n].kendall_tau_ci_high, 3)
-                 if n in refs else fmt.MISSING for n in names]
+        cells = [_tau(refs[n]) if n in refs else fmt.MISSING for n in names]
         lines.append(f"| {setting} | {seed} | " + " | ".join(cells) + " |")
     return lines
 
@@ -193,7 +192,7 @@ def render(pairs: list[Pair], unpaired: list[str]) -> str:
         if p.difference.winner:
             diff = f"**{diff}** ({p.verdict})"
         lines.append(f"| {p.setting} | {p.method} | {p.seed} | {protocol_text(run_protocol(p.after))} | "
-                     f"{_tau(p.before)} | {_tau(p.after)} | {diff} | "
+                     f"{_tau(p.before.ranking)} | {_tau(p.after.ranking)} | {diff} | "
                      f"{_acc(p.before)} → {_acc(p.after)} | {p.accuracy_verdict} | "
                      f"{fmt.seconds(p.before.cost.search_device_seconds)} → "
                      f"{fmt.seconds(p.after.cost.search_device_seconds)} |")
