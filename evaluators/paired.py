@@ -79,34 +79,48 @@ def tau_difference(proxy_a: Sequence[float], proxy_b: Sequence[float], truth: Se
     return PairedDifference("kendall_tau", difference, float(low), float(high), len(diffs))
 
 
-def tau_differences(proxies: dict[str, Sequence[float]], truth: Sequence[float], *, resamples: int = 1000,
-                    seed: int = 0) -> dict[tuple[str, str], PairedDifference]:
-    """`tau_difference` for every pair of several proxies of the same sample, from one set of resamples: each
-    proxy's resampled taus are computed once, so n proxies cost n bootstraps, not n^2 / 2. Keys (a, b) follow the
-    order of `proxies`."""
+def resampled_taus(proxies: dict[str, Sequence[float]], truth: Sequence[float], *, resamples: int = 1000,
+                   seed: int = 0) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Each proxy's Kendall tau on the whole sample, and its taus on `resamples` bootstrap resamples of the archs,
+    the same resamples for every proxy (so draw i of two proxies is a paired draw). Resamples in which the truth is
+    constant are dropped; a constant proxy ranks nothing: 0. No draws (empty arrays) for a sample under 4 archs or
+    a constant truth. The across-seed verdicts (evaluators.verdict) take these draws as their inner level."""
     t = np.asarray(truth, dtype=float)
-    names = list(proxies)
-    values = {name: np.asarray(proxies[name], dtype=float) for name in names}
+    values = {name: np.asarray(p, dtype=float) for name, p in proxies.items()}
     if any(len(v) != len(t) for v in values.values()):
         raise ValueError("paired comparison needs the same sample for every proxy")
     whole = np.arange(len(t))[None, :]
     taus = lambda idx: {n: np.nan_to_num(v, nan=0.0)  # noqa: E731 - a constant proxy ranks nothing: 0
                         for n, v in kendall_taus_resampled(values, t, idx).items()}
-    point = {n: float(v[0]) for n, v in taus(whole).items()}
-    enough = resamples > 0 and len(t) >= 4 and not is_constant(t)
-    if enough:
-        idx = np.random.default_rng(seed).integers(0, len(t), (resamples, len(t)))
-        keep = np.ptp(t[idx], axis=1) != 0
-        boot = {n: v[keep] for n, v in taus(idx).items()}
+    point = {n: (float(v[0]) if not is_constant(t) else math.nan) for n, v in taus(whole).items()}
+    if resamples <= 0 or len(t) < 4 or is_constant(t):
+        return point, {n: np.empty(0) for n in values}
+    idx = np.random.default_rng(seed).integers(0, len(t), (resamples, len(t)))
+    keep = np.ptp(t[idx], axis=1) != 0
+    return point, {n: v[keep] for n, v in taus(idx).items()}
+
+
+def tau_differences(proxies: dict[str, Sequence[float]], truth: Sequence[float], *, resamples: int = 1000,
+                    seed: int = 0) -> dict[tuple[str, str], PairedDifference]:
+    """`tau_difference` for every pair of several proxies of the same sample, from one set of resamples: each
+    proxy's resampled taus are computed once, so n proxies cost n bootstraps, not n^2 / 2. Keys (a, b) follow the
+    order of `proxies`."""
+    return differences_from_draws(*resampled_taus(proxies, truth, resamples=resamples, seed=seed))
+
+
+def differences_from_draws(point: dict[str, float], draws: dict[str, np.ndarray]) -> dict[tuple[str, str],
+                                                                                          PairedDifference]:
+    """Every pair's per-sample `PairedDifference` from `resampled_taus`' output."""
+    names = list(point)
     out = {}
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            difference = point[a] - point[b] if not is_constant(t) else math.nan
-            if not enough or not len(boot[a]):
+            difference = point[a] - point[b]
+            if not len(draws[a]):
                 out[(a, b)] = PairedDifference("kendall_tau", difference, math.nan, math.nan, 0)
                 continue
-            low, high = np.quantile(boot[a] - boot[b], [0.025, 0.975])
-            out[(a, b)] = PairedDifference("kendall_tau", difference, float(low), float(high), len(boot[a]))
+            low, high = np.quantile(draws[a] - draws[b], [0.025, 0.975])
+            out[(a, b)] = PairedDifference("kendall_tau", difference, float(low), float(high), len(draws[a]))
     return out
 
 

@@ -16,8 +16,9 @@ from evaluators.transfer import load_transfer_records
 
 from . import formatting as fmt
 from .comparison import REFERENCE_METHOD, SummaryRow, best_reference_text, compare
-from .evidence import supported_orderings
+from .evidence import Evidence, setting_evidence
 from .figures import Figure, setting_figures
+from .headline import Headline, build_headline
 from .metadata import RunMeta, VersionRow, run_metadata, version_table
 from .paper_tables import PaperTable, build_tables
 from .records import PHASES, load_records, points_frame, runs_frame
@@ -37,7 +38,8 @@ class Setting:
     summary: list[SummaryRow]  # one per method variant and reference, across seeds
     best_reference: str  # per seed, in words ("" without references)
     figures: list[Figure]
-    orderings: list[str]  # what paired tests support (reports.evidence); empty: no ordering is supported
+    evidence: Evidence  # what the runs support across training seeds (reports.evidence)
+    headline: Headline  # the answer, at the top of the report
     plumbing_check: str  # why the setting's runs measure nothing ("" for a measurement)
     truth_note: str  # what the ground truth is, where a reader must know (surrogate predictions)
 
@@ -86,13 +88,17 @@ def build_settings(runs: pd.DataFrame, points: pd.DataFrame, records: list[RunRe
         rows = [method_table_row(r) for _, r in methods.sort_values(["method", "variant", "seed"]).iterrows()]
         method_points = points[(points["setting"] == title) & (points["method"] != REFERENCE_METHOD)]
         figures = setting_figures(methods, method_points, comparison, sid) if len(methods) else []
-        plumbing = sorted({r.plumbing_check for r in setting_records if r.plumbing_check})
+        plumbing = "; ".join(sorted({r.plumbing_check for r in setting_records if r.plumbing_check}))
         surrogate = sorted({r.hashes.truth.get("metric", "") for r in setting_records
                             if r.hashes.truth.get("surrogate")})
+        resamples = max(int(r.config.get("budget", {}).get("bootstrap_resamples", 1000)) for r in setting_records)
+        evidence = setting_evidence(comparison.entries, resamples=resamples)
         settings.append(Setting(id=f"setting-{sid}", title=title, rows=rows, summary=comparison.rows,
                                 best_reference=best_reference_text(comparison), figures=figures,
-                                orderings=supported_orderings(comparison.entries),
-                                plumbing_check="; ".join(plumbing),
+                                evidence=evidence,
+                                headline=build_headline(f"setting-{sid}", title, comparison.entries, evidence,
+                                                        plumbing),
+                                plumbing_check=plumbing,
                                 truth_note=(f"Ground truth: {'; '.join(surrogate)}. These are a surrogate model's "
                                             f"predictions, not trained accuracies." if surrogate else "")))
     return settings

@@ -74,15 +74,18 @@ def test_reference_rows_are_labelled_and_a_method_below_the_best_reference_is_ma
     assert all(e.label.endswith("params") for e in comparison.best_reference.values())
 
 
-def test_the_report_says_a_ranks_better_than_b_only_where_the_paired_interval_excludes_zero(seeds_results):
+def test_the_report_says_a_ranks_better_than_b_only_across_seeds(seeds_results):
     _, records = seeds_results
     orderings = supported_orderings(compare(records).entries, resamples=300)
-    assert any(o.startswith("reference: no training: params ranks better than oneshot (seed 0)") for o in orderings)
-    assert any(o.startswith("spos ranks better than oneshot (seed 1)") for o in orderings)
+    # params ranks well and oneshot backwards on every one of the 3 seeds: that holds across training runs
+    assert any(o.startswith("reference: no training: params ranks better than oneshot across training seeds")
+               for o in orderings)
+    assert any(o.startswith("spos ranks better than oneshot across training seeds") for o in orderings)
+    assert all("over 3 seeds" in o for o in orderings)
     # references are not compared with each other, and nothing is claimed the wrong way round
     assert not any(o.startswith("reference: no training: params ranks better than reference") for o in orderings)
     assert not any(o.startswith("oneshot ranks better") for o in orderings)
-    # two identical rankings cannot be told apart
+    # two identical rankings cannot be told apart, and one seed never orders anything
     twin = make_record("spos", 0, n=40, data="cifar10", budget="cpu")
     assert supported_orderings(compare([twin, make_record("spos", 0, n=40, data="cifar10", budget="cpu",
                                                           params={"topk": 3})]).entries) == []
