@@ -85,10 +85,9 @@ class SeedsNeeded:
     from_seeds: int
 
     def text(self) -> str:
-        basis = (f"estimated from {self.from_seeds} seeds, between-seed sd {self.sd:.3f}, {POWER:.0%} power at "
-                 f"alpha {self.alpha:.2g}: an estimate from few seeds")
+        basis = f"between-seed sd {self.sd:.3f} over {self.from_seeds} seeds, alpha {self.alpha:.2g}: an estimate"
         if self.n is None:
-            return f"not resolvable at this budget (more than {MAX_SEEDS} seeds per method; {basis})"
+            return f"not resolvable at this budget (over {MAX_SEEDS} seeds per method; {basis})"
         return f"about {self.n} seeds per method would resolve a difference of this size ({basis})"
 
 
@@ -138,8 +137,7 @@ class Verdict:
         if self.n <= 1:
             return ONE_SEED
         side = "in common" if self.paired else "on the smaller side"
-        return (f"{self.n} seeds {side}: an ordering needs at least {MIN_SEEDS} training seeds per side, so none is "
-                f"claimed")
+        return f"{self.n} seeds {side}, a verdict needs at least {MIN_SEEDS}"
 
     def interval_text(self, digits: int = 3) -> str:
         """`+0.123 [+0.045, +0.201] over 3 seeds` (the interval only where the pair was tested)."""
@@ -167,7 +165,7 @@ class Verdict:
             return worse
         needed = f"; {self.seeds_needed.text()}" if self.seeds_needed else ""
         if not self.tested:
-            return f"no verdict ({self.why_untested}{needed})"
+            return f"no verdict: {self.why_untested}{needed}"
         return f"unresolved{needed}"
 
 

@@ -11,9 +11,12 @@ differ: changing them is usually the change being measured. `zc` reference runs 
   test images, McNemar's test says which is more accurate (p < 0.05); a looked-up (tabular) accuracy gets no
   verdict;
 - the search cost in device-seconds.
-Each row names the selection protocol that produced its final accuracy. One line per setting and method then gives
-the means ± std over seeds, and how many seeds each verdict had. Last come the free references (no training:
-params, FLOPs) on each setting's sample per seed, the bar any method's tau is read against; a pair's two sides
+Each row names the selection protocol that produced its final accuracy; its paired interval is one training run's
+arch-sample uncertainty, detail rather than a verdict on the change. One line per setting and method then gives the
+means ± std over seeds and the verdict across seeds (evaluators.verdict: a paired t-test on the per-seed
+differences, Benjamini-Hochberg over every line of the table; at least 3 seeds, otherwise it says why, with the
+seeds a difference of the observed size would need), beside the per-seed counts. Last come the free references (no
+training: params, FLOPs) on each setting's sample per seed, the bar any method's tau is read against; a pair's two sides
 ranked the same sample, so they share these.
 
 A pair is refused unless both sides ranked the same archs against the same truth: otherwise their taus are not
@@ -33,6 +36,7 @@ from typing import Optional
 
 from evaluators.paired import PairedDifference, mcnemar, tau_difference
 from evaluators.record import RankingMetrics, RunRecord
+from evaluators.verdict import MIN_SEEDS, SeedValue, Verdict, adjust_family, paired_over_seeds
 from oneshot_bench.atomic import write_text
 
 from . import formatting as fmt
@@ -178,6 +182,15 @@ def references_table(pairs: list[Pair]) -> list[str]:
     return lines
 
 
+def across_seeds(groups: dict[tuple[str, str], list[Pair]]) -> dict[tuple[str, str], Verdict]:
+    """Each (setting, method)'s after − before over its seeds, paired by seed (evaluators.verdict), one family."""
+    out = {key: paired_over_seeds([SeedValue(p.seed, p.after.ranking.kendall_tau) for p in group],
+                                  [SeedValue(p.seed, p.before.ranking.kendall_tau) for p in group])
+           for key, group in groups.items()}
+    adjust_family(list(out.values()))
+    return out
+
+
 def render(pairs: list[Pair], unpaired: list[str]) -> str:
     """The before/after table in Markdown: one row per pair, then one per (setting, method) over seeds."""
     lines = [f"Before: commit(s) {_commits([p.before for p in pairs])}. "
@@ -196,24 +209,35 @@ def render(pairs: list[Pair], unpaired: list[str]) -> str:
                      f"{_acc(p.before)} → {_acc(p.after)} | {p.accuracy_verdict} | "
                      f"{fmt.seconds(p.before.cost.search_device_seconds)} → "
                      f"{fmt.seconds(p.after.cost.search_device_seconds)} |")
-    lines += ["", "| setting | method | seeds | Kendall before | Kendall after | paired verdicts | final test acc "
-              "before → after (%) | search device-s before → after |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| setting | method | seeds | Kendall before | Kendall after | after − before across seeds "
+              "[95% CI] | verdict across seeds | per-seed verdicts (arch-sample uncertainty of one training run) | "
+              "final test acc before → after (%) | search device-s before → after |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     groups: dict[tuple[str, str], list[Pair]] = {}
     for p in pairs:
         groups.setdefault((p.setting, p.method), []).append(p)
+    verdicts = across_seeds(groups)
     accuracy = lambda x: fmt.num(x, 2)  # noqa: E731
     for (setting, method), group in groups.items():
-        verdicts = [p.verdict for p in group]
+        per_seed = [p.verdict for p in group]
+        v = verdicts[(setting, method)]
         lines.append(
             f"| {setting} | {method} | {', '.join(str(p.seed) for p in group)} | "
             f"{fmt.mean_std([p.before.ranking.kendall_tau for p in group])} | "
-            f"{fmt.mean_std([p.after.ranking.kendall_tau for p in group])} | "
-            f"better in {verdicts.count('better')}, worse in {verdicts.count('worse')} of {len(group)} | "
+            f"{fmt.mean_std([p.after.ranking.kendall_tau for p in group])} | {v.interval_text()} | "
+            f"{v.status_text()} | "
+            f"better in {per_seed.count('better')}, worse in {per_seed.count('worse')} of {len(group)} | "
             f"{fmt.mean_std([p.before.found.final_test_acc for p in group], accuracy)} → "
             f"{fmt.mean_std([p.after.found.final_test_acc for p in group], accuracy)} | "
             f"{fmt.mean_std([p.before.cost.search_device_seconds for p in group], fmt.seconds)} → "
             f"{fmt.mean_std([p.after.cost.search_device_seconds for p in group], fmt.seconds)} |")
+    tested = sum(v.tested for v in verdicts.values())
+    lines += ["", f"Across seeds: a paired t-test on each method's per-seed Kendall tau differences (after − before, "
+              f"each on its seed's shared sample), adjusted together over the {tested} line(s) with at least "
+              f"{MIN_SEEDS} seeds (Benjamini-Hochberg, false discovery rate 5%); a line with fewer seeds gets no "
+              f"verdict. Seeds needed: a paired t-test's seeds per method for 80% power (statsmodels TTestPower) at "
+              f"the observed mean difference and between-seed sd, an estimate from few seeds. The per-seed rows above "
+              f"hold the trained weights fixed: they measure one training run's arch sample, not the change."]
     lines += references_table(pairs)
     if unpaired:
         lines += ["", "Runs without a partner (not in the tables): " + "; ".join(unpaired) + "."]

@@ -19,16 +19,17 @@ def ranked(record: RunRecord, proxy: list[float], git_commit: str) -> RunRecord:
     return record
 
 
-def stores(tmp_path, after_quality: str):
+def stores(tmp_path, after_quality: str, seeds=(0, 1), flips=()):
     """Before: spos seeds 0 and 1 ranking their 40 archs with noise. After: the same runs ranking perfectly
-    ("better") or backwards ("worse"), and one run (greedynas) that only the after side made."""
+    ("better") or backwards ("worse"; the other way round on the seeds in `flips`), and one run (greedynas) that
+    only the after side made."""
     before, after = [], []
-    for seed in (0, 1):
+    for seed in seeds:
         b = make_record("spos", seed, n=40, data="cifar10", budget="cpu")
         noisy = list(np.asarray(b.ranking.truth) + np.random.default_rng(seed).normal(0, 4, 40))
         before.append(ranked(b, noisy, "1111111aaaa"))
         a = make_record("spos", seed, n=40, data="cifar10", budget="cpu", final_acc=93.5)
-        sign = 1.0 if after_quality == "better" else -1.0
+        sign = (1.0 if after_quality == "better" else -1.0) * (-1.0 if seed in flips else 1.0)
         after.append(ranked(a, [sign * t for t in a.ranking.truth], "2222222bbbb"))
     after.append(make_record("greedynas", 0, n=40, data="cifar10", budget="cpu"))
     write_records(tmp_path / "before", before)
@@ -53,6 +54,33 @@ def test_pairs_runs_and_says_better_only_where_the_paired_interval_excludes_zero
         assert "→ 93.50" in cells[7] and cells[8].startswith("no test (looked up")
     assert "better in 2, worse in 0 of 2" in rows[2]
     assert "greedynas" in text.split("Runs without a partner")[1]
+
+
+def summary_cells(text: str, method: str = "spos") -> list[str]:
+    line = next(line for line in text.split("| verdict across seeds |")[1].splitlines()
+                if f"| {method} |" in line)
+    return [c.strip() for c in line.split("|")[1:-1]]
+
+
+def test_the_summary_line_gives_a_verdict_only_across_three_or_more_seeds(tmp_path, capsys):
+    """Two seeds better on each: per-seed detail says so, but no verdict on the change; three consistent seeds:
+    better across seeds; three whose sign flips on one seed: unresolved, with the seeds it would need."""
+    before, after = stores(tmp_path / "two", "better")
+    main(["--before", before, "--after", after])
+    cells = summary_cells(capsys.readouterr().out)
+    assert cells[7] == "better in 2, worse in 0 of 2"
+    assert cells[6].startswith("no verdict: 2 seeds in common, a verdict needs at least 3")
+    before, after = stores(tmp_path / "three", "better", seeds=(0, 1, 2))
+    main(["--before", before, "--after", after])
+    cells = summary_cells(capsys.readouterr().out)
+    assert cells[6] == "better" and cells[5].endswith("over 3 seeds") and cells[5].startswith("+")
+    before, after = stores(tmp_path / "flip", "better", seeds=(0, 1, 2), flips=(1,))
+    main(["--before", before, "--after", after])
+    text = capsys.readouterr().out
+    cells = summary_cells(text)
+    assert cells[7] == "better in 2, worse in 1 of 3"  # the old per-seed rule calls a winner on every seed
+    assert cells[6].startswith("unresolved; ") and "seeds per method" in cells[6]
+    assert "adjusted together over the 1 line(s) with at least 3 seeds" in text
 
 
 def test_a_backwards_ranking_after_the_change_is_worse(tmp_path, capsys):
@@ -95,10 +123,10 @@ def test_settings_stay_apart_and_a_dirty_side_says_so(tmp_path, capsys):
     assert main(["--before", str(tmp_path / "before"), "--after", str(tmp_path / "after")]) == 0
     text = capsys.readouterr().out
     assert "After: commit(s) 3333333+dirty." in text
-    summary = text.split("| paired verdicts |")[1].splitlines()
+    summary = text.split("| verdict across seeds |")[1].splitlines()
     assert sum(line.startswith("| mbnet_chain / cifar10 /") for line in summary) == 1
     assert sum(line.startswith("| mbnet_chain / digits /") for line in summary) == 1
-    assert "(n=2)" not in text.split("| paired verdicts |")[1]
+    assert "(n=2)" not in text.split("| verdict across seeds |")[1]
 
 
 def test_only_reference_runs_is_said_plainly(tmp_path, capsys):
