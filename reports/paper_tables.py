@@ -10,7 +10,7 @@ counterpart for says why.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -21,6 +21,7 @@ import yaml
 from evaluators.record import RunRecord
 
 from . import formatting as fmt
+from .ablation import COMPARISON_METRICS, TableComparisons
 from .comparison import REFERENCE_METHOD, RankingEntry, reference_entries
 from .records import protocol_text, record_space_params, settings_parts_of, top_half_correlations, variant_params
 
@@ -78,9 +79,10 @@ MEASURED_METRICS: dict[str, Callable[[pd.DataFrame], str]] = {
     "kendall_top_half": _mean("kendall_top_half", 2),
 }
 
-# measured from the runs' records rather than the runs frame: the paired Kendall-tau difference of a variant's ranking
-# against the table's `paired_baseline` variant (the same seed's shared sample; evaluators.paired)
-PAIRED_METRICS = ("paired_kendall",)
+# measured from the runs' records rather than the runs frame: a variant's Kendall tau against the table's baseline
+# variant, decided across seeds (reports.ablation): paired on each seed's shared sample (`paired_baseline`), or
+# unpaired where the variants rank different samples (`unpaired_baseline`)
+PAIRED_METRICS = tuple(COMPARISON_METRICS)
 
 
 @dataclass
@@ -124,8 +126,9 @@ def load_specs(path: Path = PAPER_TABLES) -> dict[str, Any]:
         for col in table["columns"]:
             if col["metric"] not in metrics:
                 raise ValueError(f"{path}: unknown metric {col['metric']!r}. Valid: {sorted(metrics)}")
-            if col["metric"] in PAIRED_METRICS and "paired_baseline" not in table:
-                raise ValueError(f"{path}: table {table['id']} has a paired column but no `paired_baseline`")
+            baseline_key = COMPARISON_METRICS.get(col["metric"])
+            if baseline_key and baseline_key not in table:
+                raise ValueError(f"{path}: table {table['id']} has a {col['metric']} column but no `{baseline_key}`")
         for row in table["rows"]:
             if not isinstance(row.get("reproduce", True), bool):
                 raise ValueError(f"{path}: row {row['label']!r}: `reproduce` must be true or false")
@@ -224,35 +227,6 @@ def _paper_row(row: dict[str, Any], columns: list[dict[str, Any]]) -> Row:
     return Row(label=row["label"], origin="paper", cells=cells, budget=" ".join(str(notes.get("row", "")).split()))
 
 
-def paired_kendall_cell(group: pd.DataFrame, table: dict[str, Any], runs: pd.DataFrame,
-                        records: dict[str, RunRecord]) -> Cell:
-    """Each seed's paired Kendall-tau difference between this variant's ranking and the `paired_baseline`
-    variant's (the same method, setting, seed and sample), with its 95% bootstrap interval, and how many seeds'
-    intervals exclude 0 either way."""
-    from evaluators.paired import tau_difference
-
-    baseline = table["paired_baseline"]
-    parts, better, worse = [], 0, 0
-    for _, run in group.sort_values("seed").iterrows():
-        if run["variant_params"] == variant_params(run["method"], baseline):
-            return Cell("— (the baseline)", "measured")
-        space_params, wanted = run["space_params"], variant_params(run["method"], baseline)
-        base = runs[(runs["method"] == run["method"]) & (runs["setting"] == run["setting"])
-                    & (runs["seed"] == run["seed"]) & runs["space_params"].map(space_params.__eq__)
-                    & runs["variant_params"].map(wanted.__eq__)]
-        a = records.get(run["run_id"])
-        b = records.get(base["run_id"].iloc[0]) if len(base) else None
-        if a is None or b is None or a.ranking.archs != b.ranking.archs:
-            parts.append(f"s{run['seed']}: no baseline run on its sample")
-            continue
-        d = tau_difference(a.ranking.proxy, b.ranking.proxy, a.ranking.truth, seed=int(run["seed"]))
-        better, worse = better + (d.winner == "a"), worse + (d.winner == "b")
-        parts.append(f"s{run['seed']}: {d.difference:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}]")
-    paired = sum(1 for p in parts if "no baseline run" not in p)
-    verdict = f"better in {better}, worse in {worse} of {paired} seeds; " if paired else ""
-    return Cell(verdict + "; ".join(parts), "measured", note="paired bootstrap over the shared sample (95% CI)")
-
-
 def leading_rows(row: dict[str, Any], columns: list[dict[str, Any]]) -> tuple[list[Row], bool]:
     """A table row's line of published numbers (when it has some) and, when this harness has no counterpart, the
     line saying why; the flag says whether measured lines follow (the row names a method)."""
@@ -264,24 +238,31 @@ def leading_rows(row: dict[str, Any], columns: list[dict[str, Any]]) -> tuple[li
     return rows, True
 
 
+def _row_groups(groups: dict[tuple, pd.DataFrame]) -> Iterable[tuple[tuple, pd.DataFrame]]:
+    """The runs of each measured line: one per (settings departures, budget, device)."""
+    for departures, runs in groups.items():
+        for _, group in runs.groupby(["budget", "device"], sort=True):
+            yield departures, group
+
+
 def _measured_rows(label: str, groups: dict[tuple, pd.DataFrame], columns: list[dict[str, Any]],
                    paired: Optional[Callable[[pd.DataFrame], Cell]] = None) -> list[Row]:
     """One row per (settings departures, budget, device); cells from its runs (several seeds: mean ± std);
-    `paired` makes the cells of a paired column."""
+    `paired` makes the cells of a comparison column."""
     out = []
-    for departures, runs in groups.items():
-        for (_, device), group in runs.groupby(["budget", "device"], sort=True):
-            cells = [paired(group) if col["metric"] in PAIRED_METRICS and paired is not None
-                     else Cell(text=MEASURED_METRICS[col["metric"]](group), origin="measured") for col in columns]
-            seeds = sorted(group["seed"].tolist())
-            settings = ("settings matched" if not departures
-                        else "settings not matched: " + ", ".join(departures))
-            # the label names the protocol the runs ran (a scaled one where the budget scales the row)
-            out.append(Row(label=f"{label}, {protocol_text(group['protocol'].iloc[0])}", origin="measured",
-                           cells=cells, run_ids=group["run_id"].tolist(),
-                           budget=f"{group['budget_desc'].iloc[0]}; {device}; seeds {', '.join(map(str, seeds))}; "
-                                  f"protocol {protocol_text(group['protocol'].iloc[0])}",
-                           settings=settings))
+    for departures, group in _row_groups(groups):
+        device = group["device"].iloc[0]
+        cells = [paired(group) if col["metric"] in PAIRED_METRICS and paired is not None
+                 else Cell(text=MEASURED_METRICS[col["metric"]](group), origin="measured") for col in columns]
+        seeds = sorted(group["seed"].tolist())
+        settings = ("settings matched" if not departures
+                    else "settings not matched: " + ", ".join(departures))
+        # the label names the protocol the runs ran (a scaled one where the budget scales the row)
+        out.append(Row(label=f"{label}, {protocol_text(group['protocol'].iloc[0])}", origin="measured",
+                       cells=cells, run_ids=group["run_id"].tolist(),
+                       budget=f"{group['budget_desc'].iloc[0]}; {device}; seeds {', '.join(map(str, seeds))}; "
+                              f"protocol {protocol_text(group['protocol'].iloc[0])}",
+                       settings=settings))
     return out
 
 
@@ -352,8 +333,13 @@ def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame,
     the references of the table's setting ("reference: no training")."""
     columns, setting = table["columns"], table["setting"]
     by_id = {r.run_id: r for r in records or []}
-    paired = ((lambda group: paired_kendall_cell(group, table, runs, by_id)) if "paired_baseline" in table
-              else None)
+    paired = None
+    if any(col["metric"] in PAIRED_METRICS for col in columns):
+        measurable = [row for row in table["rows"] if row.get("method")]
+        comparisons = TableComparisons(table, runs, by_id, [group for row in measurable for _, group in
+                                                            _row_groups(_matching_runs(runs, row, setting))])
+        paired = lambda group: Cell(comparisons.cell_text(group), "measured",  # noqa: E731
+                                    note="across training seeds (reports.ablation)")
 
     def measured(row: dict[str, Any]) -> list[Row]:
         method = row["method"]

@@ -1,6 +1,11 @@
 """The report's view of hyperparameter sweeps: each study's trial table, and its Pareto front (multi-objective) or
 its best-so-far curve (one objective), from the summaries that sweep workers write to `results/sweeps/<study>.json`
-(evaluators/sweep.py). A malformed summary is skipped with a warning naming its file, like a malformed record."""
+(evaluators/sweep.py). A malformed summary is skipped with a warning naming its file, like a malformed record.
+
+What the best trial means is said across seeds (evaluators.verdict): a trial is one run on one seed, so "best" is
+the highest value the sampler found, "one seed: no verdict across training runs". Where the study searched `seed`
+too, the trials of one configuration are its seeds: the best configuration (by mean) is compared with the
+runner-up over their common seeds, and called better only when that holds (3 seeds at least)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +21,7 @@ import pandas as pd
 import seaborn as sns
 
 from evaluators.sweep import SWEEPS_DIR, params_text
+from evaluators.verdict import MIN_SEEDS, ONE_SEED, SeedValue, adjust_family, paired_over_seeds
 
 from . import formatting as fmt
 from .figures import Figure, to_data_uri
@@ -40,6 +46,7 @@ class StudyView:
     setting: str
     objectives: list[str]  # "kendall_tau (maximize)"
     counts: str  # "20 COMPLETE of 20 requested; 1 FAIL; 1 PRUNED"
+    verdict: str  # what the best trial (or the front) supports across seeds
     rows: list[TrialRow]
     figure: Optional[Figure]
 
@@ -86,7 +93,7 @@ def study_view(summary: dict[str, Any]) -> StudyView:
     for t in trials:
         notes = []
         if t.get("pareto_optimal"):
-            notes.append("best" if single else "Pareto-optimal")
+            notes.append(("best" if single else "Pareto-optimal") + f" ({ONE_SEED})")
         if t.get("retry_of") is not None:
             notes.append(f"retry of trial {t['retry_of']}")
         if t.get("surplus"):
@@ -110,8 +117,47 @@ def study_view(summary: dict[str, Any]) -> StudyView:
     return StudyView(
         id=sid, title=f"Sweep {summary['study_name']}",
         setting=", ".join(f"{k}={v}" for k, v in setting.items()) + f"; storage {summary.get('storage', '?')}",
-        objectives=[f"{name} ({directions[name]})" for name in objectives], counts="; ".join(counts), rows=rows,
-        figure=figure)
+        objectives=[f"{name} ({directions[name]})" for name in objectives], counts="; ".join(counts),
+        verdict=best_statement(summary, complete, objectives, directions), rows=rows, figure=figure)
+
+
+def _config(trial: dict[str, Any]) -> tuple:
+    """A trial's configuration: its values without the seed (a study that searches `seed` repeats configurations)."""
+    return tuple(sorted((k, str(v)) for k, v in trial["params"].items() if k != "seed"))
+
+
+def best_statement(summary: dict[str, Any], complete: list[dict[str, Any]], objectives: list[str],
+                   directions: dict[str, str]) -> str:
+    """What the study's best trial supports: across seeds where configurations have several, else one seed's."""
+    if not complete:
+        return ""
+    if len(objectives) > 1:
+        return (f"Each Pareto-optimal trial is one run on one seed ({ONE_SEED}): the front shows what the sampler "
+                f"found, not an ordering of configurations.")
+    name, sign = objectives[0], (1.0 if directions[objectives[0]] == "maximize" else -1.0)
+    default_seed = summary.get("setting", {}).get("seed", 0)
+    configs: dict[tuple, dict[int, float]] = {}
+    for t in complete:
+        configs.setdefault(_config(t), {})[int(t["params"].get("seed", default_seed))] = float(t["values"][0])
+    ranked = sorted(configs.items(), key=lambda item: -sign * sum(item[1].values()) / len(item[1]))
+    (best, best_seeds), rest = ranked[0], ranked[1:]
+    best_text = params_text(dict(best)) or "its values"
+    if len(best_seeds) < MIN_SEEDS:
+        why = ONE_SEED if len(best_seeds) == 1 else (f"{len(best_seeds)} seeds, a verdict needs at least "
+                                                     f"{MIN_SEEDS}")
+        return (f"The best configuration ({best_text}) rests on {len(best_seeds)} run(s): {why}. It is the best "
+                f"{name} the sampler found, not a configuration shown to be better than the others.")
+    if not rest:
+        return f"Only one configuration ({best_text}) completed: nothing to compare it with."
+    runner, runner_seeds = rest[0]
+    verdict = paired_over_seeds([SeedValue(s, sign * v) for s, v in best_seeds.items()],
+                                [SeedValue(s, sign * v) for s, v in runner_seeds.items()], metric=name)
+    adjust_family([verdict])
+    held = "holds" if verdict.winner == "a" else "does not hold"
+    return (f"Best configuration by mean {name} over {len(best_seeds)} seeds: {best_text}. Against the runner-up "
+            f"({params_text(dict(runner)) or 'its values'}), its advantage {held} across seeds: "
+            f"{verdict.interval_text(4)} (positive: better, {'higher' if sign > 0 else 'lower'} {name}; "
+            f"{verdict.status_text()}).")
 
 
 def pareto_front(trials: list[dict[str, Any]], objectives: list[str], directions: dict[str, str],

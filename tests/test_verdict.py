@@ -161,3 +161,26 @@ def test_found_arch_accuracy_is_stratified_by_seed_and_refused_when_seeds_disagr
     assert flipping.winner is None and not flipping.consistent and "the seeds disagree" in flipping.text()
     one = found_accuracy_across_seeds({0: correct(0.9)}, {0: correct(0.5)})
     assert one.winner is None and one.text() == ONE_SEED
+
+
+def _summary(trials):
+    return {"study_name": "s", "objectives": [{"name": "kendall_tau", "direction": "maximize"}], "n_trials": 6,
+            "setting": {"method": "spos", "seed": 0},
+            "trials": [{"number": i, "state": "COMPLETE", "params": p, "values": [v], "pareto_optimal": False}
+                       for i, (p, v) in enumerate(trials)]}
+
+
+def test_a_sweeps_best_trial_is_one_seed_unless_the_study_searched_seeds():
+    from reports.sweeps import study_view
+
+    one_seed = study_view(_summary([({"method.params.topk": 5}, 0.30), ({"method.params.topk": 10}, 0.10)]))
+    assert ONE_SEED in one_seed.verdict and "not a configuration shown to be better" in one_seed.verdict
+    seeded = [({"method.params.topk": k, "seed": s}, v) for s in (0, 1, 2)
+              for k, v in ((5, 0.30 + 0.01 * s), (10, 0.10 + 0.012 * s))]
+    view = study_view(_summary(seeded))
+    assert view.verdict.startswith("Best configuration by mean kendall_tau over 3 seeds: topk=5.")
+    assert "its advantage holds across seeds: +0.1" in view.verdict
+    flipping = [({"method.params.topk": k, "seed": s}, v) for s, (a, b) in enumerate(((0.5, 0.1), (0.1, 0.4),
+                                                                                      (0.5, 0.2)))
+                for k, v in ((5, a), (10, b))]
+    assert "does not hold" in study_view(_summary(flipping)).verdict
