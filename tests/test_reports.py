@@ -20,6 +20,7 @@ from conftest import REPO
 from evaluators.ranking import ranking_metrics
 from evaluators.record import RECORD_VERSION, Cost, Finalist, Found, Hashes, PhaseCost, Ranking, RunRecord, Summary
 from evaluators.store import ResultsStore
+from evaluators.verdict import ONE_SEED
 from methods.ghn import GHNHparams
 from reports import formatting as fmt
 from reports import reproduce
@@ -534,5 +535,42 @@ def test_ghn_ablation_tables_run_each_variant_and_fill_only_their_rows(tmp_path)
     paper = next(r for r in ablation if r.label == "Stacked GHN, shared parameters (the paper's GHN)")
     assert [c.text for c in paper.cells[:2]] == ["0.68", "0.48"]
     assert ablation[ablation.index(paper) + 1] is measured[0]  # beside the paper's row
-    assert measured[0].cells[4].text.startswith("better in 1, worse in 0 of 1 seeds; s1: +")
+    # one seed, however clear its arch-sample interval, is no verdict on the variant; the interval stays as detail
+    cell = measured[0].cells[4].text
+    assert cell.startswith("+") and f"no verdict: {ONE_SEED}" in cell
+    assert "Per seed, arch-sample uncertainty of one training run: s1: +" in cell
     assert measured[1].cells[4].text == "— (the baseline)"
+    # the nodes ablation compares other spaces unpaired; its baseline (4 nodes) is not in this store
+    assert next(r for r in nodes if r.origin == "measured").cells[4].text == "— (no baseline run in this store)"
+
+
+def test_ablation_variants_are_called_better_only_across_three_seeds(tmp_path):
+    """A variant that ranks better than the default GHN on each of 3 seeds (paired on each seed's sample) is better
+    across seeds; the nodes ablation, whose variants rank other samples, compares its seeds unpaired."""
+    records = []
+    for seed in (0, 1, 2):
+        default = make_record("ghn", seed, space="nb201", data="cifar10", budget="compare")
+        stacked = make_record("ghn", seed, space="nb201", data="cifar10", budget="compare", params={"stacked": True})
+        stacked.ranking.proxy = list(stacked.ranking.truth)
+        stacked.ranking.kendall_tau = 1.0
+        for r in (default, stacked):
+            r.config["truth"] = {"name": "nb201"}
+        records += [default, stacked]
+        for nodes, quality in ((None, 0.1), (3, 0.9)):
+            r = make_record("ghn", seed, space="darts_cell", data="cifar10", budget="table4",
+                            params={"nodes_marker": nodes})  # only to give each space its own run id
+            r.config["method"]["params"] = {}  # the default GHN, on another space
+            r.config["space"] = {"name": "darts_cell", "params": {} if nodes is None else {"nodes": nodes}}
+            r.config["truth"] = {"name": "trained"}
+            r.ranking.kendall_tau = quality + 0.01 * seed
+            records.append(r)
+    write_records(tmp_path / "results", records)
+    loaded = load_records(tmp_path / "results")
+    tables = build_tables(runs_frame(loaded), records=loaded)
+    stacked_row = next(r for r in _rows_of(tables, "ghn_ablation_nb201")
+                       if r.origin == "measured" and "stacked=True" in r.label)
+    cell = stacked_row.cells[4].text
+    assert "over 3 seeds: better than the baseline across seeds (adjusted p = " in cell
+    three = next(r for r in _rows_of(tables, "ghn_ablation_nodes") if r.origin == "measured" and "nodes=3" in r.label)
+    assert "better than the baseline across seeds" in three.cells[4].text
+    assert "different samples: no per-seed pairing" in three.cells[4].text
