@@ -52,6 +52,7 @@ def build_headline(setting_id: str, title: str, entries: list[RankingEntry], evi
         (methods if e.kind == "method" else references).setdefault(e.label, []).append(e)
     ranked = sorted(methods.items(), key=lambda item: -statistics.fmean(e.metrics.kendall_tau for e in item[1]))
     lines = [RankedLine(label, _mean_std([e.metrics.kendall_tau for e in es]), len(es)) for label, es in ranked]
+    means = [statistics.fmean(e.metrics.kendall_tau for e in es) for _, es in ranked]
     method_seeds = {e.seed for es in methods.values() for e in es}
     best_ref, best_mean = "", None
     for label, es in references.items():
@@ -62,7 +63,8 @@ def build_headline(setting_id: str, title: str, entries: list[RankingEntry], evi
     return Headline(setting_id=setting_id, title=title, plumbing_check=plumbing_check, methods=lines,
                     best_reference=best_ref, verdicts=[_short_labels(v) for v in verdicts[:MAX_VERDICTS]],
                     more_verdicts=max(0, len(verdicts) - MAX_VERDICTS),
-                    sentence=summary_sentence(lines, best_ref, evidence, plumbing_check))
+                    sentence=summary_sentence(lines, best_ref, evidence, plumbing_check, best_mean,
+                                              means[0] if means else 0.0))
 
 
 def _short_labels(text: str) -> str:
@@ -74,8 +76,8 @@ def _names(labels: list[str]) -> str:
     return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
 
 
-def summary_sentence(methods: list[RankedLine], best_reference: str, evidence: Evidence,
-                     plumbing_check: str) -> str:
+def summary_sentence(methods: list[RankedLine], best_reference: str, evidence: Evidence, plumbing_check: str,
+                     best_reference_mean: float | None = None, top_mean: float = 0.0) -> str:
     """What the evidence does and does not support, in one sentence (two where a caveat must come first)."""
     if not methods:
         return "No method ran in this setting: only free references, which are not compared with each other."
@@ -90,6 +92,14 @@ def summary_sentence(methods: list[RankedLine], best_reference: str, evidence: E
                 f"(τ {top.kendall}){ref_text}, which is one training run's luck as much as the method's.")
     n = evidence.seeds
     claims = evidence.claims
+    if not claims and evidence.unresolved:
+        above = ""
+        if ref and best_reference_mean is not None and best_reference_mean > top_mean:
+            above = (f"; the best free reference ({ref}, τ {best_reference.split(': ', 1)[1]}) lies above every "
+                     f"method's mean (the highest: {top.label}, {top.kendall}), but {n} seeds cannot show even that")
+        return (f"Across {n} training seeds no ordering holds at this budget, between methods or against the free "
+                f"references ({len(evidence.unresolved)} pairs unresolved; the setting's section gives the seeds "
+                f"each would need){above}.")
     between_methods = [p for p in claims if p.kind_a == p.kind_b == "method"]
     ref_over_methods = sorted({p.b for p in claims if p.kind_a == "reference" and _short(p.a) == ref})
     methods_over_refs = sorted({p.a for p in claims if p.kind_a == "method" and p.kind_b == "reference"})
