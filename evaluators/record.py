@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from oneshot_bench.atomic import read_json, write_json
+from oneshot_bench.budgets import plumbing_sizes
 
 RECORD_VERSION = 2
 # cost phases, in the order they run. Search cost = supernet_train + derive + selection (the method's own work,
@@ -286,11 +287,11 @@ class RunRecord:
 
     @property
     def plumbing_check(self) -> Optional[str]:
-        """Why this run checks that the code runs rather than measures anything (8x8 digits, or the seconds-long
-        smoke budget), in words; None for a measurement."""
-        reasons = [why for cond, why in ((self.data == "digits", "data=digits (8x8 digit images)"),
-                                         (self.budget == "smoke", "budget=smoke (seconds of training)")) if cond]
-        return " and ".join(reasons) or None
+        """Why this run checks that the code runs rather than measures anything, in words: 8x8 digits, or a budget
+        at or below budget=smoke's sizes (read from the resolved values: a budget's name is only a label, and
+        `budget=smoke budget.name=paper` is still seconds of training); None for a measurement."""
+        digits = ["data=digits (8x8 digit images)"] if self.data == "digits" else []
+        return ", ".join(digits + plumbing_sizes(self.config.get("budget") or {})) or None
 
 
 # ---- validation: JSON values -> typed dataclasses ----------------------------------------------------------------

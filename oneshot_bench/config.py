@@ -5,6 +5,7 @@ OmegaConf validates against the dataclasses, so a misspelt key or a wrong type f
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -87,9 +88,14 @@ class TrainingExtras:
         return self.cutout > 0 or self.drop_path > 0 or self.auxiliary_weight > 0
 
 
+# what a budget's name may be: one plain folder-name component (no separators, no "..", nothing hidden or empty)
+BUDGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
 @dataclass
 class BudgetConfig:
-    """A budget profile (smoke / cpu / paper): how much every method may spend, identical for all methods."""
+    """A budget profile (smoke / cpu / paper): how much every method may spend, identical for all methods. Its `name`
+    is a label (it begins the run id, a folder name); what a budget is, reports read from its values."""
 
     name: str = "smoke"
     resolution: int = 8  # image side in pixels fed to every network
@@ -127,6 +133,10 @@ class BudgetConfig:
     def __post_init__(self) -> None:
         """Ranges of every field (types are OmegaConf's), so a bad budget fails before any data is read."""
         b = "budget"
+        require(BUDGET_NAME.fullmatch(self.name) is not None and ".." not in self.name, f"{b}.name", self.name,
+                "it begins the run id, which names the run's folder under results/runs/, so it must be a plain file "
+                "name: letters, digits and _ . + -, starting with a letter or digit, without '..' (e.g. "
+                "budget.name=cpu_32px), or leave it at the budget file's name")
         require(self.resolution >= 4, f"{b}.resolution", self.resolution, "images must be at least 4 px a side")
         for key in ("max_train_images", "max_val_images"):
             value = getattr(self, key)

@@ -3,9 +3,11 @@
 Every value cell carries its origin: "paper" (copied from the publication, as printed) or "measured" (from our
 records, with the budget, device and protocol it was measured under). A paper row is filled only by records that
 ran its protocol (the selection protocol and its settings: `protocol` in the data file); under a CPU budget a row
-may accept the settings of `scaled.<budget>` and then says "settings not matched", listing them. A paper row
-without such records gets a "not run" row holding the command that would produce it; a row this harness has no
-counterpart for says why.
+may accept the settings of `scaled.<budget>`. The row then compares the run's resolved settings (its budget's
+values, never its name: reports/paper_settings.py) and protocol with the table's paper budget and the row's
+protocol: "settings matched" when nothing differs, else "settings not matched", listing each departure. A
+plumbing check (records' `plumbing_check`) fills no row. A paper row without such records gets a "not run" row
+holding the command that would produce it; a row this harness has no counterpart for says why.
 """
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ import pandas as pd
 import yaml
 
 from evaluators.record import RunRecord
+from oneshot_bench.budgets import budget_names
 
 from . import formatting as fmt
 from .ablation import COMPARISON_METRICS, TableComparisons
 from .comparison import REFERENCE_METHOD, RankingEntry, reference_entries
+from .paper_settings import PAPER_BUDGET, paper_settings, settings_departures
 from .records import protocol_text, record_space_params, settings_parts_of, top_half_correlations, variant_params
 
 PAPER_TABLES = Path(__file__).parent / "data" / "paper_tables.yaml"
@@ -122,6 +126,9 @@ def load_specs(path: Path = PAPER_TABLES) -> dict[str, Any]:
     for table in spec["tables"]:
         if table["source"] not in spec["sources"]:
             raise ValueError(f"{path}: table {table['id']} cites unknown source {table['source']!r}")
+        if table.get("paper_budget", PAPER_BUDGET) not in budget_names():
+            raise ValueError(f"{path}: table {table['id']} has paper_budget {table['paper_budget']!r}, which is no "
+                             f"budget of conf/budget/. Valid: {', '.join(budget_names())}")
         metrics = TRANSFER_METRICS if is_transfer(table) else {**MEASURED_METRICS, **dict.fromkeys(PAIRED_METRICS)}
         for col in table["columns"]:
             if col["metric"] not in metrics:
@@ -159,8 +166,9 @@ def protocol_for(row: dict[str, Any], budget: Optional[str]) -> dict[str, Any]:
 
 
 def unmatched_settings(row: dict[str, Any], run_protocol: dict[str, Any], budget: str) -> Optional[list[str]]:
-    """None when a run did not follow the row's protocol; else the settings in which it departs from the paper's
-    (allowed only where the row's `scaled.<budget>` says so; empty: every setting matched)."""
+    """None when a run did not follow the row's protocol; else the protocol settings in which it departs from the
+    paper's (allowed only where the row's `scaled.<budget>` says so; empty: every protocol setting matched). The
+    budget's values are compared apart (paper_settings.settings_departures)."""
     paper = row.get("protocol") or {}
     scaled = (row.get("scaled") or {}).get(budget) or {}
     departures = []
@@ -195,10 +203,12 @@ def row_command(row: dict[str, Any], setting: dict[str, str], budget: str) -> st
             f"budget={budget} {' '.join(overrides)}").strip()
 
 
-def _matching_runs(runs: pd.DataFrame, row: dict[str, Any], setting: dict[str, str]) -> dict[tuple, pd.DataFrame]:
-    """The runs that fill the row, grouped by the departures from the paper's settings (one measured row each)."""
+def _matching_runs(runs: pd.DataFrame, row: dict[str, Any], table: dict[str, Any]) -> dict[tuple, pd.DataFrame]:
+    """The runs that fill the row, grouped by the departures from the paper's settings (one measured row each): its
+    budget's values against the table's paper budget, then its protocol against the row's."""
     if runs.empty:
         return {}
+    setting = table["setting"]
     method, params = row["method"], row.get("params") or {}
     hit = (runs["method"] == method) & (runs["space"] == setting["space"]) & (runs["data"] == setting["data"])
     space_params = space_params_of(row, setting)  # e.g. darts_cell's nodes: another space, another sample
@@ -209,10 +219,14 @@ def _matching_runs(runs: pd.DataFrame, row: dict[str, Any], setting: dict[str, s
     # (other hyperparameters changed) are never averaged into a paper table's row
     wanted = variant_params(method, params)
     hit &= runs["variant_params"].map(lambda p: p == wanted)
+    paper = paper_settings(table, row)
     groups: dict[tuple, list[int]] = {}
     for index, run in runs[hit].iterrows():
-        departures = unmatched_settings(row, run["protocol"], run["budget"])
-        if departures is not None:
+        if run["plumbing_check"]:  # it shows that the code runs: no paper's number stands beside it
+            continue
+        protocol = unmatched_settings(row, run["protocol"], run["budget"])
+        if protocol is not None:
+            departures = settings_departures(run["run_settings"], paper) + protocol
             groups.setdefault(tuple(departures), []).append(index)
     return {departures: runs.loc[indices] for departures, indices in groups.items()}
 
@@ -347,7 +361,7 @@ def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame,
                 + "".join(f" space.{k}={v}" for k, v in space_params_of(row, setting).items()))
         if not row.get("paper"):  # a row of ours only (an ablation variant): its own label says what it varies
             ours = f"{row['label']}: {ours}"
-        groups = _matching_runs(runs, row, setting)
+        groups = _matching_runs(runs, row, table)
         if groups:
             return _measured_rows(ours, groups, columns, paired)
         missing = "" if method_is_configured(method) else f" (method {method!r} is not registered yet)"

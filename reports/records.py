@@ -20,6 +20,8 @@ import pandas as pd
 from evaluators.ranking import correlation, kendall_tau, pearson_r
 from evaluators.record import PHASES, RecordError, RunRecord
 
+from .paper_settings import run_settings
+
 log = logging.getLogger("oneshot_bench.reports")
 
 
@@ -210,6 +212,7 @@ def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
             "precision_at_top10pct": s.precision_at_top10pct, "precision_at_5": s.precision_at_5,
             "method_params": params, "budget_desc": budget_description(r), "variant": variant_label(r),
             "variant_params": variant_params(r.method, params), "protocol": run_protocol(r),
+            "run_settings": run_settings(r), "plumbing_check": r.plumbing_check or "",
             "final_test_acc_std": f.final_test_acc_std, "final_test_acc_se": s.final_test_acc_se,
             "params_m_std": f.params_std / 1e6, "n_finalists": max(1, len(f.finalists)),
             "evaluation_seconds": r.cost.evaluation_device_seconds, "truth_kind": r.hashes.truth.get("kind", "?"),

@@ -75,6 +75,11 @@ VALIDATION = [  # (case, overrides, what the message names)
     ("unsupported pair", ["method=proxylessnas", "space=darts_cell"], ["proxylessnas", "input-selection"]),
     ("bad truth_shard", ["mode=truth", "execution.truth_shard=2/2"], ["execution.truth_shard", "i/n"]),
     ("bad device", ["device=tpu"], ["device='tpu'", "cuda"]),
+    # a budget's name begins the run id, a folder name under results/runs/
+    ("empty budget name", ['budget.name=""'], ["budget.name=''", "run id", "folder", "budget.name=cpu_32px"]),
+    ("blank budget name", ['budget.name=" "'], ["budget.name=' '", "letters, digits"]),
+    ("path in budget name", ["budget.name=x/../../tmp/trav"], ["budget.name='x/../../tmp/trav'", "without '..'"]),
+    ("separator in budget name", ["budget.name=a\\b"], ["budget.name=", "letters, digits"]),
 ]
 
 

@@ -130,7 +130,10 @@ def test_plumbing_checks_are_labelled_in_the_report(tmp_path):
     write_records(tmp_path / "results", [make_record("spos", 0)])  # data=digits, budget=smoke
     html = build_report(tmp_path / "results", tmp_path / "out").read_text()
     assert "plumbing check, not a measurement" in html and 'data-plumbing="true"' in html
-    assert "data=digits (8x8 digit images) and budget=smoke" in html
+    # the reasons, read from the budget's values: every size at or below budget=smoke's
+    assert ("data=digits (8x8 digit images), resolution=8 (at or below budget=smoke's 8), max_train_images=256 (at "
+            "or below budget=smoke's 256), search_epochs=2 (at or below budget=smoke's 2), ranking_sample=12 (at or "
+            "below budget=smoke's 12)") in unescape(html)
 
 
 def test_anytime_curves_are_plotted_and_the_time_to_beat_the_best_reference_is_tabulated(tmp_path):

@@ -22,6 +22,7 @@ from evaluators.record import RECORD_VERSION, Cost, Finalist, Found, Hashes, Pha
 from evaluators.store import ResultsStore
 from evaluators.verdict import ONE_SEED
 from methods.ghn import GHNHparams
+from oneshot_bench.budgets import load_budget
 from reports import formatting as fmt
 from reports import reproduce
 from reports.build import build_report
@@ -67,8 +68,7 @@ def make_record(method: str, seed: int, *, space: str = "mbnet_chain", data: str
     return RunRecord(
         record_version=RECORD_VERSION, run_id=run_id, finished_at="2026-01-01T00:00:00+00:00",
         config={"method": {"name": method, "params": params or {}}, "truth": {"name": DEFAULT_TRUTH.get(space, "t")},
-                "budget": {"name": budget, "resolution": 8, "max_train_images": 256, "search_epochs": 2,
-                           "final": {"epochs": 1}}},
+                "budget": dataclasses.asdict(load_budget(budget))},  # the named budget's values, as a run resolves
         method=method, space=space, data=data, budget=budget, seed=seed,
         versions={"torch": "2.14.1", "python": "3.11.7"}, git_commit="abc123", execution={"threads": 2},
         hashes=Hashes(data_sha256="d" * 64, truth={"name": "t", "kind": "tabular", "file": "t.json",
@@ -207,6 +207,9 @@ def _rows_of(tables, table_id):
 
 
 TABLE1_RANDOM = {"name": "topk", "k": 2, "final_channels": 32}  # Random (F=32) scaled to budget=table1
+# how budget=table1 departs from budget=paper on darts_cell (search net: paper.yaml's net_by_space.darts_cell)
+TABLE1_DEPARTURES = ("resolution=16 (paper: 32), max_train_images=1600 (paper: all), max_val_images=800 (paper: all), "
+                     "search_epochs=20 (paper: 100), net.channels=8 (paper: 16), net.cells_per_stage=1 (paper: 2)")
 
 
 def test_paper_and_measured_cells_are_labelled_with_the_budget(tmp_path):
@@ -228,7 +231,8 @@ def test_paper_and_measured_cells_are_labelled_with_the_budget(tmp_path):
     assert measured.cells[1].text == f"{fmt.mean_std(expected_days, fmt.days)} on CPU (x86_64, 2 threads)"
     assert "budget=table1" in measured.budget and "CPU (x86_64, 2 threads)" in measured.budget
     assert "seeds 0, 1" in measured.budget and sorted(measured.run_ids) == sorted(r.run_id for r in records)
-    assert measured.settings == "settings not matched: k=2 (paper: 10)"
+    # budget=table1's values against budget=paper's for darts_cell, then the protocol's scaled k
+    assert measured.settings == ("settings not matched: " + TABLE1_DEPARTURES + ", k=2 (paper: 10)")
     assert "topk k=2 F=32" in measured.budget
 
 
@@ -262,12 +266,11 @@ def test_a_paper_row_without_records_shows_not_run_and_its_command(tmp_path):
 def test_method_params_select_the_paper_row(tmp_path):
     darts_protocol = {"name": "top1", "final_channels": 36, "final_cells": 6, "cutout": 16, "drop_path": 0.2,
                       "auxiliary_weight": 0.4}
-    first = make_record("darts", 0, space="darts_cell", data="cifar10", params={"order": 1}, final_acc=70.0,
-                        protocol=darts_protocol)
-    second = make_record("darts", 0, space="darts_cell", data="cifar10", params={"order": 2}, final_acc=80.0,
-                         protocol=darts_protocol)
-    no_cutout = make_record("darts", 1, space="darts_cell", data="cifar10", params={"order": 2}, final_acc=50.0,
-                            protocol={**darts_protocol, "cutout": 0})
+    darts = {"space": "darts_cell", "data": "cifar10", "budget": "table1"}
+    first = make_record("darts", 0, params={"order": 1}, final_acc=70.0, protocol=darts_protocol, **darts)
+    second = make_record("darts", 0, params={"order": 2}, final_acc=80.0, protocol=darts_protocol, **darts)
+    no_cutout = make_record("darts", 1, params={"order": 2}, final_acc=50.0, protocol={**darts_protocol, "cutout": 0},
+                            **darts)
     write_records(tmp_path / "results", [first, second, no_cutout])
     rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table2")
     measured = {r.label: r for r in rows if r.origin == "measured"}
@@ -295,9 +298,9 @@ def test_no_measurement_fills_two_rows_of_a_table():
 
 
 def test_correlation_table_measures_pearson_and_kendall_on_all_and_top_half(tmp_path):
-    record = make_record("ghn", 0, space="darts_cell", data="cifar10")
+    record = make_record("ghn", 0, space="darts_cell", data="cifar10", budget="table4")
     record.config["truth"] = {"name": "nb301"}  # GHN Table 4 is measured against NAS-Bench-301
-    other = make_record("ghn", 1, space="darts_cell", data="cifar10")  # trained truth: not this table's setting
+    other = make_record("ghn", 1, space="darts_cell", data="cifar10", budget="table4")  # trained truth: not its setting
     write_records(tmp_path / "results", [record, other])
     rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_correlation")
     measured = next(r for r in rows if r.origin == "measured")
@@ -492,7 +495,8 @@ def test_a_scaled_measurement_is_labelled_with_the_protocol_it_ran(tmp_path):
     rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table2")
     (measured,) = [r for r in rows if r.origin == "measured"]
     assert measured.label == "ours: method=enas, top1 F=32 cutout 16 drop-path 0.4 aux 0.4"
-    assert measured.settings == "settings not matched: final_channels=32 (paper: 36), final_cells=1 (paper: 5)"
+    assert measured.settings == ("settings not matched: " + TABLE1_DEPARTURES
+                                 + ", final_channels=32 (paper: 36), final_cells=1 (paper: 5)")
 
 
 def test_ghn_ablation_tables_run_each_variant_and_fill_only_their_rows(tmp_path):
