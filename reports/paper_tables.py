@@ -351,7 +351,7 @@ def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame,
     if any(col["metric"] in PAIRED_METRICS for col in columns):
         measurable = [row for row in table["rows"] if row.get("method")]
         comparisons = TableComparisons(table, runs, by_id, [group for row in measurable for _, group in
-                                                            _row_groups(_matching_runs(runs, row, setting))])
+                                                            _row_groups(_matching_runs(runs, row, table))])
         paired = lambda group: Cell(comparisons.cell_text(group), "measured",  # noqa: E731
                                     note="across training seeds (reports.ablation)")
 
