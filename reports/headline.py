@@ -59,16 +59,22 @@ def build_headline(setting_id: str, title: str, entries: list[RankingEntry], evi
         on_samples = [e.metrics.kendall_tau for e in es if e.seed in method_seeds]
         if on_samples and (best_mean is None or statistics.fmean(on_samples) > best_mean):
             best_mean, best_ref = statistics.fmean(on_samples), f"{_short(label)}: {_mean_std(on_samples)}"
-    verdicts = [p.short() for p in evidence.claims]
+    verdicts = grouped_verdicts(evidence)
     return Headline(setting_id=setting_id, title=title, plumbing_check=plumbing_check, methods=lines,
-                    best_reference=best_ref, verdicts=[_short_labels(v) for v in verdicts[:MAX_VERDICTS]],
+                    best_reference=best_ref, verdicts=verdicts[:MAX_VERDICTS],
                     more_verdicts=max(0, len(verdicts) - MAX_VERDICTS),
                     sentence=summary_sentence(lines, best_ref, evidence, plumbing_check, best_mean,
                                               means[0] if means else 0.0))
 
 
-def _short_labels(text: str) -> str:
-    return text.replace(REFERENCE_PREFIX + ": ", "reference ")
+def grouped_verdicts(evidence: Evidence) -> list[str]:
+    """The orderings that hold, one line per winner: `reference nwot over darts (+0.918), random (+0.850)`; the
+    winners with most wins first. The setting's section gives each with its interval."""
+    wins: dict[str, list[str]] = {}
+    for p in evidence.claims:  # largest differences first
+        wins.setdefault(p.a, []).append(f"{_short(p.b)} ({p.verdict.mean_difference:+.3f})")
+    label = lambda a: ("reference " if a.startswith(REFERENCE_PREFIX) else "") + _short(a)  # noqa: E731
+    return [f"{label(a)} over {', '.join(losers)}" for a, losers in sorted(wins.items(), key=lambda w: -len(w[1]))]
 
 
 def _names(labels: list[str]) -> str:

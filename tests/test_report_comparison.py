@@ -44,12 +44,11 @@ def reversed_ranking(record: RunRecord) -> RunRecord:
 def seeds_results(tmp_path):
     records = []
     for seed in (0, 1, 2):
-        records.append(with_references(make_record("spos", seed, n=40, data="cifar10", budget="cpu"), seed=seed))
-        records.append(with_references(reversed_ranking(make_record("oneshot", seed, n=40, data="cifar10",
-                                                                    budget="cpu")), seed=seed))
-    for r in records[2:]:  # the same shared sample per seed, as the runner guarantees
-        first = next(x for x in records if x.seed == r.seed)
-        r.ranking.archs, r.ranking.truth = first.ranking.archs, first.ranking.truth
+        spos = with_references(make_record("spos", seed, n=40, data="cifar10", budget="cpu"), seed=seed)
+        oneshot = make_record("oneshot", seed, n=40, data="cifar10", budget="cpu")
+        # the same shared sample per seed, as the runner guarantees; its rankings are made on that sample
+        oneshot.ranking.archs, oneshot.ranking.truth = spos.ranking.archs, spos.ranking.truth
+        records += [spos, with_references(reversed_ranking(oneshot), seed=seed)]
     write_records(tmp_path / "results", records)
     return tmp_path / "results", records
 
@@ -200,3 +199,18 @@ def test_a_best_reference_below_chance_is_said_to_be_and_is_not_a_bar_to_reach(t
     assert best_reference_text(comparison).endswith("(no reference ranks better than chance on the whole sample)")
     reach = next(r.reaches_reference for r in comparison.rows if r.kind == "method")
     assert reach.startswith("s0: — (the best reference, ") and "ranks at or below chance" in reach
+
+
+def test_the_report_opens_on_a_headline_per_setting(seeds_results, tmp_path):
+    """Before the contents: the methods by mean tau (mean ± std, n seeds), the best free reference on the same
+    samples, the orderings that hold across seeds, and one sentence on what the evidence supports."""
+    results, records = seeds_results
+    html = unescape(build_report(results, tmp_path / "out").read_text())
+    headline = html[html.index('<section id="headline">'):html.index('<nav id="contents">')]
+    spos = np.mean([r.ranking.kendall_tau for r in records if r.method == "spos"])
+    rows = [cells for attrs, cells in table_rows(headline) if attrs.get("data-headline") == "method"]
+    assert [cells[1][1] for cells in rows] == ["spos", "oneshot"]  # by mean tau
+    assert rows[0][2][1].startswith(f"{spos:.3f} ± ") and rows[0][2][1].endswith("(n=3)")
+    assert "best free reference (no training)" in headline and "params: " in headline
+    assert "Across 3 training seeds, the free reference params ranks better than" in headline
+    assert "reference params over oneshot (+" in headline and "spos over oneshot (+" in headline
