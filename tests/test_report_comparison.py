@@ -214,3 +214,16 @@ def test_the_report_opens_on_a_headline_per_setting(seeds_results, tmp_path):
     assert "best free reference (no training)" in headline and "params: " in headline
     assert "Across 3 training seeds, the free reference params ranks better than" in headline
     assert "reference params over oneshot (+" in headline and "spos over oneshot (+" in headline
+
+
+def test_verdicts_cli_prints_orderings_and_the_seeds_unresolved_pairs_need(seeds_results, tmp_path, capsys):
+    from reports.verdicts import main
+
+    results, _ = seeds_results
+    assert main(["--results", str(results), "--out", str(tmp_path / "v.md")]) == 0
+    text = capsys.readouterr().out
+    assert text == (tmp_path / "v.md").read_text()
+    assert "- spos over oneshot: +" in text and "over 3 seeds, p = " in text
+    assert "| pair (higher mean first) |" in text or "Orderings that hold" in text
+    assert main(["--results", str(tmp_path / "nowhere")]) == 2
+    assert "holds no results store" in capsys.readouterr().err
