@@ -430,9 +430,13 @@ def found_accuracy_across_seeds(correct_a: dict[int, Sequence[bool]],
     verdict = AccuracyVerdict(seeds, per_seed)
     if len(seeds) >= MIN_SEEDS:
         table = StratifiedTable(tables)
-        verdict.odds_ratio = float(table.oddsratio_pooled)
-        verdict.p_value = verdict.p_adjusted = float(table.test_null_odds(correction=True).pvalue)
-        verdict.homogeneity_p = float(table.test_equal_odds().pvalue)
+        # a side that gets every image right (or none) has an infinite odds ratio and no Breslow-Day statistic (NaN:
+        # not a disagreement between seeds); CMH itself stays defined
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            verdict.odds_ratio = float(table.oddsratio_pooled)
+            verdict.p_value = verdict.p_adjusted = float(table.test_null_odds(correction=True).pvalue)
+            verdict.homogeneity_p = float(table.test_equal_odds().pvalue)
     return verdict
 
 

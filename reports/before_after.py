@@ -36,7 +36,16 @@ from typing import Optional
 
 from evaluators.paired import PairedDifference, mcnemar, tau_difference
 from evaluators.record import RankingMetrics, RunRecord
-from evaluators.verdict import MIN_SEEDS, SeedValue, Verdict, adjust_family, paired_over_seeds
+from evaluators.verdict import (
+    MIN_SEEDS,
+    AccuracyVerdict,
+    SeedValue,
+    Verdict,
+    adjust_accuracy_family,
+    adjust_family,
+    found_accuracy_across_seeds,
+    paired_over_seeds,
+)
 from oneshot_bench.atomic import write_text
 
 from . import formatting as fmt
@@ -100,7 +109,31 @@ def accuracy_verdict(before: RunRecord, after: RunRecord) -> str:
         return "no test (different test images)"
     test = mcnemar(ca, cb)
     word = {"a": "more accurate", "b": "less accurate"}.get(test.winner or "", "no difference shown")
-    return f"{word} (McNemar p = {test.p_value:.3g})"
+    return f"{word} on this seed (McNemar p = {test.p_value:.3g})"
+
+
+def accuracy_across_seeds(groups: dict[tuple[str, str], list[Pair]]) -> dict[tuple[str, str], str]:
+    """Each (setting, method)'s found archs, after against before, across seeds: Cochran-Mantel-Haenszel stratified
+    by seed where both sides' found archs were retrained on the same test images (evaluators.verdict), one family;
+    why not otherwise."""
+    tests: dict[tuple[str, str], AccuracyVerdict] = {}
+    out: dict[tuple[str, str], str] = {}
+    for key, group in groups.items():
+        after, before = {}, {}
+        for p in group:
+            ca, cb = found_correct(p.after), found_correct(p.before)
+            if (ca is not None and cb is not None and len(ca) == len(cb)
+                    and p.after.hashes.data_sha256 == p.before.hashes.data_sha256):
+                after[p.seed], before[p.seed] = ca, cb
+        if after:
+            tests[key] = found_accuracy_across_seeds(after, before)
+        else:
+            out[key] = "no test (no per-image results on both sides)"
+    adjust_accuracy_family(list(tests.values()))
+    for key, v in tests.items():
+        word = {"a": "more accurate", "b": "less accurate"}.get(v.winner or "", "no verdict")
+        out[key] = f"{word}: {v.text()}"
+    return out
 
 
 def pair_runs(before: list[RunRecord], after: list[RunRecord]) -> tuple[list[Pair], list[str]]:
@@ -196,8 +229,8 @@ def render(pairs: list[Pair], unpaired: list[str]) -> str:
     lines = [f"Before: commit(s) {_commits([p.before for p in pairs])}. "
              f"After: commit(s) {_commits([p.after for p in pairs])}.", "",
              "| setting | method | seed | protocol | Kendall before [95% CI] | Kendall after [95% CI] | paired "
-             "after − before [95% CI] | final test acc before → after (%) | accuracy, after against before "
-             "| search device-s before → after |",
+             "after − before on this seed's archs [95% CI] | final test acc before → after (%) | accuracy, after "
+             "against before (this seed) | search device-s before → after |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in pairs:
         d = p.difference
@@ -211,12 +244,14 @@ def render(pairs: list[Pair], unpaired: list[str]) -> str:
                      f"{fmt.seconds(p.after.cost.search_device_seconds)} |")
     lines += ["", "| setting | method | seeds | Kendall before | Kendall after | after − before across seeds "
               "[95% CI] | verdict across seeds | per-seed verdicts (arch-sample uncertainty of one training run) | "
-              "final test acc before → after (%) | search device-s before → after |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "final test acc before → after (%) | found archs' accuracy across seeds | search device-s before → "
+              "after |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     groups: dict[tuple[str, str], list[Pair]] = {}
     for p in pairs:
         groups.setdefault((p.setting, p.method), []).append(p)
     verdicts = across_seeds(groups)
+    found = accuracy_across_seeds(groups)
     accuracy = lambda x: fmt.num(x, 2)  # noqa: E731
     for (setting, method), group in groups.items():
         per_seed = [p.verdict for p in group]
@@ -228,7 +263,7 @@ def render(pairs: list[Pair], unpaired: list[str]) -> str:
             f"{v.status_text()} | "
             f"better in {per_seed.count('better')}, worse in {per_seed.count('worse')} of {len(group)} | "
             f"{fmt.mean_std([p.before.found.final_test_acc for p in group], accuracy)} → "
-            f"{fmt.mean_std([p.after.found.final_test_acc for p in group], accuracy)} | "
+            f"{fmt.mean_std([p.after.found.final_test_acc for p in group], accuracy)} | {found[(setting, method)]} | "
             f"{fmt.mean_std([p.before.cost.search_device_seconds for p in group], fmt.seconds)} → "
             f"{fmt.mean_std([p.after.cost.search_device_seconds for p in group], fmt.seconds)} |")
     tested = sum(v.tested for v in verdicts.values())

@@ -6,6 +6,7 @@ import numpy as np
 
 from evaluators.ranking import ranking_metrics
 from evaluators.record import ExtraProxy, RunRecord
+from evaluators.verdict import ONE_SEED
 from reports.before_after import main
 from tests.test_reports import make_record, write_records
 
@@ -148,19 +149,29 @@ def test_missing_store_and_no_pairs_are_one_clear_error(tmp_path, capsys):
     assert "--out" in capsys.readouterr().err
 
 
-def test_retrained_found_archs_get_mcnemar(tmp_path, capsys):
-    """Found archs trained on the same 200 test images: the after side gets all right, the before side half."""
-    records = {}
-    for side, right in (("before", 100), ("after", 200)):
-        r = make_record("spos", 0, n=12, data="cifar10", budget="cpu")
-        bits = np.zeros(200, dtype=bool)
-        bits[:right] = True
-        r.found.finalists[0].correct = np.packbits(bits).tobytes().hex()
-        r.found.finalists[0].n_images = 200
-        records[side] = r
-        write_records(tmp_path / side, [r])
-    assert main(["--before", str(tmp_path / "before"), "--after", str(tmp_path / "after")]) == 0
-    assert "| more accurate (McNemar p = " in capsys.readouterr().out
+def test_retrained_found_archs_get_mcnemar_per_seed_and_cmh_across_seeds(tmp_path, capsys):
+    """Found archs trained on the same 200 test images: the after side gets all right, the before side half. One
+    seed: McNemar, labelled per seed, and no verdict across seeds; three seeds: Cochran-Mantel-Haenszel over them."""
+    for seeds in ((0,), (0, 1, 2)):
+        for side, right in (("before", 100), ("after", 200)):
+            records = []
+            for seed in seeds:
+                r = make_record("spos", seed, n=12, data="cifar10", budget="cpu")
+                bits = np.zeros(200, dtype=bool)
+                bits[:right] = True
+                r.found.finalists[0].correct = np.packbits(bits).tobytes().hex()
+                r.found.finalists[0].n_images = 200
+                records.append(r)
+            write_records(tmp_path / str(len(seeds)) / side, records)
+        store = tmp_path / str(len(seeds))
+        assert main(["--before", str(store / "before"), "--after", str(store / "after")]) == 0
+        text = capsys.readouterr().out
+        assert "| more accurate on this seed (McNemar p = " in text
+        cells = summary_cells(text)
+        if len(seeds) == 1:
+            assert cells[9] == f"no verdict: {ONE_SEED}"
+        else:
+            assert cells[9].startswith("more accurate: Cochran-Mantel-Haenszel over seeds 0, 1, 2")
 
 
 def test_free_references_are_shown_per_sample_beside_the_taus(tmp_path, capsys):
