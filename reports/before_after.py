@@ -31,7 +31,6 @@ import logging
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from evaluators.paired import PairedDifference, mcnemar, tau_difference
@@ -46,11 +45,11 @@ from evaluators.verdict import (
     found_accuracy_across_seeds,
     paired_over_seeds,
 )
-from oneshot_bench.atomic import write_text
 
 from . import formatting as fmt
 from .comparison import REFERENCE_METHOD
 from .evidence import found_correct
+from .markdown_cli import bad_paths, emit, refuse
 from .records import budget_key, load_records, protocol_text, run_protocol, setting_parts
 
 log = logging.getLogger("oneshot_bench.reports")
@@ -286,15 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the Markdown table to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    for flag, folder in (("--before", args.before), ("--after", args.after)):
-        if not Path(folder, "runs").is_dir():
-            print(f"error: {flag} {folder!r} holds no results store (no runs/ folder); pass the folder that "
-                  f"run.py wrote as execution.results_dir.", file=sys.stderr)
-            return 2
-    if args.out and not Path(args.out).resolve().parent.is_dir():
-        print(f"error: --out {args.out!r}: its folder does not exist; create it or write the table elsewhere.",
-              file=sys.stderr)
-        return 2
+    problem = bad_paths({"--before": args.before, "--after": args.after}, args.out)
+    if problem:
+        return refuse(problem)
     before, after = load_records(args.before), load_records(args.after)
     try:
         pairs, unpaired = pair_runs(before, after)
@@ -302,13 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             raise PairingError(f"no run of {args.before!r} has a partner in {args.after!r}: "
                                f"{no_pair_reason(before, after)}. Run the same commands on both sides.")
     except PairingError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    text = render(pairs, unpaired)
-    if args.out:
-        write_text(Path(args.out), text)
-    print(text, end="")
-    return 0
+        return refuse(str(e))
+    return emit(render(pairs, unpaired), args.out)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from evaluators.verdict import MAX_SEEDS
-from oneshot_bench.atomic import write_text
 
 from .build import build_settings
+from .markdown_cli import bad_paths, emit, refuse
 from .records import load_records, points_frame, runs_frame
 
 
@@ -65,18 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the Markdown to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if not Path(args.results, "runs").is_dir():
-        print(f"error: --results {args.results!r} holds no results store (no runs/ folder); pass the folder that "
-              f"run.py wrote as execution.results_dir.", file=sys.stderr)
-        return 2
-    if args.out and not Path(args.out).resolve().parent.is_dir():
-        print(f"error: --out {args.out!r}: its folder does not exist; create it or write elsewhere.", file=sys.stderr)
-        return 2
-    text = render(args.results)
-    if args.out:
-        write_text(Path(args.out), text)
-    print(text, end="")
-    return 0
+    problem = bad_paths({"--results": args.results}, args.out)
+    return refuse(problem) if problem else emit(render(args.results), args.out)
 
 
 if __name__ == "__main__":
