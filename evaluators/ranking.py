@@ -78,30 +78,52 @@ def _undefined_if_constant(fn: Statistic, proxy: np.ndarray, truth: np.ndarray) 
     return fn(proxy, truth)
 
 
-def ranking_metrics(proxy: Sequence[float], truth: Sequence[float], *, resamples: int = 1000,
-                    seed: int = 0) -> dict[str, float]:
-    """Kendall tau, Spearman rho, Pearson r (as in the GHN paper) with 95% paired bootstrap CIs (one set of
-    resamples for all three), precision@top-10% and @5, and the degenerate flag (a constant proxy or truth)."""
+def _checked(proxy: Sequence[float], truth: Sequence[float]) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The scores as arrays and whether either side is constant; refuses mismatched or non-finite scores."""
     p = np.asarray(proxy, dtype=float)
     t = np.asarray(truth, dtype=float)
     if len(p) != len(t) or len(p) < 2:
         raise ValueError(f"need matching score lists of length >= 2, got {len(p)} and {len(t)}")
     if not np.all(np.isfinite(p)):
         raise ValueError("proxy scores contain NaN/inf; the method's scoring diverged")
-    degenerate = is_constant(p) or is_constant(t)
-    out: dict[str, float] = {"n": len(p), "degenerate": degenerate}
-    valid = []
+    return p, t, is_constant(p) or is_constant(t)
+
+
+def _with_ci(out: dict[str, float], name: str, p: np.ndarray, t: np.ndarray, degenerate: bool, resamples: int,
+             seed: int) -> int:
+    """One correlation and its bootstrap interval into `out`; returns the number of valid resamples. Every
+    correlation's resamples come from a generator seeded with `seed`: all three share one set (paired), and each
+    interval is the same whether or not the others are computed beside it."""
+    fn = CORRELATIONS[name]
     with np.errstate(invalid="ignore", divide="ignore"):
-        for name, fn in CORRELATIONS.items():
-            out[name] = correlation(fn, p, t)
-            if degenerate:
-                low, high, count = math.nan, math.nan, 0
-            else:
-                low, high, count = bootstrap_ci(lambda idx, fn=fn: _undefined_if_constant(fn, p[idx], t[idx]),
-                                                len(p), resamples=resamples, seed=seed)
-            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = low, high
-            valid.append(count)
-    out["bootstrap_valid"] = min(valid)
+        out[name] = correlation(fn, p, t)
+        if degenerate:
+            low, high, count = math.nan, math.nan, 0
+        else:
+            low, high, count = bootstrap_ci(lambda idx: _undefined_if_constant(fn, p[idx], t[idx]),
+                                            len(p), resamples=resamples, seed=seed)
+    out[f"{name}_ci_low"], out[f"{name}_ci_high"] = low, high
+    return count
+
+
+def kendall_metrics(proxy: Sequence[float], truth: Sequence[float], *, resamples: int = 1000,
+                    seed: int = 0) -> dict[str, float]:
+    """Kendall tau and its interval only, equal to ranking_metrics'. An anytime point keeps no other metric, and
+    the other two bootstraps would triple its metrics' time under the anytime cap (0.65 s against 0.21 s at 1,000
+    resamples, one CPU thread): time that buys scored archs instead."""
+    p, t, degenerate = _checked(proxy, truth)
+    out: dict[str, float] = {}
+    _with_ci(out, "kendall_tau", p, t, degenerate, resamples, seed)
+    return out
+
+
+def ranking_metrics(proxy: Sequence[float], truth: Sequence[float], *, resamples: int = 1000,
+                    seed: int = 0) -> dict[str, float]:
+    """Kendall tau, Spearman rho, Pearson r (as in the GHN paper) with 95% paired bootstrap CIs (one set of
+    resamples for all three), precision@top-10% and @5, and the degenerate flag (a constant proxy or truth)."""
+    p, t, degenerate = _checked(proxy, truth)
+    out: dict[str, float] = {"n": len(p), "degenerate": degenerate}
+    out["bootstrap_valid"] = min(_with_ci(out, name, p, t, degenerate, resamples, seed) for name in CORRELATIONS)
     out["precision_at_top10pct"] = precision_at_k(p, t, max(1, round(0.1 * len(p))))
     out["precision_at_5"] = precision_at_k(p, t, 5)
     return out

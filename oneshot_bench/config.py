@@ -121,13 +121,14 @@ class BudgetConfig:
     final_net_by_space: dict[str, NetConfig] = field(default_factory=dict)  # per-space override of `final_net`
     bootstrap_resamples: int = 1000
     # score the shared sample every this many search epochs (an anytime ranking curve; 0: only at the end). It
-    # never changes training (state restored after) and is skipped where it would exceed 10% of training time
+    # never changes training (state restored after); due epochs get points as `anytime_share` affords them
     ranking_every: int = 0
     # archs an anytime point scores: the first this many of the shared sample (null, or more: all); the curve's
     # taus, its last point included, are on them, so a cheap subset buys more points under the cap
     anytime_sample: Optional[int] = None
-    # cap on anytime scoring, as a share of the training time so far (points that would pass it are skipped);
-    # raise it to study a curve closely (e.g. 1.0): it never changes training, only the run's wall time
+    # cap on anytime scoring, as a share of the whole run's training time (projected from the mean epoch so far);
+    # the points it affords are spread evenly over the due epochs (evaluators/anytime.py). Raise it to study a
+    # curve closely (e.g. 1.0): it never changes training, only the run's wall time
     anytime_share: float = 0.1
 
     def __post_init__(self) -> None:
@@ -164,7 +165,7 @@ class BudgetConfig:
         require(self.ranking_every >= 0, f"{b}.ranking_every", self.ranking_every,
                 "it must be >= 0 (0: rank the sample only after training)")
         require(self.anytime_share > 0, f"{b}.anytime_share", self.anytime_share,
-                "it must be > 0 (0.1: anytime scoring takes at most 10% of the training time)")
+                "it must be > 0 (0.1: anytime scoring takes at most 10% of the run's training time)")
         require(self.anytime_sample is None or self.anytime_sample >= 4, f"{b}.anytime_sample",
                 self.anytime_sample, "it must be null (the whole ranking sample) or >= 4 (a larger value than "
                 "budget.ranking_sample means the whole sample)")

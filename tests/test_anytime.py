@@ -1,5 +1,6 @@
 """Anytime ranking curves (evaluators/anytime.py): scoring part-way leaves training bit-identical for every method,
-stays within its share of training time, and ends in the run's own ranking."""
+stays within its share of the whole run's training time with its points spread over the run, and ends in the run's
+own ranking."""
 from __future__ import annotations
 
 import math
@@ -91,7 +92,7 @@ def test_methods_that_do_not_train_have_no_curve_and_no_epochs(smoke_config):
 
 
 class SlowScorer:
-    """A method whose scoring of one arch takes `seconds` (of a fake clock) and whose training takes `epoch`."""
+    """A method whose scoring of one arch takes `seconds` of a fake clock (its training is the test's loop)."""
 
     name, trains = "slow", True
 
@@ -110,32 +111,64 @@ class SlowScorer:
         pass
 
 
-@pytest.mark.parametrize("arch_seconds, expected_points", [(0.001, 19), (0.05, 3), (1.0, 0)])
-def test_anytime_scoring_stays_within_its_share_of_training(monkeypatch, arch_seconds, expected_points):
-    """Epochs of 1 s, a 10-arch sample: the scoring spent never exceeds 10% of the training so far by more than one
-    arch's time, and points spread out (rather than stop) when scoring is slow."""
+def fake_run(monkeypatch, epochs: int, every: int, n: int, arch_seconds: float, share: float,
+             epoch_seconds: float = 1.0) -> tuple[list, CostMeter]:
+    """A run of `epochs` epochs of constant time on a fake clock (no sleeps, nothing timed), scored every `every`
+    epochs on `n` archs of `arch_seconds` each; returns its anytime points and its meter."""
     clock = [0.0]
-    monkeypatch.setattr(anytime_module.time, "perf_counter", lambda: clock[0])
-    import evaluators.cost as cost_module
-
-    monkeypatch.setattr(cost_module.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(anytime_module.time, "perf_counter", lambda: clock[0])  # the one `time` module: cost's too
     meter = CostMeter(torch.device("cpu"))
-    method = SlowScorer(clock, arch_seconds)
     points: list = []
-    scorer = AnytimeScorer(method, meter, every=1, epochs=20, sample_and_truth=lambda: (list(range(10)),
-                           [float(i) for i in range(10)]), sample_size=10, resamples=0, seed=0, points=points,
-                           share=0.1)
-    for epoch in range(20):
+    scorer = AnytimeScorer(SlowScorer(clock, arch_seconds), meter, every=every, epochs=epochs,
+                           sample_and_truth=lambda: (list(range(n)), [float(i) for i in range(n)]), sample_size=n,
+                           resamples=0, seed=0, points=points, share=share)
+    for epoch in range(epochs):
         with meter.phase("supernet_train"):
-            clock[0] += 1.0
+            clock[0] += epoch_seconds
         scorer.after_epoch(epoch)
-        spent = meter.seconds.get("anytime", 0.0)
-        assert spent <= 0.1 * meter.seconds["supernet_train"] + arch_seconds + 1e-9
-    assert len(points) == expected_points
-    assert all(math.isclose(p["kendall_tau"], 1.0) for p in points)
-    if expected_points > 1:
-        gaps = {b["epoch"] - a["epoch"] for a, b in zip(points, points[1:], strict=False)}
-        assert max(gaps) - min(gaps) <= 1  # evenly spread
+    assert all(math.isclose(p["kendall_tau"], 1.0) and p["n"] == n for p in points)
+    return points, meter
+
+
+# epochs, ranking_every, archs a point, seconds an arch, share, seconds an epoch: point costs that fit many times,
+# a few times (compare's SPOS and table4's One-Shot with 1 s epochs), once, and not at all (dropped after one arch)
+CAP_CASES = [(20, 1, 10, 0.001, 0.1, 1.0), (20, 1, 10, 0.045, 0.1, 1.0), (20, 1, 10, 1.0, 0.1, 1.0),
+             (50, 5, 12, 0.245, 0.1, 1.0), (50, 5, 12, 0.245, 0.25, 1.3), (20, 5, 12, 0.37, 0.25, 1.0),
+             (20, 5, 12, 0.3, 0.25, 6.0), (7, 3, 4, 0.11, 0.2, 1.0), (100, 10, 25, 0.3, 0.1, 1.0),
+             (100, 10, 25, 0.07, 0.1, 2.0), (50, 5, 20, 0.5, 0.1, 1.0)]
+
+
+@pytest.mark.parametrize("epochs, every, n, arch_seconds, share, epoch_seconds", CAP_CASES)
+def test_the_cap_holds_over_the_whole_run(monkeypatch, epochs, every, n, arch_seconds, share, epoch_seconds):
+    """Epochs of constant time: the final anytime share is within one point's cost of the cap, above it by at most
+    that, below it by less unless every due epoch got a point; the run gets every point the cap affords."""
+    points, meter = fake_run(monkeypatch, epochs, every, n, arch_seconds, share, epoch_seconds)
+    training, spent, point = meter.seconds["supernet_train"], meter.seconds.get("anytime", 0.0), n * arch_seconds
+    due = (epochs - 1) // every
+    assert spent / training <= share + point / training + 1e-9
+    if len(points) < due:
+        assert spent / training > share - point / training - 1e-9
+    affordable = int(share * training // point)
+    assert len(points) == min(due, affordable)
+
+
+@pytest.mark.parametrize("arch_seconds, expected", [(0.143, [5, 25, 45]), (0.1175, [5, 20, 35, 45]),
+                                                    (0.09, [5, 15, 25, 35, 45]), (0.01, list(range(5, 50, 5)))])
+def test_points_spread_evenly_over_the_run_up_to_its_last_due_epoch(monkeypatch, arch_seconds, expected):
+    """50 epochs of 1 s, a point every 5, 10% cap (5 s): 3.5, 4.25 and 5.6 points' worth spread over the 9 due
+    epochs (the first point is taken when due, its cost not yet known) rather than spent on epochs 5, 10, 15."""
+    points, _ = fake_run(monkeypatch, 50, 5, 10, arch_seconds, 0.1)
+    assert [p["epoch"] for p in points] == expected
+
+
+@pytest.mark.parametrize("epochs, every", [(20, 5), (50, 5), (100, 10), (20, 1), (16, 5)])
+def test_three_points_are_taken_when_the_allowance_affords_three(monkeypatch, epochs, every):
+    """The whole run's allowance is 3.2 points: 3 points before the final ranking, however few epochs are due
+    (table4: 3) and however early the first one is (its allowance then is far below a point a due epoch)."""
+    n, share = 12, 0.1
+    points, _ = fake_run(monkeypatch, epochs, every, n, arch_seconds=share * epochs / (3.2 * n), share=share)
+    assert len(points) == 3
+    assert points[-1]["epoch"] == (epochs - 1) // every * every  # the last due epoch
 
 
 def test_a_curve_on_a_prefix_of_the_sample_ends_in_the_final_ranking_of_that_prefix(smoke_config):

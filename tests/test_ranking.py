@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from evaluators.ranking import kendall_tau, precision_at_k, ranking_metrics, spearman_rho
+from evaluators.ranking import kendall_metrics, kendall_tau, precision_at_k, ranking_metrics, spearman_rho
 
 
 def test_kendall_on_known_orderings():
@@ -48,3 +48,14 @@ def test_constant_proxy_reports_zero_correlation_not_nan():
 def test_nan_proxy_is_rejected_with_a_clear_message():
     with pytest.raises(ValueError, match="diverged"):
         ranking_metrics([1.0, float("nan"), 2.0], [1, 2, 3])
+
+
+@pytest.mark.parametrize("proxy", [[0.3, 0.1, 0.7, 0.2, 0.9, 0.4, 0.8, 0.5, 0.6, 0.0, 1.0, 0.35], [1.0] * 12])
+def test_the_kendall_only_metrics_of_an_anytime_point_equal_the_full_ones(proxy):
+    """An anytime curve mixes kendall_metrics' points with the run's own ranking_metrics point: same numbers."""
+    truth = [float(i) for i in range(12)]
+    full, alone = ranking_metrics(proxy, truth, resamples=200, seed=3), kendall_metrics(proxy, truth, resamples=200,
+                                                                                     seed=3)
+    assert set(alone) == {"kendall_tau", "kendall_tau_ci_low", "kendall_tau_ci_high"}
+    for key, value in alone.items():
+        assert value == full[key] or (math.isnan(value) and math.isnan(full[key])), key
