@@ -45,7 +45,8 @@ def render(results_dir: str | Path) -> str:
                       f"{', '.join(f'{a:.2g}' for a in alphas) or '—'} (the level this family's correction asks of its "
                       f"next ordering), from the observed mean difference and between-seed sd: an estimate from few "
                       f"seeds.", "",
-                      "| pair (higher mean first) | mean tau difference [95% CI] | adjusted p | seeds needed |",
+                      "| pair (higher mean first) | mean tau difference [95% CI, before the correction] | "
+                      "adjusted p (the verdict) | seeds needed |",
                       "| --- | --- | --- | --- |"]
             for p in (*e.unresolved, *e.untested):
                 needed = p.verdict.seeds_needed
