@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -83,6 +83,18 @@ class SeedsNeeded:
     sd: float  # the between-seed standard deviation the estimate used
     alpha: float
     from_seeds: int
+    paired: bool = True  # a paired t-test's (TTestPower) or two independent groups' (TTestIndPower)
+
+    @classmethod
+    def estimate(cls, mean: float, sd: float, alpha: float, from_seeds: int, paired: bool) -> SeedsNeeded:
+        """The smallest seeds per method in [MIN_SEEDS, MAX_SEEDS] whose power reaches POWER at `alpha`, for the
+        observed |mean| / sd (statsmodels' power classes); n None past MAX_SEEDS or for no difference at all."""
+        effect = math.inf if sd == 0 and mean > 0 else (mean / sd if sd > 0 else 0.0)
+        return cls(_smallest_n(effect, alpha, paired), effect, sd, alpha, from_seeds, paired)
+
+    def at(self, alpha: float) -> SeedsNeeded:
+        """The same estimate at another level (a family's correction asks for a stricter one)."""
+        return replace(self, alpha=alpha, n=_smallest_n(self.effect_size, alpha, self.paired))
 
     def text(self) -> str:
         basis = f"between-seed sd {self.sd:.3f} over {self.from_seeds} seeds, alpha {self.alpha:.2g}: an estimate"
@@ -297,79 +309,68 @@ def _pooled_sd(a: np.ndarray, b: np.ndarray) -> float:
 
 # ---- seeds needed ----------------------------------------------------------------------------------------------
 
-def _smallest_n(power_at, effect: float) -> Optional[int]:
+def _smallest_n(effect: float, alpha: float, paired: bool) -> Optional[int]:
     """The smallest seeds per method in [MIN_SEEDS, MAX_SEEDS] whose power reaches POWER; None past MAX_SEEDS."""
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+
     if not effect > 0:
         return None
     if math.isinf(effect):
         return MIN_SEEDS
     for n in range(MIN_SEEDS, MAX_SEEDS + 1):
-        if power_at(n) >= POWER:
+        power = (TTestPower().power(effect_size=effect, nobs=n, alpha=alpha, alternative="two-sided") if paired
+                 else TTestIndPower().power(effect_size=effect, nobs1=n, alpha=alpha, ratio=1.0,
+                                            alternative="two-sided"))
+        if power >= POWER:
             return n
     return None
-
-
-def _effect(mean: float, sd: float) -> float:
-    return math.inf if sd == 0 and mean > 0 else (mean / sd if sd > 0 else 0.0)
 
 
 def seeds_needed_paired(differences: Sequence[float], alpha: float = ALPHA) -> Optional[SeedsNeeded]:
     """A paired t-test's seeds per method (statsmodels TTestPower on the per-seed differences) for 80% power at
     `alpha`, from the observed mean difference and between-seed sd; None with fewer than 2 seeds (no variance)."""
-    from statsmodels.stats.power import TTestPower
-
     d = np.asarray(differences, dtype=float)
     if len(d) < 2 or not np.all(np.isfinite(d)):
         return None
-    sd = float(d.std(ddof=1))
-    effect = _effect(abs(float(d.mean())), sd)
-    n = _smallest_n(lambda k: TTestPower().power(effect_size=effect, nobs=k, alpha=alpha,
-                                                 alternative="two-sided"), effect)
-    return SeedsNeeded(n, effect, sd, alpha, len(d))
+    return SeedsNeeded.estimate(abs(float(d.mean())), float(d.std(ddof=1)), alpha, len(d), paired=True)
 
 
 def seeds_needed_unpaired(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> Optional[SeedsNeeded]:
     """Seeds per side for two independent groups (statsmodels TTestIndPower, equal sizes, pooled sd)."""
-    from statsmodels.stats.power import TTestIndPower
-
     va, vb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     sd = _pooled_sd(va, vb)
     if not math.isfinite(sd):
         return None
-    effect = _effect(abs(float(va.mean() - vb.mean())), sd)
-    n = _smallest_n(lambda k: TTestIndPower().power(effect_size=effect, nobs1=k, alpha=alpha, ratio=1.0,
-                                                    alternative="two-sided"), effect)
-    return SeedsNeeded(n, effect, sd, alpha, min(len(va), len(vb)))
+    return SeedsNeeded.estimate(abs(float(va.mean() - vb.mean())), sd, alpha, min(len(va), len(vb)), paired=False)
 
 
 # ---- a family of pairs -----------------------------------------------------------------------------------------
 
-def adjust_family(verdicts: Sequence[Verdict]) -> list[Verdict]:
-    """Benjamini-Hochberg over the tested pairs of one family (one setting, one table), in place. Untested pairs
-    (too few seeds) can claim nothing and are left out of the family. The unresolved pairs' seeds-needed estimates
-    move to the level the correction would ask of the next discovery, alpha x (claims + 1) / pairs tested."""
+def _benjamini_hochberg(verdicts: Sequence[Verdict | AccuracyVerdict]) -> int:
+    """Benjamini-Hochberg (scipy) over the tested verdicts of one family, in place: each gets its adjusted p and the
+    family's size, which is returned. Untested ones (too few seeds) can claim nothing and are left out."""
     tested = [v for v in verdicts if v.tested]
-    m = max(len(tested), 1)
     if tested:
         adjusted = stats.false_discovery_control([v.p_value for v in tested], method="bh")
         for v, p in zip(tested, adjusted, strict=True):
             v.p_adjusted = float(p)
-    claims = sum(v.winner is not None for v in tested)
-    alpha = ALPHA * min(1.0, (claims + 1) / m)
+    size = max(len(tested), 1)
     for v in verdicts:
-        v.family_size = m
+        v.family_size = size
+    return size
+
+
+def adjust_family(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """Benjamini-Hochberg over the pairs of one family (one setting, one table), in place. The unresolved pairs'
+    seeds-needed estimates move to the level the correction would ask of the next discovery, alpha x (claims + 1) /
+    pairs tested."""
+    size = _benjamini_hochberg(verdicts)
+    claims = sum(v.winner is not None for v in verdicts)
+    alpha = ALPHA * min(1.0, (claims + 1) / size)
+    for v in verdicts:
         if v.winner is None and v.seeds_needed is not None and alpha != v.seeds_needed.alpha:
-            v.seeds_needed = (seeds_needed_paired(list(v.per_seed.values()), alpha) if v.paired
-                              else _with_alpha(v.seeds_needed, alpha))
+            v.seeds_needed = v.seeds_needed.at(alpha)
     return list(verdicts)
-
-
-def _with_alpha(needed: SeedsNeeded, alpha: float) -> SeedsNeeded:
-    from statsmodels.stats.power import TTestIndPower
-
-    n = _smallest_n(lambda k: TTestIndPower().power(effect_size=needed.effect_size, nobs1=k, alpha=alpha, ratio=1.0,
-                                                    alternative="two-sided"), needed.effect_size)
-    return SeedsNeeded(n, needed.effect_size, needed.sd, alpha, needed.from_seeds)
 
 
 # ---- found archs' accuracy across seeds ------------------------------------------------------------------------
@@ -442,11 +443,5 @@ def found_accuracy_across_seeds(correct_a: dict[int, Sequence[bool]],
 
 def adjust_accuracy_family(verdicts: Sequence[AccuracyVerdict]) -> list[AccuracyVerdict]:
     """Benjamini-Hochberg over the found-arch comparisons of one setting, in place."""
-    tested = [v for v in verdicts if v.tested]
-    if tested:
-        adjusted = stats.false_discovery_control([v.p_value for v in tested], method="bh")
-        for v, p in zip(tested, adjusted, strict=True):
-            v.p_adjusted = float(p)
-    for v in verdicts:
-        v.family_size = max(len(tested), 1)
+    _benjamini_hochberg(verdicts)
     return list(verdicts)
