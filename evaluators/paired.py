@@ -100,14 +100,6 @@ def resampled_taus(proxies: dict[str, Sequence[float]], truth: Sequence[float], 
     return point, {n: v[keep] for n, v in taus(idx).items()}
 
 
-def tau_differences(proxies: dict[str, Sequence[float]], truth: Sequence[float], *, resamples: int = 1000,
-                    seed: int = 0) -> dict[tuple[str, str], PairedDifference]:
-    """`tau_difference` for every pair of several proxies of the same sample, from one set of resamples: each
-    proxy's resampled taus are computed once, so n proxies cost n bootstraps, not n^2 / 2. Keys (a, b) follow the
-    order of `proxies`."""
-    return differences_from_draws(*resampled_taus(proxies, truth, resamples=resamples, seed=seed))
-
-
 def differences_from_draws(point: dict[str, float], draws: dict[str, np.ndarray]) -> dict[tuple[str, str],
                                                                                           PairedDifference]:
     """Every pair's per-sample `PairedDifference` from `resampled_taus`' output."""

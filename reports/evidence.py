@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -126,12 +125,10 @@ def setting_evidence(entries: list[RankingEntry], resamples: int = 1000) -> Evid
     evidence = Evidence(seeds=max((len(s) for label, s in groups.items() if kinds[label] == "method"), default=0))
     # each seed's sample: every ranking's tau and its draws on the same resampled archs
     values: dict[str, dict[int, SeedValue]] = {label: {} for label in groups}
-    samples: dict[str, dict[int, tuple[str, ...]]] = {label: {} for label in groups}
     by_sample: dict[tuple[int, tuple[str, ...]], list[RankingEntry]] = {}
-    for label, by_seed in groups.items():
+    for by_seed in groups.values():
         for seed, e in by_seed.items():
             by_sample.setdefault((seed, tuple(e.archs)), []).append(e)
-            samples[label][seed] = tuple(e.archs)
     for (seed, _), group in sorted(by_sample.items(), key=lambda item: item[0][0]):
         point, draws = resampled_taus({e.label: e.proxy for e in group}, group[0].truth, resamples=resamples,
                                       seed=seed)
@@ -142,7 +139,7 @@ def setting_evidence(entries: list[RankingEntry], resamples: int = 1000) -> Evid
     for a, b in itertools.combinations(sorted(groups, key=lambda x: (kinds[x] != "method", x)), 2):
         if kinds[a] == kinds[b] == "reference":
             continue
-        seeds = [s for s in values[a] if s in values[b] and samples[a][s] == samples[b][s]]
+        seeds = [s for s in values[a] if s in values[b] and groups[a][s].archs == groups[b][s].archs]
         if np.mean([values[a][s].value - values[b][s].value for s in seeds] or [0.0]) < 0:
             a, b = b, a  # orient: a is the side with the higher mean, so a claim reads "a over b"
         verdict = paired_over_seeds([values[a][s] for s in seeds], [values[b][s] for s in seeds], seed=len(pairs))
@@ -223,11 +220,3 @@ def supported_orderings(entries: list[RankingEntry], resamples: int = 1000) -> l
     """The orderings that hold across seeds, as sentences (rankings, then found archs)."""
     evidence = setting_evidence(entries, resamples)
     return [p.claim() for p in evidence.claims] + [a for a in evidence.accuracy if "more accurate" in a]
-
-
-def best_pair(evidence: Evidence, a: str, b: str) -> Optional[PairVerdict]:
-    """The verdict of the pair {a, b}, whichever way round it was oriented."""
-    for p in (*evidence.claims, *evidence.unresolved, *evidence.untested):
-        if {p.a, p.b} == {a, b}:
-            return p
-    return None
