@@ -7,7 +7,8 @@ one sentence saying what the evidence does and does not support.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Optional
 
 from . import formatting as fmt
 from .comparison import REFERENCE_PREFIX, RankingEntry
@@ -18,9 +19,15 @@ MAX_VERDICTS = 6  # the headline lists at most this many orderings; the setting'
 
 @dataclass
 class RankedLine:
+    """A method (or the best reference) by its mean Kendall tau over seeds."""
+
     label: str
     kendall: str  # mean ± std (n=k)
-    seeds: int
+    mean: float
+
+    @property
+    def text(self) -> str:
+        return f"{self.label}: {self.kendall}"
 
 
 @dataclass
@@ -28,12 +35,11 @@ class Headline:
     setting_id: str
     title: str
     plumbing_check: str
-    methods: list[RankedLine]
-    best_reference: str  # "params: 0.590 ± 0.012 (n=3)", or "" without references
+    methods: list[RankedLine]  # by mean tau, best first
+    reference: Optional[RankedLine]  # the best free reference on the methods' samples, None without references
     verdicts: list[str]
     more_verdicts: int  # orderings beyond MAX_VERDICTS
     sentence: str
-    notes: list[str] = field(default_factory=list)
 
 
 def _short(label: str) -> str:
@@ -50,21 +56,22 @@ def build_headline(setting_id: str, title: str, entries: list[RankingEntry], evi
     references: dict[str, list[RankingEntry]] = {}
     for e in entries:
         (methods if e.kind == "method" else references).setdefault(e.label, []).append(e)
-    ranked = sorted(methods.items(), key=lambda item: -statistics.fmean(e.metrics.kendall_tau for e in item[1]))
-    lines = [RankedLine(label, _mean_std([e.metrics.kendall_tau for e in es]), len(es)) for label, es in ranked]
-    means = [statistics.fmean(e.metrics.kendall_tau for e in es) for _, es in ranked]
+    lines = sorted((_ranked(label, [e.metrics.kendall_tau for e in es]) for label, es in methods.items()),
+                   key=lambda line: -line.mean)
     method_seeds = {e.seed for es in methods.values() for e in es}
-    best_ref, best_mean = "", None
-    for label, es in references.items():
-        on_samples = [e.metrics.kendall_tau for e in es if e.seed in method_seeds]
-        if on_samples and (best_mean is None or statistics.fmean(on_samples) > best_mean):
-            best_mean, best_ref = statistics.fmean(on_samples), f"{_short(label)}: {_mean_std(on_samples)}"
+    on_samples = {label: [e.metrics.kendall_tau for e in es if e.seed in method_seeds]
+                  for label, es in references.items()}
+    reference = max((_ranked(_short(label), taus) for label, taus in on_samples.items() if taus),
+                    key=lambda line: line.mean, default=None)
     verdicts = grouped_verdicts(evidence)
     return Headline(setting_id=setting_id, title=title, plumbing_check=plumbing_check, methods=lines,
-                    best_reference=best_ref, verdicts=verdicts[:MAX_VERDICTS],
+                    reference=reference, verdicts=verdicts[:MAX_VERDICTS],
                     more_verdicts=max(0, len(verdicts) - MAX_VERDICTS),
-                    sentence=summary_sentence(lines, best_ref, evidence, plumbing_check, best_mean,
-                                              means[0] if means else 0.0))
+                    sentence=summary_sentence(lines, reference, evidence, plumbing_check))
+
+
+def _ranked(label: str, taus: list[float]) -> RankedLine:
+    return RankedLine(label, _mean_std(taus), statistics.fmean(taus))
 
 
 def grouped_verdicts(evidence: Evidence) -> list[str]:
@@ -82,26 +89,26 @@ def _names(labels: list[str]) -> str:
     return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
 
 
-def summary_sentence(methods: list[RankedLine], best_reference: str, evidence: Evidence, plumbing_check: str,
-                     best_reference_mean: float | None = None, top_mean: float = 0.0) -> str:
+def summary_sentence(methods: list[RankedLine], reference: Optional[RankedLine], evidence: Evidence,
+                     plumbing_check: str) -> str:
     """What the evidence does and does not support, in one sentence (two where a caveat must come first)."""
     if not methods:
         return "No method ran in this setting: only free references, which are not compared with each other."
-    ref = best_reference.split(":")[0] if best_reference else ""
+    ref = reference.label if reference else ""
     if plumbing_check:
         return (f"Plumbing check ({plumbing_check}): these runs show that the code runs end to end and support no "
                 f"statement about the methods.")
     top = methods[0]
     if evidence.one_seed:
-        ref_text = f" (the best free reference, {best_reference})" if ref else ""
+        ref_text = f" (the best free reference, {reference.text})" if reference else ""
         return (f"One seed per method: no verdict across training runs. {top.label} ranks highest on this run "
                 f"(τ {top.kendall}){ref_text}, which is one training run's luck as much as the method's.")
     n = evidence.seeds
     claims = evidence.claims
     if not claims and evidence.unresolved:
         above = ""
-        if ref and best_reference_mean is not None and best_reference_mean > top_mean:
-            above = (f"; the best free reference ({ref}, τ {best_reference.split(': ', 1)[1]}) lies above every "
+        if reference and reference.mean > top.mean:
+            above = (f"; the best free reference ({ref}, τ {reference.kendall}) lies above every "
                      f"method's mean (the highest: {top.label}, {top.kendall}), but {n} seeds cannot show even that")
         return (f"Across {n} training seeds no ordering holds at this budget, between methods or against the free "
                 f"references ({len(evidence.unresolved)} pairs unresolved; the setting's section gives the seeds "

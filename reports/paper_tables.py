@@ -347,11 +347,12 @@ def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame,
     the references of the table's setting ("reference: no training")."""
     columns, setting = table["columns"], table["setting"]
     by_id = {r.run_id: r for r in records or []}
+    # each row's runs, once: the comparison column needs every row's before any row is built
+    matches = {id(row): _matching_runs(runs, row, table) for row in table["rows"] if row.get("method")}
     paired = None
     if any(col["metric"] in PAIRED_METRICS for col in columns):
-        measurable = [row for row in table["rows"] if row.get("method")]
-        comparisons = TableComparisons(table, runs, by_id, [group for row in measurable for _, group in
-                                                            _row_groups(_matching_runs(runs, row, table))])
+        comparisons = TableComparisons(table, runs, by_id, [group for groups in matches.values()
+                                                            for _, group in _row_groups(groups)])
         paired = lambda group: Cell(comparisons.cell_text(group), "measured",  # noqa: E731
                                     note="across training seeds (reports.ablation)")
 
@@ -361,7 +362,7 @@ def build_table(spec: dict[str, Any], table: dict[str, Any], runs: pd.DataFrame,
                 + "".join(f" space.{k}={v}" for k, v in space_params_of(row, setting).items()))
         if not row.get("paper"):  # a row of ours only (an ablation variant): its own label says what it varies
             ours = f"{row['label']}: {ours}"
-        groups = _matching_runs(runs, row, table)
+        groups = matches[id(row)]
         if groups:
             return _measured_rows(ours, groups, columns, paired)
         missing = "" if method_is_configured(method) else f" (method {method!r} is not registered yet)"

@@ -26,8 +26,8 @@ def render(results_dir: str | Path) -> str:
     for s in build_settings(runs_frame(records), points_frame(records), records):
         e, h = s.evidence, s.headline
         lines += [f"## {s.title}", "", h.sentence, ""]
-        if h.best_reference:
-            lines += [f"Best free reference on the same samples: {h.best_reference}.", ""]
+        if h.reference:
+            lines += [f"Best free reference on the same samples: {h.reference.text}.", ""]
         lines += ["Methods by mean Kendall tau: " + "; ".join(f"{m.label} {m.kendall}" for m in h.methods) + ".", ""]
         if e.family:
             lines += [f"Family: {e.family}.", ""]
