@@ -48,7 +48,7 @@ from evaluators.verdict import (
 
 from . import formatting as fmt
 from .comparison import REFERENCE_METHOD
-from .evidence import found_correct
+from .evidence import same_image_results
 from .markdown_cli import bad_paths, emit, refuse
 from .records import budget_key, load_records, protocol_text, run_protocol, setting_parts
 
@@ -101,12 +101,10 @@ def _by_key(records: Iterable[RunRecord], side: str) -> dict[tuple, RunRecord]:
 
 def accuracy_verdict(before: RunRecord, after: RunRecord) -> str:
     """McNemar on the found archs' per-image test results, when both were trained on the same test images."""
-    cb, ca = found_correct(before), found_correct(after)
-    if cb is None or ca is None:
-        return "no test (looked up, no per-image results)"
-    if len(ca) != len(cb) or before.hashes.data_sha256 != after.hashes.data_sha256:
-        return "no test (different test images)"
-    test = mcnemar(ca, cb)
+    results = same_image_results(after, before)
+    if isinstance(results, str):
+        return f"no test ({results})"
+    test = mcnemar(*results)
     word = {"a": "more accurate", "b": "less accurate"}.get(test.winner or "", "no difference shown")
     return f"{word} on this seed (McNemar p = {test.p_value:.3g})"
 
@@ -120,10 +118,9 @@ def accuracy_across_seeds(groups: dict[tuple[str, str], list[Pair]]) -> dict[tup
     for key, group in groups.items():
         after, before = {}, {}
         for p in group:
-            ca, cb = found_correct(p.after), found_correct(p.before)
-            if (ca is not None and cb is not None and len(ca) == len(cb)
-                    and p.after.hashes.data_sha256 == p.before.hashes.data_sha256):
-                after[p.seed], before[p.seed] = ca, cb
+            results = same_image_results(p.after, p.before)
+            if not isinstance(results, str):
+                after[p.seed], before[p.seed] = results
         if after:
             tests[key] = found_accuracy_across_seeds(after, before)
         else:

@@ -47,6 +47,17 @@ def found_correct(record: RunRecord):
     return bits[:first.n_images].astype(bool)
 
 
+def same_image_results(a: RunRecord, b: RunRecord) -> tuple[np.ndarray, np.ndarray] | str:
+    """Both found archs' per-image test results when they were retrained on the same test images (what McNemar and
+    the stratified test compare); else why not, in words."""
+    ca, cb = found_correct(a), found_correct(b)
+    if ca is None or cb is None:
+        return "looked up, no per-image results"
+    if len(ca) != len(cb) or a.hashes.data_sha256 != b.hashes.data_sha256:
+        return "different test images"
+    return ca, cb
+
+
 def _last_classifier_note(better: RankingEntry, worse: RankingEntry) -> str:
     """Multi-exit archs: McNemar compares their last classifiers, not the anytime AUC they were searched for."""
     curves = [e.record.found.finalists[0].anytime for e in (better, worse)]
@@ -188,11 +199,10 @@ def _accuracy_verdicts(groups: dict[str, dict[int, RankingEntry]], kinds: dict[s
             ea, eb = groups[a][seed], groups[b][seed]
             if ea.record is None or eb.record is None:
                 continue
-            xa, xb = found_correct(ea.record), found_correct(eb.record)
-            if (xa is None or xb is None or len(xa) != len(xb)
-                    or ea.record.hashes.data_sha256 != eb.record.hashes.data_sha256):
+            results = same_image_results(ea.record, eb.record)
+            if isinstance(results, str):
                 continue
-            ca[seed], cb[seed] = xa, xb
+            xa, xb = ca[seed], cb[seed] = results
             test = mcnemar(xa, xb)
             if test.winner is not None:
                 better, worse = (ea, eb) if test.winner == "a" else (eb, ea)
