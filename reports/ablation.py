@@ -24,11 +24,12 @@ from evaluators.record import RunRecord
 from evaluators.verdict import SeedValue, Verdict, adjust_family, paired_over_seeds, unpaired_over_seeds
 
 from . import formatting as fmt
+from .evidence import PER_SEED_LABEL
 from .records import variant_params
 
 # column metric -> the table key that names its baseline
 COMPARISON_METRICS = {"paired_kendall": "paired_baseline", "unpaired_kendall": "unpaired_baseline"}
-PER_SEED_LABEL = "per seed, arch-sample uncertainty of one training run"
+PER_SEED_DETAIL = f"per seed, {PER_SEED_LABEL}"
 
 
 @dataclass
@@ -111,5 +112,5 @@ class TableComparisons:
         status = v.status_text(better="better than the baseline across seeds",
                                worse="worse than the baseline across seeds")
         tested = f" (adjusted p = {v.p_adjusted:.3g}, {v.family_size} variant(s) in the family)" if v.tested else ""
-        label = PER_SEED_LABEL if self.paired else "per side"
+        label = PER_SEED_DETAIL if self.paired else "per side"
         return f"{v.interval_text()}: {status}{tested}. {label.capitalize()}: {'; '.join(c.detail)}"

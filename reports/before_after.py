@@ -36,6 +36,7 @@ from typing import Optional
 from evaluators.paired import PairedDifference, mcnemar, tau_difference
 from evaluators.record import RankingMetrics, RunRecord
 from evaluators.verdict import (
+    FAMILY_TEXT,
     MIN_SEEDS,
     AccuracyVerdict,
     SeedValue,
@@ -48,7 +49,7 @@ from evaluators.verdict import (
 
 from . import formatting as fmt
 from .comparison import REFERENCE_METHOD
-from .evidence import same_image_results
+from .evidence import PER_SEED_LABEL, same_image_results
 from .markdown_cli import bad_paths, emit, refuse
 from .records import budget_key, load_records, protocol_text, run_protocol, setting_parts
 
@@ -239,7 +240,7 @@ def render(pairs: list[Pair], unpaired: list[str]) -> str:
                      f"{fmt.seconds(p.before.cost.search_device_seconds)} → "
                      f"{fmt.seconds(p.after.cost.search_device_seconds)} |")
     lines += ["", "| setting | method | seeds | Kendall before | Kendall after | after − before across seeds "
-              "[95% CI] | verdict across seeds | per-seed verdicts (arch-sample uncertainty of one training run) | "
+              f"[95% CI] | verdict across seeds | per-seed verdicts ({PER_SEED_LABEL}) | "
               "final test acc before → after (%) | found archs' accuracy across seeds | search device-s before → "
               "after |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -265,7 +266,7 @@ def render(pairs: list[Pair], unpaired: list[str]) -> str:
     tested = sum(v.tested for v in verdicts.values())
     lines += ["", f"Across seeds: a paired t-test on each method's per-seed Kendall tau differences (after − before, "
               f"each on its seed's shared sample), adjusted together over the {tested} line(s) with at least "
-              f"{MIN_SEEDS} seeds (Benjamini-Hochberg, false discovery rate 5%); a line with fewer seeds gets no "
+              f"{MIN_SEEDS} seeds ({FAMILY_TEXT}); a line with fewer seeds gets no "
               f"verdict. Seeds needed: a paired t-test's seeds per method for 80% power (statsmodels TTestPower) at "
               f"the observed mean difference and between-seed sd, an estimate from few seeds. The per-seed rows above "
               f"hold the trained weights fixed: they measure one training run's arch sample, not the change."]

@@ -14,6 +14,7 @@ from pathlib import Path
 from evaluators.verdict import MAX_SEEDS
 
 from .build import build_settings
+from .evidence import PER_SEED_LABEL
 from .markdown_cli import bad_paths, emit, refuse
 from .records import load_records, points_frame, runs_frame
 
@@ -55,7 +56,7 @@ def render(results_dir: str | Path) -> str:
                 p_text = f"{p.verdict.p_adjusted:.3g}" if p.verdict.tested else "not tested"
                 lines.append(f"| {p.a} / {p.b} | {p.verdict.interval_text()} | {p_text} | {seeds} |")
             lines.append("")
-        lines += [f"{len(e.per_seed)} per-seed interval(s) exclude 0: arch-sample uncertainty of one training run, "
+        lines += [f"{len(e.per_seed)} per-seed interval(s) exclude 0: {PER_SEED_LABEL}, "
                   f"not counted as verdicts.", ""]
     return "\n".join(lines)
 
