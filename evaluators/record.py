@@ -26,6 +26,11 @@ PHASES = ("supernet_train", "anytime", "ranking", "derive", "selection", "final"
 SEARCH_PHASES = ("supernet_train", "derive", "selection")
 
 
+# the methods whose ranking recalibrated every BN before `scoring.bn_mode` existed (issue 28): their older records
+# carry no mode and used recalibrate_all
+LEGACY_RECALIBRATING_METHODS = frozenset({"spos", "greedynas", "oneshot", "proxylessnas", "enas", "darts"})
+
+
 class RecordError(ValueError):
     """A record.json that does not have the layout of any known record version."""
 
@@ -100,6 +105,10 @@ class Ranking(RankingMetrics):
     extra_proxies: dict[str, ExtraProxy] = field(default_factory=dict)
     references: dict[str, ExtraProxy] = field(default_factory=dict)
     anytime: list[AnytimePoint] = field(default_factory=list)
+    # how BatchNorm was set while the method's supernet scored the sample (oneshot_bench.config.BnMode); None for
+    # methods that do not score by supernet accuracy, and for records written before modes existed (see
+    # RunRecord.bn_mode)
+    bn_mode: Optional[str] = None
 
     def best_reference(self) -> Optional[tuple[str, ExtraProxy]]:
         """The reference with the highest Kendall tau on this sample."""
@@ -284,6 +293,14 @@ class RunRecord:
     @property
     def method_params(self) -> dict[str, Any]:
         return dict(self.config.get("method", {}).get("params", {}))
+
+    @property
+    def bn_mode(self) -> Optional[str]:
+        """The BN scoring mode of the method's ranking: the record's own, or, for a record written before modes
+        existed by a method that scored by supernet accuracy then, the one protocol there was (recalibrate_all)."""
+        if self.ranking.bn_mode is not None:
+            return self.ranking.bn_mode
+        return "recalibrate_all" if self.method in LEGACY_RECALIBRATING_METHODS else None
 
     @property
     def plumbing_check(self) -> Optional[str]:

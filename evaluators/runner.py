@@ -79,6 +79,11 @@ def identity_of(cfg: RunConfig, space: SearchSpace, method: Method, truth: Groun
     del config["execution"], config["sweep"], config["transfer"]
     for key in ("ranking_every", "anytime_sample", "anytime_share"):  # training is bit-identical (anytime.py)
         del config["budget"][key]
+    # the scoring protocol only where it applies, and only what differs from the legacy one (ScoringConfig.identity):
+    # every record written before scoring modes keeps its id, and methods that score otherwise keep theirs
+    del config["scoring"]
+    if method.bn_modes_apply and cfg.scoring.identity():
+        config["scoring"] = cfg.scoring.identity()
     config["method"]["params"] = method.hparams_dict()
     config["space"]["params"] = space.identity_params()
     config["truth"] = truth.identity()
@@ -211,7 +216,7 @@ def prepare(plan: RunPlan) -> PreparedRun:
     run = PreparedRun(plan, data, net, final_net, CostMeter(plan.device))
     plan.method.setup(SearchContext(space=plan.space, data=data, budget=cfg.budget, device=plan.device, seed=cfg.seed,
                                     net=net, final_net=final_net, final_resolution=final_side,
-                                    arch_pool=plan.truth.arch_pool()))
+                                    arch_pool=plan.truth.arch_pool(), scoring=cfg.scoring))
     plan.method.on_progress = run.save_progress
     if not cfg.execution.resume or cfg.execution.force:
         return run
@@ -288,8 +293,10 @@ def score_sample(run: PreparedRun, sample: list[Arch], progress: Optional[bool] 
             continue
         with run.meter.phase("ranking"), search_autocast(run.plan.device, run.plan.cfg.precision):
             score = float(method.score([arch])[0])
-        run.ranking[key] = {"score": score, "extra": {name: float(values[0])
-                                                      for name, values in method.extra_scores.items()}}
+            extra = {name: float(values[0]) for name, values in method.extra_scores.items()}
+            if method.bn_modes_apply and run.plan.cfg.scoring.also_bn_modes:  # same weights, other BN modes
+                extra |= method.scores_under_modes(arch, run.plan.cfg.scoring.also_bn_modes)
+        run.ranking[key] = {"score": score, "extra": extra}
         run.save_progress()
 
 
@@ -448,7 +455,8 @@ def build_record(run: PreparedRun, ev: Evaluation, artifacts: list[str]) -> RunR
                                     kendall_tau=last["kendall_tau"], kendall_tau_ci_low=last["kendall_tau_ci_low"],
                                     kendall_tau_ci_high=last["kendall_tau_ci_high"]))
     ranking = Ranking(**ev.metrics, archs=[encode(a) for a in ev.sample], proxy=ev.scores, truth=ev.true_acc,
-                      extra_proxies=ev.extra, references=ev.references, anytime=anytime)
+                      extra_proxies=ev.extra, references=ev.references, anytime=anytime,
+                      bn_mode=str(cfg.scoring.bn_mode) if plan.method.bn_modes_apply else None)
     selection = {"name": str(cfg.selection.name), **{k: v for k, v in asdict(cfg.selection).items() if k != "name"}}
     found = Found(arch=encode(ev.best), params=round(statistics.fmean(params)), flops=sizes[ev.best][1],
                   net=asdict(net), resolution=side, final_test_acc=mean_acc, final_source=finalists[0].source,

@@ -16,13 +16,13 @@ import hashlib
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 import torch
 from tqdm.auto import tqdm
 
-from oneshot_bench.config import BudgetConfig, NetConfig, params_to_dataclass
+from oneshot_bench.config import BudgetConfig, NetConfig, ScoringConfig, params_to_dataclass
 from oneshot_bench.data import DataBundle
 from oneshot_bench.errors import ConfigError
 from oneshot_bench.registry import Registry
@@ -47,6 +47,7 @@ class SearchContext:
     # the archs the ground truth covers when it covers only a subset of the space (None: all); a method's own
     # candidates are drawn from it, so that the final accuracy of what it finds is a lookup
     arch_pool: Optional[Sequence[Arch]] = None
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)  # how supernet methods score a subnet
 
 
 @dataclass
@@ -58,6 +59,8 @@ class Method(ABC):
     name: ClassVar[str]
     Hparams: ClassVar[type] = NoHparams
     required_capabilities: ClassVar[frozenset[str]] = frozenset({SAMPLE, ENCODE})
+    # True where the method scores subnets by supernet accuracy: `scoring.bn_mode` applies and enters the identity
+    bn_modes_apply: ClassVar[bool] = False
     # False for methods whose scores do not change with search epochs (random, zero-cost proxies): no anytime curve
     trains: ClassVar[bool] = True
     # set where the method runs here only as an adaptation (its published search space is none of this harness'):

@@ -1,5 +1,6 @@
 """Shared machinery of weight-sharing methods: one supernet, an SGD weight optimizer with cosine decay, single-path
-weight steps, and scoring a subnet by its supernet accuracy after BN recalibration."""
+weight steps, and scoring a subnet by its supernet accuracy under the run's BN scoring mode (`scoring.bn_mode`,
+`methods/bn_scoring.py`)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -10,16 +11,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from oneshot_bench.device import host_to
-from oneshot_bench.training import accuracy, cosine, optimizer_step, recalibrate_bn, sgd, steps_per_epoch
+from oneshot_bench.config import BnMode
+from oneshot_bench.training import accuracy, cosine, optimizer_step, sgd, steps_per_epoch
 from search_spaces.base import ENCODE, SAMPLE, SUPERNET, Arch, Path
 from search_spaces.ops import make_choice_bn_non_affine
 
 from .base import Method
+from .bn_scoring import bn_scoring
 
 
 class SupernetMethod(Method):
     required_capabilities = frozenset({SAMPLE, ENCODE, SUPERNET})
-    recalibrate_bn_before_scoring = True
+    # scores subnets by their supernet accuracy, so `scoring.bn_mode` applies (and is part of the run's identity)
+    bn_modes_apply = True
 
     def build(self) -> None:
         ctx = self.ctx
@@ -65,24 +69,35 @@ class SupernetMethod(Method):
     def path_of(self, arch: Arch) -> list[int]:
         return self.ctx.space.arch_to_path(arch)
 
-    def supernet_accuracy(self, arch: Arch, max_batches: int | None = None) -> float:
+    @property
+    def bn_mode(self) -> BnMode:
+        return self.ctx.scoring.bn_mode
+
+    def supernet_accuracy(self, arch: Arch, max_batches: int | None = None, mode: BnMode | None = None) -> float:
         """Validation accuracy of `arch` with inherited supernet weights, on the same fixed val batches for every
-        arch; BN statistics are re-estimated for this arch first (same fixed train batches for every arch)."""
+        arch, with BatchNorm as `mode` says (default: the run's `scoring.bn_mode`); a recalibrating mode
+        re-estimates on the same fixed train batches for every arch (none with budget.bn_recalibration_batches=0:
+        the trained statistics are kept). The supernet is left exactly as it was."""
         b = self.ctx.budget
         path = self.path_of(arch)
         forward = lambda x: self.supernet(x, path)  # noqa: E731
-        if self.recalibrate_bn_before_scoring and b.bn_recalibration_batches > 0:
-            calib = torch.Generator().manual_seed(self.ctx.seed)
-            recalibrate_bn(self.supernet, forward, self.ctx.data.batches(
-                "train", b.batch_size, calib, max_batches=b.bn_recalibration_batches))
-        self.supernet.eval()
-        acc = accuracy(forward, self.ctx.data.batches("val", b.batch_size, self.generator, shuffle=False,
-                                                      augment=False, max_batches=max_batches or b.score_batches))
-        self.supernet.train()
-        return acc
+        mode = mode or self.bn_mode
+        if mode in (BnMode.recalibrate_all, BnMode.recalibrate_choice) and b.bn_recalibration_batches == 0:
+            mode = BnMode.running
+        calibration = lambda: self.ctx.data.batches(  # noqa: E731
+            "train", b.batch_size, torch.Generator().manual_seed(self.ctx.seed),
+            max_batches=b.bn_recalibration_batches)
+        with bn_scoring(self.supernet, mode, forward, calibration):
+            return accuracy(forward, self.ctx.data.batches("val", b.batch_size, self.generator, shuffle=False,
+                                                           augment=False, max_batches=max_batches or b.score_batches))
 
     def score(self, archs: list[Arch]) -> list[float]:
         return [self.supernet_accuracy(a) for a in archs]
+
+    def scores_under_modes(self, arch: Arch, modes: list[BnMode]) -> dict[str, float]:
+        """`arch`'s supernet accuracy under each of `modes`, as extra proxies named "bn:<mode>" (the runner's
+        `scoring.also_bn_modes`, on the final ranking only)."""
+        return {f"bn:{m}": self.supernet_accuracy(arch, mode=m) for m in modes}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "supernet": self.supernet.state_dict(),

@@ -220,6 +220,51 @@ class Protocol(Choice):
     #                        train it under the final budget `final_seeds` times: mean ± std (GHN's Top-Best)
 
 
+class BnMode(Choice):
+    """How BatchNorm is handled when a supernet scores one subnet by its accuracy (`methods/bn_scoring.py`).
+    "Choice BNs" are the BNs inside the candidate ops of the space's declared choice points; the others (stem,
+    cell boundaries, reduction blocks, head) are "fixed"."""
+    recalibrate_all = "recalibrate_all"  # reset every BN, re-estimate on calibration batches (SPOS's recipe)
+    recalibrate_choice = "recalibrate_choice"  # re-estimate the choice BNs only; fixed BNs keep trained statistics
+    batch_stats_choice = "batch_stats_choice"  # choice BNs normalise with the batch's own statistics (NB201's
+    #                                             track_running_stats=False); fixed BNs use trained statistics
+    running = "running"  # eval mode: every BN uses the statistics the supernet tracked while training
+
+
+# What every record written before scoring modes existed used; a run's identity names its mode only when it differs
+# from this, so those records keep their ids and their meaning.
+LEGACY_BN_MODE = BnMode.recalibrate_all
+
+
+@dataclass
+class ScoringConfig:
+    """How a weight-sharing method scores a subnet by its supernet accuracy (the ranking of the shared sample, and
+    every search step that ranks subnets by accuracy). Scoring never changes training: a run's checkpoints are
+    bit-identical under every mode."""
+
+    # batch_stats_choice: chosen from the across-seed evidence of issue 28 (README "Scoring BN modes")
+    bn_mode: BnMode = BnMode.batch_stats_choice
+    # more modes to score the shared sample under, from the same trained supernet, as extra proxies "bn:<mode>"
+    # (the ranking only; search steps use bn_mode)
+    also_bn_modes: list[BnMode] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        require(self.bn_mode not in self.also_bn_modes, "scoring.also_bn_modes", [str(m) for m in self.also_bn_modes],
+                f"it repeats scoring.bn_mode={self.bn_mode}; list the other modes only")
+        require(len(set(self.also_bn_modes)) == len(self.also_bn_modes), "scoring.also_bn_modes",
+                [str(m) for m in self.also_bn_modes], "each mode at most once")
+
+    def identity(self) -> dict[str, Any]:
+        """What a run's identity records of its scoring: only what differs from the legacy protocol (every
+        supernet record before scoring modes recalibrated every BN and scored one mode)."""
+        out: dict[str, Any] = {}
+        if self.bn_mode != LEGACY_BN_MODE:
+            out["bn_mode"] = str(self.bn_mode)
+        if self.also_bn_modes:
+            out["also_bn_modes"] = [str(m) for m in self.also_bn_modes]
+        return out
+
+
 @dataclass
 class SelectionConfig:
     """How the archs a method found become its reported final accuracy (the papers' selection protocols), and the
@@ -426,6 +471,7 @@ class RunConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     truth: TruthConfig = field(default_factory=TruthConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N; the device type is part of a run's identity
     deterministic: bool = True  # torch's deterministic kernels: a run repeats bit for bit with the same seed/threads

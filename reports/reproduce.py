@@ -266,7 +266,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
     args.results.mkdir(parents=True, exist_ok=True)
 
-    commands = run_commands(rows, setting, budget, args.results.resolve(), args.overrides,
+    # the table's own overrides first (e.g. nb201's scoring of every BN mode), the user's after them (they win)
+    commands = run_commands(rows, setting, budget, args.results.resolve(),
+                            list(table.get("reproduce_overrides") or []) + args.overrides,
                             seeds=seeds, references=references)
     failure, timings, wall = run_all(commands, env, args.jobs, args.results.resolve() / "logs" / args.table)
     if failure:

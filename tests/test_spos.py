@@ -100,38 +100,6 @@ def test_spos_samples_every_op_uniformly():
     assert stats.chisquare(biased).pvalue < 1e-3
 
 
-def test_bn_recalibration_changes_scores_and_matches_a_standalone_net_with_those_statistics():
-    """Scoring re-estimates BN statistics for the scored path: the score differs from scoring with the supernet's
-    mixed running statistics, and equals the standalone net loaded with the subnet's weights and the recalibrated
-    statistics, on the same val batches."""
-    from oneshot_bench.training import accuracy
-
-    method, net = make_spos("nb201")
-    torch.manual_seed(0)
-    for _ in range(5):  # a little training, so running statistics are a mixture over paths
-        for x, y in method.train_batches():
-            method.weight_step(method.path_of(method.sample_arch()), x, y)
-    space, arch = method.ctx.space, method.ctx.space.sample(random.Random(7))
-    b = method.ctx.budget
-    val = lambda: method.ctx.data.batches("val", b.batch_size, method.generator, shuffle=False,  # noqa: E731
-                                          augment=False, max_batches=b.score_batches)
-    path = method.path_of(arch)
-    method.supernet.eval()
-    with torch.no_grad():
-        mixed_logits = torch.cat([method.supernet(x, path) for x, _ in val()])
-    recalibrated = method.supernet_accuracy(arch)
-    method.supernet.eval()
-    with torch.no_grad():
-        recal_logits = torch.cat([method.supernet(x, path) for x, _ in val()])
-    assert not torch.allclose(mixed_logits, recal_logits)
-    standalone = space.build_standalone(arch, net)
-    standalone.load_state_dict(method.supernet.subnet_state_dict(arch), strict=True)
-    standalone.eval()
-    with torch.no_grad():
-        assert accuracy(standalone, val()) == recalibrated
-        torch.testing.assert_close(torch.cat([standalone(x) for x, _ in val()]), recal_logits, rtol=1e-4, atol=1e-4)
-
-
 def test_evolution_tops_up_with_random_archs_when_mutation_and_crossover_fall_short():
     """mutation_prob 0 and top-1 make every mutant and child a copy of the parent (already evaluated): the official
     search fills the population with random archs instead of stopping."""

@@ -35,11 +35,14 @@ def measured_records() -> list[tuple[Path, dict[str, Any]]]:
 
 def run_config(identity: dict[str, Any]) -> RunConfig:
     """The RunConfig a command line would give for a stored identity: the data named without its location (its
-    sha256 is the record's), the truth source by name, parameters and verification."""
+    sha256 is the record's), the truth source by name, parameters and verification, and the scoring protocol
+    (absent: the legacy one, `scoring.bn_mode=recalibrate_all`, which every record before scoring modes used; the
+    default changed since, so those records are found again only with that override, never under the new default)."""
     data = {k: v for k, v in identity["data"].items() if k != "sha256"}
     truth = identity["truth"]
     config = {**identity, "data": data, "truth": {"name": truth["name"], "params": truth["params"],
                                                      "verify": truth["verified"]}}
+    config["scoring"] = {"bn_mode": "recalibrate_all", **identity.get("scoring", {})}
     return from_dictconfig(OmegaConf.create(config))
 
 

@@ -1,0 +1,119 @@
+"""BatchNorm state while a supernet scores one subnet by its accuracy: the named modes of
+`oneshot_bench.config.BnMode`, applied to the BNs the space declares.
+
+A "choice BN" is a BatchNorm inside a `ChoiceOp` (the module that runs a declared choice point's candidates); every
+other BN (stem, cell preprocessing, reduction blocks, the head) is "fixed". The split comes from that declaration,
+never from module names, so a space that builds its supernet from `ChoiceOp`s gets every mode.
+
+    recalibrate_all      reset every BN, re-estimate all of them on the calibration batches with the rest of the net
+                         in training mode (SPOS, Guo et al. 2020, Sec. 3.4; this harness' only protocol before
+                         issue 28, and what records without a mode used)
+    recalibrate_choice   re-estimate the choice BNs only; the fixed BNs stay in eval mode on their trained statistics
+    batch_stats_choice   the choice BNs normalise with each scoring batch's own statistics; the fixed BNs use their
+                         trained statistics (NAS-Bench-201's `track_running_stats=False` supernets)
+    running              eval mode throughout: every BN uses the statistics tracked during training
+
+Every mode restores every BN buffer, momentum and train/eval flag on exit, so scoring has no side effect: the next
+score, the next training step and the checkpoint are what they would have been without it (before issue 28 a
+recalibration left the last scored subnet's statistics in the supernet, and they leaked into the checkpoint and
+into anything that read running statistics afterwards).
+
+Why recalibrating the fixed BNs loses the signal (issue 28; measured on nb201 at budget=compare, seed 0, SPOS:
+Kendall 0.09 recalibrating every BN against 0.35 recalibrating only the choice BNs, on the same weights). It is not
+a defect of the recalibration: the cumulative average (momentum None) over the calibration batches is exact, more
+batches do not help (all 2,500 images: -0.01), and augmentation of the calibration batches does not matter. It is
+what recalibrating the fixed BNs measures. A fixed BN downstream of a choice point (a reduction block's, the head's)
+was trained on the mixture of every path's features, and the classifier after it learned to read features
+normalised with those mixture statistics. Recalibrating it re-normalises each subnet's features to zero mean and
+unit variance, which erases the one thing that separates a weak subnet from a strong one in a shared-weight net:
+how far its features sit from what the shared layers after it were trained on. A subnet whose cells are mostly skip
+connections (a shallow net made of the always-trained fixed layers) or mostly zeros then scores as well as a deep
+one, once its activations are rescaled; the ranking drifts toward skip count (Kendall +0.30 with the number of skip
+connections under recalibrate_all, -0.02 under recalibrate_choice). `tests/test_bn_scoring.py` builds that case: a
+supernet whose head BN rescales a path with the wrong feature scale into one that scores like the right one.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from oneshot_bench.config import BnMode
+from search_spaces.base import ChoiceOp
+
+Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def batchnorms(module: nn.Module) -> list[_BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, _BatchNorm)]
+
+
+def choice_batchnorms(supernet: nn.Module) -> list[_BatchNorm]:
+    """The BNs inside the supernet's `ChoiceOp`s (its declared choice points), in module order."""
+    choices = [m for m in supernet.modules() if isinstance(m, ChoiceOp)]
+    if not choices:
+        raise ValueError(f"{type(supernet).__name__} declares no choice points (no ChoiceOp module), so its choice "
+                         f"BNs are unknown; build its candidate ops inside ChoiceOp")
+    seen: dict[int, _BatchNorm] = {}
+    for choice in choices:
+        for bn in batchnorms(choice):
+            seen.setdefault(id(bn), bn)
+    return list(seen.values())
+
+
+def _snapshot(bns: list[_BatchNorm]) -> list[tuple]:
+    return [(bn, {k: v.clone() for k, v in bn.named_buffers(recurse=False) if v is not None}, bn.momentum, bn.training)
+            for bn in bns]
+
+
+def _restore(saved: list[tuple]) -> None:
+    for bn, buffers, momentum, training in saved:
+        for name, value in buffers.items():
+            getattr(bn, name).copy_(value)
+        bn.momentum = momentum
+        bn.train(training)
+
+
+@contextmanager
+@torch.no_grad()
+def bn_scoring(supernet: nn.Module, mode: BnMode, forward: Callable[[torch.Tensor], torch.Tensor],
+               calibration: Batches) -> Iterator[None]:
+    """Inside the block, `supernet` is in eval mode with its BNs as `mode` says for the subnet `forward` runs;
+    `calibration()` gives the batches a recalibrating mode re-estimates on (the same fixed batches for every subnet).
+    On exit, every BN buffer, momentum and train/eval flag, and the supernet's own mode, are as they were."""
+    bns = batchnorms(supernet)
+    saved = _snapshot(bns)
+    was_training = supernet.training
+    try:
+        if mode in (BnMode.recalibrate_all, BnMode.recalibrate_choice):
+            targets = bns if mode == BnMode.recalibrate_all else choice_batchnorms(supernet)
+            for bn in targets:
+                bn.reset_running_stats()
+                bn.momentum = None  # cumulative average over the calibration batches
+            if mode == BnMode.recalibrate_all:
+                supernet.train()  # the legacy protocol, bit for bit: every module in training mode
+            else:
+                supernet.eval()
+                for bn in targets:
+                    bn.train()
+            for x, _ in calibration():
+                forward(x)
+            supernet.eval()
+        elif mode == BnMode.batch_stats_choice:
+            supernet.eval()
+            for bn in choice_batchnorms(supernet):
+                bn.train()
+                bn.momentum = 0.0  # normalise with the batch's statistics, leave the running ones untouched
+        elif mode == BnMode.running:
+            supernet.eval()
+        else:
+            raise ValueError(f"unknown BN scoring mode {mode!r}; choose one of {[str(m) for m in BnMode]}")
+        yield
+    finally:
+        _restore(saved)
+        supernet.train(was_training)
+        for bn, _, _, training in saved:  # train(was_training) set every module; BNs get their own flag back
+            bn.train(training)

@@ -1,0 +1,178 @@
+"""BN scoring modes (methods/bn_scoring.py): which BNs each mode touches, read from the space's declared choice
+points; no side effect on the supernet or on training; recalibrate_all is the legacy protocol bit for bit."""
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from methods.bn_scoring import batchnorms, bn_scoring, choice_batchnorms
+from oneshot_bench.config import BnMode, ScoringConfig
+from oneshot_bench.errors import ConfigError
+from search_spaces import get_space
+from search_spaces.base import ChoiceOp
+
+from test_spos import make_spos
+
+MODES = list(BnMode)
+
+
+def trained_spos(space: str = "nb201", steps: int = 5, **hparams):
+    method, net = make_spos(space, **hparams)
+    torch.manual_seed(0)
+    for _ in range(steps):  # running statistics become a mixture over paths
+        for x, y in method.train_batches():
+            method.weight_step(method.path_of(method.sample_arch()), x, y)
+    return method, net
+
+
+def buffers(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.named_buffers()}
+
+
+@pytest.mark.parametrize("space", ["nb201", "darts_cell", "mbnet_chain"])
+def test_choice_bns_are_exactly_those_inside_declared_choice_points(space):
+    from oneshot_bench.config import NetConfig
+
+    supernet = get_space(space).build_supernet(NetConfig(channels=8, cells_per_stage=1))
+    inside = {id(bn) for choice in supernet.modules() if isinstance(choice, ChoiceOp) for bn in batchnorms(choice)}
+    chosen = choice_batchnorms(supernet)
+    assert {id(bn) for bn in chosen} == inside and len(chosen) == len(inside)
+    fixed = [bn for bn in batchnorms(supernet) if id(bn) not in inside]
+    assert chosen and fixed  # every space has both: stem/head BNs outside, candidate-op BNs inside
+
+
+def test_a_supernet_without_declared_choice_points_is_refused():
+    with pytest.raises(ValueError, match="no ChoiceOp"):
+        choice_batchnorms(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_scoring_leaves_the_supernet_exactly_as_it_was(mode):
+    method, _ = trained_spos()
+    before = buffers(method.supernet)
+    method.supernet.train()
+    arch = method.ctx.space.sample(random.Random(3))
+    first = method.supernet_accuracy(arch, mode=mode)
+    assert method.supernet.training and all(bn.training for bn in batchnorms(method.supernet))
+    after = buffers(method.supernet)
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+    assert method.supernet_accuracy(arch, mode=mode) == first  # order-free: the second score is the first
+
+
+def test_recalibrate_all_is_the_legacy_recalibration_bit_for_bit():
+    """The protocol every record before scoring modes used: reset every BN, cumulative average over the fixed
+    calibration batches with the whole supernet in training mode, then eval."""
+    method, _ = trained_spos()
+    b = method.ctx.budget
+    arch = method.ctx.space.sample(random.Random(5))
+    path = method.path_of(arch)
+    val = lambda: method.ctx.data.batches("val", b.batch_size, method.generator, shuffle=False,  # noqa: E731
+                                          augment=False, max_batches=b.score_batches)
+    with torch.no_grad():
+        with bn_scoring(method.supernet, BnMode.recalibrate_all, lambda x: method.supernet(x, path),
+                        lambda: method.ctx.data.batches("train", b.batch_size, torch.Generator().manual_seed(0),
+                                                        max_batches=b.bn_recalibration_batches)):
+            new = torch.cat([method.supernet(x, path) for x, _ in val()])
+        for bn in batchnorms(method.supernet):
+            bn.reset_running_stats()
+            bn.momentum = None
+        method.supernet.train()
+        for x, _ in method.ctx.data.batches("train", b.batch_size, torch.Generator().manual_seed(0),
+                                            max_batches=b.bn_recalibration_batches):
+            method.supernet(x, path)
+        method.supernet.eval()
+        legacy = torch.cat([method.supernet(x, path) for x, _ in val()])
+    assert torch.equal(new, legacy)
+
+
+def test_each_mode_sets_the_bns_it_names_and_only_those():
+    method, _ = trained_spos()
+    supernet = method.supernet
+    trained = {id(bn): (bn.running_mean.clone(), bn.running_var.clone()) for bn in batchnorms(supernet)}
+    choice = {id(bn) for bn in choice_batchnorms(supernet)}
+    b = method.ctx.budget
+    arch = method.ctx.space.sample(random.Random(1))
+    path = method.path_of(arch)
+    calibration = lambda: method.ctx.data.batches(  # noqa: E731
+        "train", b.batch_size, torch.Generator().manual_seed(0), max_batches=b.bn_recalibration_batches)
+    forward = lambda x: supernet(x, path)  # noqa: E731
+
+    def changed(bn):
+        mean, var = trained[id(bn)]
+        return not (torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var))
+
+    with bn_scoring(supernet, BnMode.recalibrate_choice, forward, calibration):
+        assert not supernet.training and not any(bn.training for bn in batchnorms(supernet))
+        assert not any(changed(bn) for bn in batchnorms(supernet) if id(bn) not in choice)  # fixed: trained stats
+        assert sum(changed(bn) for bn in batchnorms(supernet) if id(bn) in choice) > 0  # the path's: re-estimated
+    with bn_scoring(supernet, BnMode.recalibrate_all, forward, calibration):
+        assert any(changed(bn) for bn in batchnorms(supernet) if id(bn) not in choice)  # the stem's too
+    with bn_scoring(supernet, BnMode.batch_stats_choice, forward, calibration):
+        assert all(bn.training == (id(bn) in choice) for bn in batchnorms(supernet))
+        with torch.no_grad():
+            supernet(next(iter(calibration()))[0], path)
+        assert not any(changed(bn) for bn in batchnorms(supernet))  # batch statistics used, none tracked
+    with bn_scoring(supernet, BnMode.running, forward, calibration):
+        assert not any(bn.training for bn in batchnorms(supernet))
+
+
+def test_modes_score_the_same_weights_differently():
+    method, _ = trained_spos(steps=8)
+    archs = [method.ctx.space.sample(random.Random(i)) for i in range(6)]
+    scores = {mode: [method.supernet_accuracy(a, mode=mode) for a in archs] for mode in MODES}
+    assert len({tuple(v) for v in scores.values()}) > 1
+
+
+def test_training_is_bit_identical_whatever_the_scoring_mode():
+    """Scoring between epochs (anytime points, derive) under any mode leaves the trajectory and the checkpoint's
+    every tensor, running statistics included, as they are without scoring."""
+    states = []
+    for mode in (None, BnMode.recalibrate_all, BnMode.recalibrate_choice, BnMode.batch_stats_choice):
+        method, _ = make_spos("nb201")
+        torch.manual_seed(0)
+        for epoch in range(3):
+            for x, y in method.train_batches():
+                method.weight_step(method.path_of(method.sample_arch()), x, y)
+            if mode is not None:
+                method.supernet_accuracy(method.ctx.space.sample(random.Random(epoch)), mode=mode)
+        states.append(method.state_dict()["supernet"])
+    for state in states[1:]:
+        for k in states[0]:
+            assert torch.equal(states[0][k], state[k]), k
+
+
+def test_recalibrated_score_equals_the_standalone_net_with_those_statistics():
+    """Under recalibrate_all, the supernet's score of a subnet is the standalone net's, loaded with the subnet's
+    weights and the recalibrated statistics, on the same val batches."""
+    from oneshot_bench.training import accuracy
+
+    method, net = trained_spos()
+    space, arch = method.ctx.space, method.ctx.space.sample(random.Random(7))
+    b = method.ctx.budget
+    val = lambda: method.ctx.data.batches("val", b.batch_size, method.generator, shuffle=False,  # noqa: E731
+                                          augment=False, max_batches=b.score_batches)
+    path = method.path_of(arch)
+    score = method.supernet_accuracy(arch, mode=BnMode.recalibrate_all)
+    calibration = lambda: method.ctx.data.batches(  # noqa: E731
+        "train", b.batch_size, torch.Generator().manual_seed(0), max_batches=b.bn_recalibration_batches)
+    with bn_scoring(method.supernet, BnMode.recalibrate_all, lambda x: method.supernet(x, path), calibration):
+        standalone = space.build_standalone(arch, net)
+        standalone.load_state_dict(method.supernet.subnet_state_dict(arch), strict=True)
+        with torch.no_grad():
+            logits = torch.cat([method.supernet(x, path) for x, _ in val()])
+    standalone.eval()
+    with torch.no_grad():
+        assert accuracy(standalone, val()) == score
+        torch.testing.assert_close(torch.cat([standalone(x) for x, _ in val()]), logits, rtol=1e-4, atol=1e-4)
+
+
+def test_scoring_config_identity_names_only_what_differs_from_the_legacy_protocol():
+    assert ScoringConfig(bn_mode=BnMode.recalibrate_all).identity() == {}
+    assert ScoringConfig().identity() == {"bn_mode": str(ScoringConfig().bn_mode)}
+    assert ScoringConfig(bn_mode=BnMode.recalibrate_all, also_bn_modes=[BnMode.running]).identity() == {
+        "also_bn_modes": ["running"]}
+    with pytest.raises(ConfigError, match="scoring.also_bn_modes"):
+        ScoringConfig(bn_mode=BnMode.running, also_bn_modes=[BnMode.running])
