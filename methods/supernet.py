@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oneshot_bench.device import host_to
 from oneshot_bench.config import BnMode
+from oneshot_bench.device import host_to
 from oneshot_bench.training import accuracy, cosine, optimizer_step, sgd, steps_per_epoch
 from search_spaces.base import ENCODE, SAMPLE, SUPERNET, Arch, Path
 from search_spaces.ops import make_choice_bn_non_affine

@@ -4,6 +4,7 @@ import random
 
 import pytest
 import torch
+from test_spos import make_spos
 from torch import nn
 
 from methods.bn_scoring import batchnorms, bn_scoring, choice_batchnorms
@@ -11,8 +12,6 @@ from oneshot_bench.config import BnMode, ScoringConfig
 from oneshot_bench.errors import ConfigError
 from search_spaces import get_space
 from search_spaces.base import ChoiceOp
-
-from test_spos import make_spos
 
 MODES = list(BnMode)
 
