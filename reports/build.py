@@ -15,6 +15,7 @@ from evaluators.record import RunRecord
 from evaluators.transfer import load_transfer_records
 
 from . import formatting as fmt
+from .bn_modes import MODES, build_mode_tables, views
 from .comparison import REFERENCE_METHOD, SummaryRow, best_reference_text, compare
 from .evidence import Evidence, setting_evidence
 from .figures import Figure, setting_figures
@@ -121,7 +122,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path, title: str = "one
     studies: list[StudyView] = build_studies(results_dir)
     html = render(dict(title=title, results_dir=str(Path(results_dir).resolve()), n_records=len(records),
                        generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                       settings=settings, tables=tables, meta=meta, versions=versions, studies=studies))
+                       settings=settings, tables=tables, meta=meta, versions=versions, studies=studies,
+                       bn_modes=views(build_mode_tables(records)), bn_mode_names=MODES))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_NAME

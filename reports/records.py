@@ -157,6 +157,8 @@ def variant_label(record: RunRecord) -> str:
         label += f" [{protocol_text(protocol)}]"
     if protocol["precision"] != "fp32":
         label += f" ({protocol['precision']} autocast search)"
+    if record.bn_mode is not None:  # how its supernet scored: a protocol of this harness, not of the method
+        label += f" (BN: {record.bn_mode})"
     if record.method == "random" and record.hashes.truth.get("kind") == "trained":
         label += " (upper bound: same training as the truth)"
     adaptation = method_adaptation(record.method)

@@ -175,3 +175,60 @@ def test_scoring_config_identity_names_only_what_differs_from_the_legacy_protoco
         "also_bn_modes": ["running"]}
     with pytest.raises(ConfigError, match="scoring.also_bn_modes"):
         ScoringConfig(bn_mode=BnMode.running, also_bn_modes=[BnMode.running])
+
+
+class _Affine(nn.Module):
+    """A candidate whose features are a scaled and shifted copy of the input: off the scale the layers after the
+    choice point were trained on."""
+
+    def __init__(self, scale: float, shift: float) -> None:
+        super().__init__()
+        self.scale, self.shift = scale, shift
+
+    def forward(self, x):
+        return x * self.scale + self.shift
+
+
+class _TinySupernet(nn.Module):
+    """choice point (fits | off_scale) -> fixed BN -> classifier. The fixed BN holds the statistics training on the
+    fitting path gave it (mean 0, var 1), and the classifier reads feature 0's sign."""
+
+    def __init__(self) -> None:
+        from search_spaces.base import Op
+
+        super().__init__()
+        self.choice = ChoiceOp(0, [Op("fits"), Op("off_scale")], [nn.Identity(), _Affine(0.2, 2.0)])
+        self.fixed = nn.BatchNorm1d(2)
+        self.head = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+            self.head.bias.zero_()
+
+    def forward(self, x, path):
+        return self.head(self.fixed(self.choice(x, path[0])))
+
+
+def test_recalibrating_a_fixed_bn_after_a_choice_point_hides_a_subnet_the_shared_layers_cannot_read():
+    """The mechanism of issue 28 (methods/bn_scoring.py): recalibrating a fixed BN downstream of a choice point
+    re-normalises each subnet's features, so a subnet whose features sit far off what the shared layers after it
+    were trained on scores like one that fits them. Only recalibrate_all does it; every mode that keeps the fixed
+    BNs' trained statistics tells the two apart. On nb201 (budget=compare, SPOS seed 0) recalibrating only the
+    reduction blocks' BNs besides the choice BNs took Kendall from 0.38 to 0.07, the head's BN to 0.15, the stem's
+    changed nothing."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 2, generator=g)
+    y = (x[:, 0] > 0).long()
+    net = _TinySupernet()
+    calibration = lambda: [(x[:256], y[:256])]  # noqa: E731
+
+    def score(mode, k):
+        forward = lambda inputs: net(inputs, [k])  # noqa: E731
+        with bn_scoring(net, mode, forward, calibration), torch.no_grad():
+            return float((forward(x).argmax(1) == y).float().mean())
+
+    fits, off = 0, 1
+    for mode in (BnMode.recalibrate_choice, BnMode.batch_stats_choice, BnMode.running):
+        assert score(mode, fits) == 1.0 and score(mode, off) < 0.6, mode  # off-scale: near chance
+    # recalibrated on the same batch, both paths' features are re-normalised to the same values: a tie
+    assert score(BnMode.recalibrate_all, fits) > 0.9
+    assert abs(score(BnMode.recalibrate_all, fits) - score(BnMode.recalibrate_all, off)) <= 1 / len(x)

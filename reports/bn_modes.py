@@ -1,0 +1,244 @@
+"""The scoring-BN-mode table: how each supernet method's ranking depends on how BatchNorm is set while it scores,
+per training seed, with the across-seed verdict between modes.
+
+A run with `scoring.also_bn_modes` scored the shared sample under its own mode and, from the same trained weights,
+under each listed mode (extra proxies "bn:<mode>"), so the modes of one seed are paired twice over: same weights,
+same archs. The verdict between two modes is the paired t-test over training seeds of `evaluators.verdict`, one
+family (Benjamini-Hochberg) per table: every mode pair of every method, plus each pair pooled over every method's
+runs (a training run is the unit: methods train independently).
+
+    python -m reports.bn_modes --results results/measured/nb201_weight_sharing_bn_modes --out <file.md>
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from evaluators.record import RunRecord
+from evaluators.verdict import FAMILY_TEXT, SeedValue, Verdict, adjust_family, differences_over_seeds
+from oneshot_bench.config import BnMode
+
+from .records import load_records
+
+MODES = [str(m) for m in BnMode]
+LEGACY = "recalibrate_all"
+EXTRA_PREFIX = "bn:"
+POOLED = "every method"
+
+
+@dataclass
+class ModeCell:
+    """One run's Kendall tau under one mode, with its arch-sample 95% CI."""
+
+    tau: float
+    low: float
+    high: float
+
+
+@dataclass
+class MethodModes:
+    """One method of one setting: its runs' taus per mode and seed, and the free reference's per seed."""
+
+    method: str
+    primary: str  # the mode the method's own ranking (and search) used
+    taus: dict[str, dict[int, ModeCell]] = field(default_factory=dict)  # mode -> seed -> tau
+    reference: dict[int, tuple[str, float]] = field(default_factory=dict)  # seed -> (name, tau) of the best one
+
+    def mean(self, mode: str) -> tuple[float, float, int]:
+        values = [c.tau for c in self.taus.get(mode, {}).values()]
+        sd = statistics.stdev(values) if len(values) > 1 else math.nan
+        return (statistics.fmean(values) if values else math.nan), sd, len(values)
+
+
+@dataclass
+class ModeVerdict:
+    method: str  # or POOLED
+    a: str
+    b: str
+    verdict: Verdict
+
+
+@dataclass
+class ModeTable:
+    setting: str
+    methods: list[MethodModes]
+    verdicts: list[ModeVerdict]
+
+
+def mode_taus(record: RunRecord) -> dict[str, ModeCell]:
+    """A run's tau per scoring mode: its own ranking's under its mode, and each extra "bn:<mode>" proxy's."""
+    out = {}
+    if record.bn_mode is not None:
+        r = record.ranking
+        out[record.bn_mode] = ModeCell(r.kendall_tau, r.kendall_tau_ci_low, r.kendall_tau_ci_high)
+    for name, extra in record.ranking.extra_proxies.items():
+        if name.startswith(EXTRA_PREFIX):
+            out[name[len(EXTRA_PREFIX):]] = ModeCell(extra.kendall_tau, extra.kendall_tau_ci_low,
+                                                     extra.kendall_tau_ci_high)
+    return out
+
+
+def setting_of(record: RunRecord) -> str:
+    return f"{record.space} · {record.data} · budget={record.budget}"
+
+
+def build_mode_tables(records: list[RunRecord]) -> list[ModeTable]:
+    """One table per setting whose runs scored more than one BN mode."""
+    by_setting: dict[str, dict[str, MethodModes]] = defaultdict(dict)
+    for record in sorted(records, key=lambda r: (r.method, r.seed)):
+        cells = mode_taus(record)
+        if len(cells) < 2:
+            continue
+        entry = by_setting[setting_of(record)].setdefault(record.method, MethodModes(record.method, record.bn_mode))
+        for mode, cell in cells.items():
+            entry.taus.setdefault(mode, {})[record.seed] = cell
+        best = record.ranking.best_reference()
+        if best is not None:
+            entry.reference[record.seed] = (best[0], best[1].kendall_tau)
+    tables = []
+    for setting, methods in sorted(by_setting.items()):
+        verdicts = []
+        for a, b in itertools.combinations(MODES, 2):
+            pooled: list[SeedValue] = []
+            for m in methods.values():
+                seeds = sorted(set(m.taus.get(a, {})) & set(m.taus.get(b, {})))
+                diffs = [SeedValue(s, m.taus[a][s].tau - m.taus[b][s].tau) for s in seeds]
+                if diffs:
+                    verdicts.append(ModeVerdict(m.method, a, b, differences_over_seeds(diffs)))
+                    unit = len(pooled)
+                    pooled += [SeedValue(unit + i, d.value) for i, d in enumerate(diffs)]
+            if len(methods) > 1 and pooled:
+                verdicts.append(ModeVerdict(POOLED, a, b, differences_over_seeds(pooled)))
+        adjust_family([v.verdict for v in verdicts])
+        tables.append(ModeTable(setting, sorted(methods.values(), key=lambda m: m.method), verdicts))
+    return tables
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:+.{digits}f}"
+
+
+def verdict_text(v: ModeVerdict) -> str:
+    d = v.verdict
+    if d.winner == "a":
+        return f"**{v.a} ranks better than {v.b}**: {d.interval_text()}"
+    if d.winner == "b":
+        return f"**{v.b} ranks better than {v.a}**: {_fmt(-d.mean_difference)} over {d.n} seeds"
+    return f"{v.a} − {v.b}: {d.interval_text()}, {d.status_text()}"
+
+
+def to_markdown(tables: list[ModeTable]) -> str:
+    lines = ["# Scoring BN modes: Kendall tau of each supernet method's ranking under each mode", "",
+             "Each training run scored the same 200-arch sample under every mode from the same weights "
+             "(`scoring.also_bn_modes`); a cell is that seed's tau with its 95% arch-sample CI. Modes "
+             "(`methods/bn_scoring.py`): recalibrate_all = reset every BN and re-estimate (this harness' protocol "
+             "before issue 28, and SPOS'); recalibrate_choice = re-estimate only the BNs inside the choice points; "
+             "batch_stats_choice = those BNs on batch statistics (NAS-Bench-201's track_running_stats=False); "
+             "running = every BN on its trained statistics. The method's own mode (its search and its report "
+             "rows) is marked *.", "",
+             f"Verdicts: paired t-test over training seeds of the per-seed tau differences; one family per table "
+             f"({FAMILY_TEXT}); the pooled rows treat each training run of every method as one unit.", ""]
+    for t in tables:
+        lines += [f"## {t.setting}", "", "| method | seed | " + " | ".join(MODES) + " | best free reference |",
+                  "|---|---|" + "---|" * len(MODES) + "---|"]
+        for m in t.methods:
+            seeds = sorted({s for cells in m.taus.values() for s in cells})
+            for s in seeds:
+                cells = []
+                for mode in MODES:
+                    c = m.taus.get(mode, {}).get(s)
+                    star = "*" if mode == m.primary else ""
+                    cells.append("—" if c is None else f"{c.tau:+.3f}{star} [{c.low:+.2f}, {c.high:+.2f}]")
+                ref = m.reference.get(s)
+                lines.append(f"| {m.method} | {s} | " + " | ".join(cells) + " | "
+                             + (f"{ref[0]} {ref[1]:+.3f}" if ref else "—") + " |")
+            means = []
+            for mode in MODES:
+                mean, sd, n = m.mean(mode)
+                means.append("—" if n == 0 else f"**{mean:+.3f}** ± {0 if math.isnan(sd) else sd:.3f} ({n})")
+            refs = [v for _, v in m.reference.values()]
+            lines.append(f"| {m.method} | mean ± sd (seeds) | " + " | ".join(means) + " | "
+                         + (f"{statistics.fmean(refs):+.3f}" if refs else "—") + " |")
+        lines += ["", "Between modes, across seeds:", ""]
+        for v in sorted(t.verdicts, key=lambda v: (v.method != POOLED, v.method, MODES.index(v.a),
+                                                    MODES.index(v.b))):
+            lines.append(f"- {v.method}: {verdict_text(v)}")
+        lines.append("")
+    if not tables:
+        lines.append("No run in this store scored more than one BN mode (run with `scoring.also_bn_modes=[...]`).")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ModeTableView:
+    """A ModeTable formatted for the HTML report."""
+
+    id: str
+    setting: str
+    rows: list[dict[str, object]]  # method, seed, cells (one per mode), reference, is_mean
+    verdicts: list[str]
+
+
+def views(tables: list[ModeTable]) -> list[ModeTableView]:
+    out = []
+    for i, t in enumerate(tables):
+        rows: list[dict[str, object]] = []
+        for m in t.methods:
+            seeds = sorted({s for cells in m.taus.values() for s in cells})
+            for s in seeds:
+                cells = []
+                for mode in MODES:
+                    c = m.taus.get(mode, {}).get(s)
+                    cells.append({"text": "—" if c is None else f"{c.tau:+.3f} [{c.low:+.2f}, {c.high:+.2f}]",
+                                  "own": mode == m.primary})
+                ref = m.reference.get(s)
+                rows.append({"method": m.method, "seed": str(s), "cells": cells, "is_mean": False,
+                             "reference": f"{ref[0]} {ref[1]:+.3f}" if ref else "—"})
+            cells = []
+            for mode in MODES:
+                mean, sd, n = m.mean(mode)
+                cells.append({"text": "—" if n == 0 else f"{mean:+.3f} ± {0 if math.isnan(sd) else sd:.3f} ({n})",
+                              "own": mode == m.primary})
+            refs = [v for _, v in m.reference.values()]
+            rows.append({"method": m.method, "seed": "mean ± sd", "cells": cells, "is_mean": True,
+                         "reference": f"{statistics.fmean(refs):+.3f}" if refs else "—"})
+        verdicts = [f"{v.method}: {verdict_text(v).replace('**', '')}"
+                    for v in sorted(t.verdicts, key=lambda v: (v.method != POOLED, v.method, MODES.index(v.a),
+                                                               MODES.index(v.b)))]
+        out.append(ModeTableView(f"bn-modes-{i}", t.setting, rows, verdicts))
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reports.bn_modes", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, required=True, action="append",
+                        help="a results store (repeatable: stores are merged)")
+    parser.add_argument("--out", type=Path, help="write the Markdown here (default: print it)")
+    args = parser.parse_args(argv)
+    records = []
+    for store in args.results:
+        if not store.is_dir():
+            print(f"error: --results {store}: no such folder; give a results store (results/measured/<store>).",
+                  file=sys.stderr)
+            return 2
+        records += load_records(store)
+    text = to_markdown(build_mode_tables(records))
+    if args.out is None:
+        print(text, end="")
+        return 0
+    from oneshot_bench.atomic import write_text
+
+    write_text(args.out, text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
