@@ -18,19 +18,32 @@ score, the next training step and the checkpoint are what they would have been w
 recalibration left the last scored subnet's statistics in the supernet, and they leaked into the checkpoint and
 into anything that read running statistics afterwards).
 
-Why recalibrating the fixed BNs loses the signal (issue 28; measured on nb201 at budget=compare, seed 0, SPOS:
-Kendall 0.09 recalibrating every BN against 0.35 recalibrating only the choice BNs, on the same weights). It is not
-a defect of the recalibration: the cumulative average (momentum None) over the calibration batches is exact, more
-batches do not help (all 2,500 images: -0.01), and augmentation of the calibration batches does not matter. It is
-what recalibrating the fixed BNs measures. A fixed BN downstream of a choice point (a reduction block's, the head's)
-was trained on the mixture of every path's features, and the classifier after it learned to read features
-normalised with those mixture statistics. Recalibrating it re-normalises each subnet's features to zero mean and
-unit variance, which erases the one thing that separates a weak subnet from a strong one in a shared-weight net:
-how far its features sit from what the shared layers after it were trained on. A subnet whose cells are mostly skip
-connections (a shallow net made of the always-trained fixed layers) or mostly zeros then scores as well as a deep
-one, once its activations are rescaled; the ranking drifts toward skip count (Kendall +0.30 with the number of skip
-connections under recalibrate_all, -0.02 under recalibrate_choice). `tests/test_bn_scoring.py` builds that case: a
-supernet whose head BN rescales a path with the wrong feature scale into one that scores like the right one.
+Why recalibrating the fixed BNs loses the signal (issue 28). It is not a defect of the recalibration: it is what
+recalibrating a fixed BN downstream of a choice point measures. Measured on nb201 at budget=compare, SPOS, seed 0,
+one trained supernet, the 200-arch sample, recalibrating one group of BNs at a time (`benchmarks/bn_mode_diagnosis.py`;
+Kendall tau against NB201 truth, and in brackets against each cell's number of skip connections):
+
+    running statistics everywhere                       0.175 (skip 0.087)
+    re-estimate the choice BNs only (recalibrate_choice) 0.381 (0.010)
+      ... and the stem BN (upstream of every choice)    0.381 (0.004)   the stem is harmless
+      ... and the head BN (after the last cell)         0.149 (0.259)
+      ... and the 4 reduction-block BNs (between cells) 0.067 (0.323)
+    every BN (recalibrate_all)                          0.030 (0.314)
+      ... calibration batches without augmentation      0.043 (0.346)   augmentation does not matter
+      ... on 20 batches instead of 4                    0.059 (0.331)   more batches do not help
+    choice BNs on batch statistics (batch_stats_choice) 0.354 (0.031)
+
+The cumulative average (momentum None) over the calibration batches is exact, and the loss comes from the fixed BNs
+that sit after a choice point. Such a BN (a reduction block's, the head's) was trained on the mixture of
+every path's features, and the shared layers after it learned to read features normalised with those mixture
+statistics. Re-estimating it for one subnet re-normalises that subnet's features to zero mean and unit variance,
+which erases what separates a weak subnet from a strong one in a shared-weight net: how far its features sit from
+what the shared layers after it were trained on. A cell made mostly of skip connections (a shallow net of the
+always-trained fixed layers) then scores like a deep one once its activations are rescaled, and the ranking drifts
+toward skip count. `tests/test_bn_scoring.py` pins the mechanism on a supernet small enough to reason about: a
+recalibrated fixed BN ties a subnet whose features are off the trained scale with one that fits it; every mode that
+keeps the fixed BNs' trained statistics tells them apart. SPOS's recipe was made for a ShuffleNet supernet whose only
+fixed BN after its choice blocks is the last convolution's; NB201's macro skeleton has fixed BNs after every cell.
 """
 from __future__ import annotations
 
