@@ -6,8 +6,9 @@ other BN (stem, cell preprocessing, reduction blocks, the head) is "fixed". The 
 never from module names, so a space that builds its supernet from `ChoiceOp`s gets every mode.
 
     recalibrate_all      reset every BN, re-estimate all of them on the calibration batches with the rest of the net
-                         in training mode (SPOS, Guo et al. 2020, Sec. 3.4; this harness' only protocol before
-                         issue 28, and what records without a mode used)
+                         in training mode (SPOS, Guo et al. 2020: the statistics of all BNs are recalculated on
+                         training data before an arch is evaluated; this harness' only protocol before issue 28, and
+                         what records without a mode used)
     recalibrate_choice   re-estimate the choice BNs only; the fixed BNs stay in eval mode on their trained statistics
     batch_stats_choice   the choice BNs normalise with each scoring batch's own statistics; the fixed BNs use their
                          trained statistics (NAS-Bench-201's `track_running_stats=False` supernets)

@@ -23,9 +23,16 @@ Derive: `space.derive_from_weights(softmax(alpha))` (argmax per choice point, wi
 constraints: a DARTS cell keeps the top-2 incoming edges per node, the zero op excluded). With a ground truth that
 covers only a subset of the space (truth=nb301), derive picks the covered arch most likely under softmax(alpha)
 instead, so its accuracy is a lookup: an adaptation, not the paper's rule. Ranking: supernet
-accuracy of each sampled arch's single path after BN recalibration; `score` also stores, in
+accuracy of each sampled arch's single path (BN as below); `score` also stores, in
 `extra_scores["alpha_log_likelihood"]`, each arch's log-likelihood under the architecture distribution, sum over
 choice points of log softmax(alpha)[chosen op] (on the edges an arch leaves unused, the zero op's entry).
+
+BN when scoring a subnet (`scoring.bn_mode`, methods/bn_scoring.py): DARTS scores no single path with shared weights;
+it derives from the alphas (`genotype`, cnn/model_search.py), uses batch-specific BN statistics during the search
+(paper, App. A.1.1), and the official `infer` (cnn/train_search.py) evaluates only the whole mixed supernet, in eval
+mode. Here the mode applies only to the ranking of the shared sample (`score`, a proxy of this harness), not to derive
+or `ranked` (the alphas alone); default batch_stats_choice (a protocol of this harness chosen across seeds in issue
+28); no mode is the paper's, which has no such score.
 
 `ArchDistributionMethod` (alpha bookkeeping, derive, second proxy, checkpoints) and the alpha helpers are shared with
 ProxylessNAS.

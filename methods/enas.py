@@ -14,7 +14,7 @@ the official code (melodyguan/enas, `controller_train_every=1`) does:
    advantage is taken). Loss = -mean(log pi(arch) * advantage).
 
 Reward batches use BatchNorm in training mode (batch statistics), as the official `build_valid_rl` does
-(`is_training=True`); running statistics are left untouched, they are re-estimated before any scoring anyway.
+(`is_training=True`); running statistics are left untouched, and `scoring.bn_mode` does not apply (below).
 
 Controller (`controller`): a one-layer LSTM (`lstm_size` 64 as in the official code) from a learned start input, one
 step per decision of `space.decisions`. `official_micro` (default) is the official micro controller (melodyguan/enas
@@ -37,11 +37,18 @@ the later one must exceed the sampled earlier one), so every sample is valid and
 renormalised (masked) distribution; nothing is resampled. Spaces with validity rules that decisions cannot declare
 would need rejection sampling; none of the supernet spaces has one.
 
-Ranking proxy: supernet accuracy of each arch after BN recalibration (the spine's); `extra_scores` adds the
+Ranking proxy: supernet accuracy of each arch (the spine's, BN as below); `extra_scores` adds the
 controller's log-probability of each arch (`controller_log_prob`). Derive: sample `budget.candidates` archs from
 the trained controller (distinct ones, up to 10 rounds of sampling), keep the best by supernet accuracy. With a
 ground truth that covers only a subset of the space (truth=nb301), the candidates are the `budget.candidates`
 covered archs with the highest controller log-probability instead (an adaptation, so the result is a lookup).
+
+BN when scoring a subnet (`scoring.bn_mode`, methods/bn_scoring.py): the paper keeps, of several sampled archs, the one
+with the highest reward on one validation minibatch ("Training ENAS and Deriving Architectures"); the official shared
+child sets `is_training = True` whenever `fixed_arc is None` (micro_child.py `_model`), so every BN of it, in rewards
+and in the sampled archs' scores alike, uses the batch's statistics. Here the mode applies to the ranking of the shared
+sample and of the controller's samples (`ranked`), not to the reward nor the log-probability; default batch_stats_choice
+(a protocol of this harness chosen across seeds in issue 28), the nearest mode (the fixed BNs keep trained statistics).
 
 Host reads per step (`host_reads_per_step`, enforced by tests/test_host_syncs.py): the controller lives on the CPU,
 so `sample_archs` (its sampled decisions pick the next weight step's path) and `reinforce_step` (its statistics)

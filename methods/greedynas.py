@@ -29,8 +29,15 @@ pool_size, paths_rescored, returned by `train_epoch` into the run history). The 
 comes from needing fewer epochs for the same accuracy; this implementation does not shorten the budget (nor use the
 paper's pool-based stopping rule), so that all methods of a comparison get the same search epochs.
 
-Ranking proxy: supernet accuracy after BN recalibration (the spine's). Derive: SPOS' evolutionary search, its
+Ranking proxy: supernet accuracy (the spine's, BN as below). Derive: SPOS' evolutionary search, its
 initial population taken from the candidate pool (best paths first).
+
+BN when scoring a subnet (`scoring.bn_mode`, methods/bn_scoring.py): what the paper did with BN we could not confirm;
+its search is SPOS' evolution, which mmrazor's GreedyNAS port (PR #124, unmerged as far as we checked) runs with
+`bn_training_mode=True` (`greedynas_evolution_search_mobilenet_8xb256_in1k.py`): every BN on the batch's statistics.
+Here the mode applies to the ranking of the shared sample and the evolutionary search (`ranked`), not to the pool's
+path losses (every BN on batch statistics, step 2); default batch_stats_choice (a protocol of this harness chosen
+across seeds in issue 28), the nearest mode to mmrazor's (none puts the fixed BNs on batch statistics too).
 
 Departures (GreedyNAS has no official code; mmrazor's implementation stands in): paths are scored by loss, not
 mmrazor's top-1 accuracy; the pool's re-scoring cadence (`rescore_every`) is ours; the supernet is the harness'

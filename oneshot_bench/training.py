@@ -135,7 +135,7 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor, ks: tuple[int, ...]) -> 
 
 @torch.no_grad()
 def recalibrate_bn(module: nn.Module, forward: Forward, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Re-estimate BatchNorm statistics for the sub-network that `forward` runs (SPOS, Guo et al. 2020, Sec. 3.4):
+    """Re-estimate BatchNorm statistics for the sub-network that `forward` runs (SPOS, Guo et al. 2020):
     running stats of shared BN layers are a mixture over all paths and mislead the ranking otherwise."""
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [bn.momentum for bn in bns]

@@ -253,9 +253,11 @@ def leading_rows(row: dict[str, Any], columns: list[dict[str, Any]]) -> tuple[li
 
 
 def _row_groups(groups: dict[tuple, pd.DataFrame]) -> Iterable[tuple[tuple, pd.DataFrame]]:
-    """The runs of each measured line: one per (settings departures, budget, device)."""
+    """The runs of each measured line: one per (settings departures, budget, device, BN scoring mode): runs whose
+    supernets scored under different BN modes ran different protocols, and are never averaged into one line."""
     for departures, runs in groups.items():
-        for _, group in runs.groupby(["budget", "device"], sort=True):
+        mode = runs["bn_mode"] if "bn_mode" in runs else ""
+        for _, group in runs.assign(bn_mode=mode).groupby(["budget", "device", "bn_mode"], sort=True):
             yield departures, group
 
 
@@ -271,8 +273,11 @@ def _measured_rows(label: str, groups: dict[tuple, pd.DataFrame], columns: list[
         seeds = sorted(group["seed"].tolist())
         settings = ("settings matched" if not departures
                     else "settings not matched: " + ", ".join(departures))
-        # the label names the protocol the runs ran (a scaled one where the budget scales the row)
-        out.append(Row(label=f"{label}, {protocol_text(group['protocol'].iloc[0])}", origin="measured",
+        # the label names the protocol the runs ran (a scaled one where the budget scales the row) and, for a
+        # supernet method, how its supernet scored subnets (a protocol of this harness: methods/bn_scoring.py)
+        mode = group["bn_mode"].iloc[0] if "bn_mode" in group else ""
+        protocol = protocol_text(group["protocol"].iloc[0]) + (f", BN: {mode}" if mode else "")
+        out.append(Row(label=f"{label}, {protocol}", origin="measured",
                        cells=cells, run_ids=group["run_id"].tolist(),
                        budget=f"{group['budget_desc'].iloc[0]}; {device}; seeds {', '.join(map(str, seeds))}; "
                               f"protocol {protocol_text(group['protocol'].iloc[0])}",

@@ -210,7 +210,7 @@ def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
             "final_anytime_auc": s.final_anytime_auc,
             "baseline_anytime_auc": (f.anytime_baseline["anytime"]["anytime_auc"] if f.anytime_baseline
                                      else math.nan),
-            "found_arch": f.arch, "n_ranked": len(rk.proxy),
+            "found_arch": f.arch, "n_ranked": len(rk.proxy), "bn_mode": r.bn_mode or "",
             "precision_at_top10pct": s.precision_at_top10pct, "precision_at_5": s.precision_at_5,
             "method_params": params, "budget_desc": budget_description(r), "variant": variant_label(r),
             "variant_params": variant_params(r.method, params), "protocol": run_protocol(r),

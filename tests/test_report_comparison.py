@@ -18,6 +18,10 @@ from reports.records import load_records, runs_frame
 from tests.test_reports import make_record, table_rows, write_records
 
 
+# the fixtures' records carry no BN mode: legacy records of supernet methods, labelled with the one protocol there was
+SPOS, ONESHOT = "spos (BN: recalibrate_all)", "oneshot (BN: recalibrate_all)"
+
+
 def with_references(record: RunRecord, quality: float = 0.2, seed: int = 0) -> RunRecord:
     """Give a record the free references every run now carries: params (a strong ranking, noise `quality` times
     the truth's spread) and flops (a weak one)."""
@@ -56,7 +60,7 @@ def seeds_results(tmp_path):
 def test_seeds_are_grouped_with_mean_std_beside_each_seeds_interval(seeds_results):
     _, records = seeds_results
     comparison = compare(records)
-    spos = next(r for r in comparison.rows if r.label == "spos")
+    spos = next(r for r in comparison.rows if r.label == SPOS)
     taus = [r.ranking.kendall_tau for r in records if r.method == "spos"]
     assert spos.seeds == "0, 1, 2" and spos.kendall == f"{np.mean(taus):.3f} ± {np.std(taus, ddof=1):.3f} (n=3)"
     assert len(spos.per_seed) == 3 and spos.per_seed[0].startswith("s0: ") and "[" in spos.per_seed[0]
@@ -68,7 +72,7 @@ def test_reference_rows_are_labelled_and_a_method_below_the_best_reference_is_ma
     references = [r for r in comparison.rows if r.kind == "reference"]
     assert {r.label for r in references} == {"reference: no training: params", "reference: no training: flops"}
     assert all(r.search_seconds == "none (no training)" for r in references)
-    oneshot = next(r for r in comparison.rows if r.label == "oneshot")
+    oneshot = next(r for r in comparison.rows if r.label == ONESHOT)
     assert oneshot.below_reference == "τ interval below the best reference on seed(s) 0, 1, 2"
     assert all(e.label.endswith("params") for e in comparison.best_reference.values())
 
@@ -77,13 +81,13 @@ def test_the_report_says_a_ranks_better_than_b_only_across_seeds(seeds_results):
     _, records = seeds_results
     orderings = supported_orderings(compare(records).entries, resamples=300)
     # params ranks well and oneshot backwards on every one of the 3 seeds: that holds across training runs
-    assert any(o.startswith("reference: no training: params ranks better than oneshot across training seeds")
+    assert any(o.startswith(f"reference: no training: params ranks better than {ONESHOT} across training seeds")
                for o in orderings)
-    assert any(o.startswith("spos ranks better than oneshot across training seeds") for o in orderings)
+    assert any(o.startswith(f"{SPOS} ranks better than {ONESHOT} across training seeds") for o in orderings)
     assert all("over 3 seeds" in o for o in orderings)
     # references are not compared with each other, and nothing is claimed the wrong way round
     assert not any(o.startswith("reference: no training: params ranks better than reference") for o in orderings)
-    assert not any(o.startswith("oneshot ranks better") for o in orderings)
+    assert not any(o.startswith(f"{ONESHOT} ranks better") for o in orderings)
     # two identical rankings cannot be told apart, and one seed never orders anything
     twin = make_record("spos", 0, n=40, data="cifar10", budget="cpu")
     assert supported_orderings(compare([twin, make_record("spos", 0, n=40, data="cifar10", budget="cpu",
@@ -96,10 +100,10 @@ def test_html_shows_the_summary_marks_and_reference_rows(seeds_results, tmp_path
     rows = table_rows(html)
     summary = [cells for attrs, cells in rows if attrs.get("data-kind") in ("method", "reference")]
     labels = [cells[0][1] for cells in summary]
-    assert labels[0] == "oneshotτ interval below the best reference on seed(s) 0, 1, 2"  # a block span
+    assert labels[0] == f"{ONESHOT}τ interval below the best reference on seed(s) 0, 1, 2"  # a block span
     spos_below = [r.seed for r in records if r.method == "spos" and r.ranking.kendall_tau_ci_high
                   < max(x.kendall_tau for x in r.ranking.references.values())]
-    assert labels[1] == "spos" + (f"τ interval below the best reference on seed(s) {', '.join(map(str, spos_below))}"
+    assert labels[1] == SPOS + (f"τ interval below the best reference on seed(s) {', '.join(map(str, spos_below))}"
                                   if spos_below else "")
     assert "reference: no training: params" in labels and 'data-below-reference="true"' in html
     assert "Best reference per seed: seed 0: params" in html
@@ -147,7 +151,7 @@ def test_anytime_curves_are_plotted_and_the_time_to_beat_the_best_reference_is_t
     write_records(tmp_path / "results", records)
     comparison = compare(records)
     reach = {r.label: r.reaches_reference for r in comparison.rows if r.kind == "method"}
-    assert reach["spos"].startswith("s0: 30.0 s (τ ") and reach["oneshot"].startswith("s0: never (τ ")
+    assert reach[SPOS].startswith("s0: 30.0 s (τ ") and reach[ONESHOT].startswith("s0: never (τ ")
     html = build_report(tmp_path / "results", tmp_path / "out").read_text()
     assert "Anytime ranking: Kendall tau against training time" in html
 
@@ -209,11 +213,11 @@ def test_the_report_opens_on_a_headline_per_setting(seeds_results, tmp_path):
     headline = html[html.index('<section id="headline">'):html.index('<nav id="contents">')]
     spos = np.mean([r.ranking.kendall_tau for r in records if r.method == "spos"])
     rows = [cells for attrs, cells in table_rows(headline) if attrs.get("data-headline") == "method"]
-    assert [cells[1][1] for cells in rows] == ["spos", "oneshot"]  # by mean tau
+    assert [cells[1][1] for cells in rows] == [SPOS, ONESHOT]  # by mean tau
     assert rows[0][2][1].startswith(f"{spos:.3f} ± ") and rows[0][2][1].endswith("(n=3)")
     assert "best free reference (no training)" in headline and "params: " in headline
     assert "Across 3 training seeds, the free reference params ranks better than" in headline
-    assert "reference params over oneshot (+" in headline and "spos over oneshot (+" in headline
+    assert f"reference params over {ONESHOT} (+" in headline and f"{SPOS} over {ONESHOT} (+" in headline
 
 
 def test_verdicts_cli_prints_orderings_and_the_seeds_unresolved_pairs_need(seeds_results, tmp_path, capsys):
@@ -223,7 +227,7 @@ def test_verdicts_cli_prints_orderings_and_the_seeds_unresolved_pairs_need(seeds
     assert main(["--results", str(results), "--out", str(tmp_path / "v.md")]) == 0
     text = capsys.readouterr().out
     assert text == (tmp_path / "v.md").read_text()
-    assert "- spos over oneshot: +" in text and "over 3 seeds, p = " in text
+    assert f"- {SPOS} over {ONESHOT}: +" in text and "over 3 seeds, p = " in text
     assert "| pair (higher mean first) |" in text or "Orderings that hold" in text
     assert main(["--results", str(tmp_path / "nowhere")]) == 2
     assert "holds no results store" in capsys.readouterr().err
