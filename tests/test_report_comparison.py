@@ -17,7 +17,6 @@ from reports.paper_tables import build_tables
 from reports.records import load_records, runs_frame
 from tests.test_reports import make_record, table_rows, write_records
 
-
 # the fixtures' records carry no BN mode: legacy records of supernet methods, labelled with the one protocol there was
 SPOS, ONESHOT = "spos (BN: recalibrate_all)", "oneshot (BN: recalibrate_all)"
 
