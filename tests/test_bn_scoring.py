@@ -232,3 +232,94 @@ def test_recalibrating_a_fixed_bn_after_a_choice_point_hides_a_subnet_the_shared
     # recalibrated on the same batch, both paths' features are re-normalised to the same values: a tie
     assert score(BnMode.recalibrate_all, fits) > 0.9
     assert abs(score(BnMode.recalibrate_all, fits) - score(BnMode.recalibrate_all, off)) <= 1 / len(x)
+
+
+# ---- identity, records and reports --------------------------------------------------------------------------------
+
+def test_a_runs_id_names_its_bn_mode_only_where_it_applies_and_differs_from_the_legacy_protocol(smoke_config):
+    from evaluators.runner import plan_run
+
+    def plan(*overrides):
+        return plan_run(smoke_config(*overrides))
+
+    legacy = plan("method=spos", "scoring.bn_mode=recalibrate_all")
+    default = plan("method=spos")
+    assert "scoring" not in legacy.identity  # every record before scoring modes keeps its id
+    assert default.identity["scoring"] == {"bn_mode": str(ScoringConfig().bn_mode)}
+    assert default.run_id != legacy.run_id  # the new default never reuses a legacy record
+    also = plan("method=spos", "scoring.also_bn_modes=[running]")
+    assert also.identity["scoring"]["also_bn_modes"] == ["running"] and also.run_id != default.run_id
+    # methods that do not score by supernet accuracy: the option is not part of what they measure
+    assert plan("method=ghn").run_id == plan("method=ghn", "scoring.bn_mode=running",
+                                             "scoring.also_bn_modes=[recalibrate_all]").run_id
+
+
+def test_a_run_records_its_mode_and_scores_its_sample_under_the_other_modes_from_the_same_weights(smoke_config):
+    from evaluators.runner import run_benchmark
+
+    record = run_benchmark(smoke_config("method=spos", "scoring.bn_mode=batch_stats_choice",
+                                        "scoring.also_bn_modes=[recalibrate_all,running]"), progress=False)
+    assert record.ranking.bn_mode == record.bn_mode == "batch_stats_choice"
+    assert {"bn:recalibrate_all", "bn:running"} <= set(record.ranking.extra_proxies)
+    # the same weights under the same mode give the same scores: the legacy run's ranking is this run's extra proxy
+    legacy = run_benchmark(smoke_config("method=spos", "scoring.bn_mode=recalibrate_all"), progress=False)
+    assert legacy.ranking.proxy == record.ranking.extra_proxies["bn:recalibrate_all"].proxy
+    assert legacy.bn_mode == "recalibrate_all"
+
+
+def test_the_bn_mode_table_pairs_modes_by_seed_and_judges_them_across_seeds(tmp_path, capsys):
+    import numpy as np
+
+    from evaluators.ranking import ranking_metrics
+    from evaluators.record import ExtraProxy
+    from reports.bn_modes import POOLED, build_mode_tables, main, to_markdown
+    from reports.build import build_report
+    from tests.test_reports import make_record, write_records
+
+    records = []
+    for seed in range(3):
+        r = make_record("spos", seed, n=40, data="cifar10", budget="cpu")
+        r.ranking.bn_mode = "batch_stats_choice"
+        truth = np.asarray(r.ranking.truth)
+        rng = np.random.default_rng(seed)
+        for mode, noise in (("recalibrate_all", 30.0), ("recalibrate_choice", 2.0), ("running", 8.0)):
+            proxy = list(truth + rng.normal(0, noise, len(truth)))
+            r.ranking.extra_proxies[f"bn:{mode}"] = ExtraProxy(
+                **ranking_metrics(proxy, list(truth), resamples=50, seed=seed), proxy=[float(p) for p in proxy])
+        records.append(r)
+    write_records(tmp_path / "results", records)
+    [table] = build_mode_tables(records)
+    [spos] = table.methods
+    assert spos.primary == "batch_stats_choice" and set(spos.taus) == {"recalibrate_all", "recalibrate_choice",
+                                                                      "batch_stats_choice", "running"}
+    assert all(len(v) == 3 for v in spos.taus.values())
+    pair = next(v for v in table.verdicts if {v.a, v.b} == {"recalibrate_all", "recalibrate_choice"})
+    assert pair.verdict.n == 3 and pair.verdict.tested
+    assert pair.verdict.mean_difference == pytest.approx(np.mean(
+        [spos.taus[pair.a][s].tau - spos.taus[pair.b][s].tau for s in range(3)]))
+    assert all(v.method != POOLED for v in table.verdicts)  # one method: nothing to pool
+    text = to_markdown([table])
+    assert "| spos | 0 |" in text and "batch_stats_choice" in text and "paired t-test over training seeds" in text
+    assert main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "bn.md")]) == 0
+    assert (tmp_path / "bn.md").read_text() == text
+    assert main(["--results", str(tmp_path / "nowhere")]) == 2 and "no such folder" in capsys.readouterr().err
+    html = build_report(tmp_path / "results", tmp_path / "out").read_text()
+    assert 'id="bn-modes"' in html and "spos (BN: batch_stats_choice)" in html
+
+
+def test_paper_table_lines_never_average_runs_of_different_bn_modes(tmp_path):
+    from reports.paper_tables import build_tables
+    from reports.records import runs_frame
+    from tests.test_reports import make_record
+
+    records = []
+    for mode in ("recalibrate_all", "batch_stats_choice"):
+        for seed in range(2):
+            r = make_record("spos", seed, space="nb201", data="cifar10", budget="compare", n=20)
+            r.ranking.bn_mode = mode
+            r.run_id += f"-{mode}"
+            records.append(r)
+    [table] = [t for t in build_tables(runs_frame(records), records=records) if t.id == "nb201_weight_sharing"]
+    lines = [r.label for r in table.rows if r.origin == "measured" and r.label.startswith("SPOS")]
+    assert len(lines) == 2 and any("BN: recalibrate_all" in x for x in lines) \
+        and any("BN: batch_stats_choice" in x for x in lines)
