@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 28's scoring-BN-mode table on mbnet_chain (NAS-Bench-Macro truth): SPOS, One-Shot, GreedyNAS and
-# ProxylessNAS at budget=compare, seeds 0-2, each run scoring the shared sample under its own mode and, from the same
-# trained weights, under the three others (scoring.also_bn_modes). The nb201 half is the NB201 reproduction itself
+# ProxylessNAS at budget=compare, seeds 0-2, each run scoring the shared sample under batch_stats_choice and, from the
+# same trained weights, under the three others (scoring.also_bn_modes). The nb201 half is the NB201 reproduction itself
 # (`tox -e reproduce-nb201`, whose table scores every mode). Records go to results/measured/mbnet_chain_bn_modes;
 # finished runs are reused, so it resumes where it stopped. JOBS runs at once (default 1), each at one thread;
 # about 3 to 4 minutes a run on one core.
@@ -20,7 +20,7 @@ for seed in 0 1 2; do for method in spos oneshot greedynas proxylessnas; do echo
   | xargs -P "$JOBS" -L 1 bash -c '
   method=$0 seed=$1
   start=$(date +%s)
-  "$PY" run.py method=$method space=mbnet_chain data=cifar10 budget=compare seed=$seed \
+  "$PY" run.py method=$method space=mbnet_chain data=cifar10 budget=compare seed=$seed scoring.bn_mode=batch_stats_choice \
     "scoring.also_bn_modes=[recalibrate_all,recalibrate_choice,running]" execution.threads=1 \
     execution.results_dir=$STORE hydra.run.dir=$STORE/hydra/$method-s$seed > /dev/null
   echo "$method seed $seed: $(( $(date +%s) - start )) s"'

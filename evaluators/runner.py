@@ -101,6 +101,9 @@ def plan_run(cfg: RunConfig) -> RunPlan:
     space = get_space(cfg.space.name, cfg.space.params)
     method = get_method(cfg.method.name, cfg.method.params)
     method.check_supports(space)
+    if method.bn_modes_apply:  # the scoring mode resolved once (unset: the space's default), so the identity, the
+        #                        method and the record agree; other methods ignore it
+        cfg = replace(cfg, scoring=cfg.scoring.resolved(space.scoring_bn_mode, space.name))
     truth = resolve_truth(space, cfg.truth.name, cfg.truth.params, verify=cfg.truth.verify)
     pool = truth.arch_pool()
     available = len(pool) if pool is not None else space.size()

@@ -71,7 +71,8 @@ class SupernetMethod(Method):
 
     @property
     def bn_mode(self) -> BnMode:
-        return self.ctx.scoring.bn_mode
+        """`scoring.bn_mode`, or where unset the space's default (`SearchSpace.scoring_bn_mode`)."""
+        return self.ctx.scoring.bn_mode or self.ctx.space.scoring_bn_mode
 
     def supernet_accuracy(self, arch: Arch, max_batches: int | None = None, mode: BnMode | None = None) -> float:
         """Validation accuracy of `arch` with inherited supernet weights, on the same fixed val batches for every

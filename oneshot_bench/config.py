@@ -242,23 +242,33 @@ class ScoringConfig:
     every search step that ranks subnets by accuracy). Scoring never changes training: a run's checkpoints are
     bit-identical under every mode."""
 
-    # batch_stats_choice: chosen from the across-seed evidence of issue 28 (README "Scoring BN modes")
-    bn_mode: BnMode = BnMode.batch_stats_choice
+    # None: the space's `scoring_bn_mode`, the mode the across-seed evidence of issue 28 supports on that space
+    # (README "Scoring BN modes"); a run resolves it before anything else, and records the resolved mode
+    bn_mode: Optional[BnMode] = None
     # more modes to score the shared sample under, from the same trained supernet, as extra proxies "bn:<mode>"
     # (the ranking only; search steps use bn_mode)
     also_bn_modes: list[BnMode] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        require(self.bn_mode not in self.also_bn_modes, "scoring.also_bn_modes", [str(m) for m in self.also_bn_modes],
+        require(self.bn_mode is None or self.bn_mode not in self.also_bn_modes, "scoring.also_bn_modes",
+                [str(m) for m in self.also_bn_modes],
                 f"it repeats scoring.bn_mode={self.bn_mode}; list the other modes only")
         require(len(set(self.also_bn_modes)) == len(self.also_bn_modes), "scoring.also_bn_modes",
                 [str(m) for m in self.also_bn_modes], "each mode at most once")
 
+    def resolved(self, space_default: BnMode, space: str) -> ScoringConfig:
+        """This scoring with `bn_mode` filled in from the space's default where unset."""
+        mode = self.bn_mode if self.bn_mode is not None else space_default
+        require(mode not in self.also_bn_modes, "scoring.also_bn_modes", [str(m) for m in self.also_bn_modes],
+                f"it repeats the scoring mode {mode} (space {space}'s default; scoring.bn_mode unset); list the "
+                f"other modes only, or set scoring.bn_mode")
+        return ScoringConfig(bn_mode=mode, also_bn_modes=list(self.also_bn_modes))
+
     def identity(self) -> dict[str, Any]:
-        """What a run's identity records of its scoring: only what differs from the legacy protocol (every
-        supernet record before scoring modes recalibrated every BN and scored one mode)."""
+        """What a run's identity records of its (resolved) scoring: only what differs from the legacy protocol
+        (every supernet record before scoring modes recalibrated every BN and scored one mode)."""
         out: dict[str, Any] = {}
-        if self.bn_mode != LEGACY_BN_MODE:
+        if self.bn_mode is not None and self.bn_mode != LEGACY_BN_MODE:
             out["bn_mode"] = str(self.bn_mode)
         if self.also_bn_modes:
             out["also_bn_modes"] = [str(m) for m in self.also_bn_modes]

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Optional, Union
 import torch
 from torch import nn
 
-from oneshot_bench.config import NetConfig
+from oneshot_bench.config import LEGACY_BN_MODE, BnMode, NetConfig
 from oneshot_bench.errors import ConfigError
 from oneshot_bench.registry import Registry
 
@@ -256,6 +256,9 @@ class SearchSpace(ABC):
     Params: ClassVar[Optional[type]] = None  # a dataclass of `space.params.<name>=` and their defaults, if any
     capabilities: ClassVar[frozenset[str]] = frozenset()
     description: ClassVar[str] = ""
+    # how a supernet method scores subnets here unless `scoring.bn_mode` says otherwise (methods/bn_scoring.py): a
+    # space moves off the legacy recalibrate_all only where measurements across training seeds support another mode
+    scoring_bn_mode: ClassVar[BnMode] = LEGACY_BN_MODE
 
     def __init__(self, **params) -> None:
         if params:

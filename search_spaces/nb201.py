@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from oneshot_bench.config import NetConfig
+from oneshot_bench.config import BnMode, NetConfig
 from oneshot_bench.errors import ArchStringError, ConfigError
 
 from .base import (
@@ -201,6 +201,9 @@ class NB201Supernet(Supernet, _TinyNetwork):
 @register_space("nb201")
 class NB201Space(SearchSpace):
     capabilities = frozenset({SAMPLE, MUTATE, ENCODE, ENUMERATE, TO_GRAPH, SUPERNET, STANDALONE})
+    # the choice BNs on batch statistics: across seeds 0-2 of every supernet method at budget=compare it ranks far
+    # better than recalibrating every BN (README "Scoring BN modes"; results/measured/nb201_weight_sharing_bn_modes)
+    scoring_bn_mode = BnMode.batch_stats_choice
     description = "NAS-Bench-201: 4-node cell, 6 edges x 5 ops (15,625 archs), ResNet-style macro skeleton"
     graph_node_types = ("input", "conv_3x3_bn", "relu_conv_bn_1x1", "relu_conv_bn_3x3", "avg_pool_3x3",
                         "skip_connect", "sum", "zeros", "avg_pool_2x2_conv_1x1", "bn_relu", "global_avg_pool",

@@ -170,7 +170,12 @@ def test_recalibrated_score_equals_the_standalone_net_with_those_statistics():
 
 def test_scoring_config_identity_names_only_what_differs_from_the_legacy_protocol():
     assert ScoringConfig(bn_mode=BnMode.recalibrate_all).identity() == {}
-    assert ScoringConfig().identity() == {"bn_mode": str(ScoringConfig().bn_mode)}
+    assert ScoringConfig(bn_mode=BnMode.running).identity() == {"bn_mode": "running"}
+    assert ScoringConfig().resolved(BnMode.running, "nb201").bn_mode == BnMode.running  # unset: the space's
+    assert ScoringConfig(bn_mode=BnMode.recalibrate_all).resolved(BnMode.running, "nb201").bn_mode == \
+        BnMode.recalibrate_all
+    with pytest.raises(ConfigError, match="space nb201's default"):
+        ScoringConfig(also_bn_modes=[BnMode.running]).resolved(BnMode.running, "nb201")
     assert ScoringConfig(bn_mode=BnMode.recalibrate_all, also_bn_modes=[BnMode.running]).identity() == {
         "also_bn_modes": ["running"]}
     with pytest.raises(ConfigError, match="scoring.also_bn_modes"):
@@ -245,7 +250,8 @@ def test_a_runs_id_names_its_bn_mode_only_where_it_applies_and_differs_from_the_
     legacy = plan("method=spos", "scoring.bn_mode=recalibrate_all")
     default = plan("method=spos")
     assert "scoring" not in legacy.identity  # every record before scoring modes keeps its id
-    assert default.identity["scoring"] == {"bn_mode": str(ScoringConfig().bn_mode)}
+    assert default.identity["scoring"] == {"bn_mode": "batch_stats_choice"}  # nb201's default
+    assert plan("method=spos", "space=mbnet_chain").cfg.scoring.bn_mode == get_space("mbnet_chain").scoring_bn_mode
     assert default.run_id != legacy.run_id  # the new default never reuses a legacy record
     also = plan("method=spos", "scoring.also_bn_modes=[running]")
     assert also.identity["scoring"]["also_bn_modes"] == ["running"] and also.run_id != default.run_id
