@@ -128,10 +128,15 @@ def _fmt(x: float, digits: int = 3) -> str:
 def verdict_text(v: ModeVerdict) -> str:
     d = v.verdict
     if d.winner == "a":
-        return f"**{v.a} ranks better than {v.b}**: {d.interval_text()}"
-    if d.winner == "b":
-        return f"**{v.b} ranks better than {v.a}**: {_fmt(-d.mean_difference)} over {d.n} seeds"
-    return f"{v.a} − {v.b}: {d.interval_text()}, {d.status_text()}"
+        text = f"**{v.a} ranks better than {v.b}**: {d.interval_text()}"
+    elif d.winner == "b":
+        text = (f"**{v.b} ranks better than {v.a}**: {_fmt(-d.mean_difference)} [{_fmt(-d.ci_high)}, "
+                f"{_fmt(-d.ci_low)}] over {d.n} seeds")
+    else:
+        text = f"{v.a} − {v.b}: {d.interval_text()}, {d.status_text()}"
+    if v.method == POOLED:  # its units are training runs (every method's seeds), not seeds of one method
+        text = text.replace(" seeds per method", " training runs").replace(" seeds", " training runs")
+    return text
 
 
 def to_markdown(tables: list[ModeTable]) -> str:
