@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from methods.base import Method, SearchContext, get_method
 from oneshot_bench.atomic import read_json, write_json
-from oneshot_bench.config import NetConfig, Protocol, RunConfig, nets_for
+from oneshot_bench.config import BnMode, NetConfig, Protocol, RunConfig, nets_for
 from oneshot_bench.data import DataBundle, data_sha256, load_data
 from oneshot_bench.device import configure_torch, resolve_device, search_autocast
 from oneshot_bench.errors import ConfigError
@@ -104,6 +104,13 @@ def plan_run(cfg: RunConfig) -> RunPlan:
     if method.bn_modes_apply:  # the scoring mode resolved once (unset: the space's default), so the identity, the
         #                        method and the record agree; other methods ignore it
         cfg = replace(cfg, scoring=cfg.scoring.resolved(space.scoring_bn_mode, space.name))
+        recalibrating = [str(m) for m in [cfg.scoring.bn_mode, *cfg.scoring.also_bn_modes]
+                         if m in (BnMode.recalibrate_all, BnMode.recalibrate_choice)]
+        if recalibrating and cfg.budget.bn_recalibration_batches == 0:
+            raise ConfigError(f"budget.bn_recalibration_batches=0 leaves nothing to re-estimate BN statistics on, "
+                              f"but scoring mode(s) {recalibrating} (space {space.name}'s default where "
+                              f"scoring.bn_mode is unset) recalibrate; set budget.bn_recalibration_batches >= 1, or "
+                              f"scoring.bn_mode=running to keep the trained statistics.")
     truth = resolve_truth(space, cfg.truth.name, cfg.truth.params, verify=cfg.truth.verify)
     pool = truth.arch_pool()
     available = len(pool) if pool is not None else space.size()

@@ -100,7 +100,7 @@ def bn_scoring(supernet: nn.Module, mode: BnMode, forward: Callable[[torch.Tenso
     On exit, every BN buffer, momentum and train/eval flag, and the supernet's own mode, are as they were."""
     bns = batchnorms(supernet)
     saved = _snapshot(bns)
-    was_training = supernet.training
+    flags = [(m, m.training) for m in supernet.modules()]  # every module's own train/eval flag, BN or not
     try:
         if mode in (BnMode.recalibrate_all, BnMode.recalibrate_choice):
             targets = bns if mode == BnMode.recalibrate_all else choice_batchnorms(supernet)
@@ -128,6 +128,5 @@ def bn_scoring(supernet: nn.Module, mode: BnMode, forward: Callable[[torch.Tenso
         yield
     finally:
         _restore(saved)
-        supernet.train(was_training)
-        for bn, _, _, training in saved:  # train(was_training) set every module; BNs get their own flag back
-            bn.train(training)
+        for module, training in flags:
+            module.training = training

@@ -49,12 +49,13 @@ Losses and architecture-step statistics stay on the device until the epoch ends.
 Derive: argmax of alpha per choice point (`space.derive_from_weights(softmax(alpha))`). Ranking: supernet accuracy
 of the single path (BN as below); `extra_scores["alpha_log_likelihood"]` as in DARTS.
 
-BN when scoring a subnet (`scoring.bn_mode`, methods/bn_scoring.py): ProxylessNAS scores no sampled subnet; it keeps
-the argmax of the alphas (official `convert_to_normal_net`, search/models/super_nets/super_proxyless.py), and its
-search only monitors that argmax net, in `NASManager.validate` (search/nas_manager.py) with `use_train_mode=True`, so
-every BN on the batch's statistics. Here the mode applies only to the ranking of the shared sample (`score`, a proxy
-of this harness), not to derive or `ranked` (the alphas alone); default batch_stats_choice (a protocol of this harness
-chosen across seeds in issue 28); no mode is the official one (none puts the fixed BNs on batch statistics).
+BN when scoring a subnet (`scoring.bn_mode`, methods/bn_scoring.py): ProxylessNAS scores no sampled subnet; it keeps the
+argmax of the alphas (official `convert_to_normal_net`, search/models/super_nets/super_proxyless.py), and its search
+only monitors that argmax net, in `NASManager.validate` (search/nas_manager.py) with `use_train_mode=True`, so every BN
+on the batch's statistics. Here the mode applies only to the ranking of the shared sample (`score`, a proxy of this
+harness), not to derive or `ranked` (the alphas alone); default: the space's (`SearchSpace.scoring_bn_mode`:
+batch_stats_choice on nb201, chosen across seeds in issue 28; recalibrate_all elsewhere); no mode is the official one
+(none puts the fixed BNs on batch statistics).
 
 Spaces: any space with a supernet whose choice points each pick one op freely (the paper's setting: one op per
 layer of a chain; a cell whose edges each pick an op, the zero op costing 0). Not a space that declares

@@ -7,12 +7,13 @@ topped up with uniformly sampled archs when they fall short, as the official `se
 As in the official supernet (megvii-model/SinglePathOneShot), the BNs of the candidate ops have no scale or shift
 (`bn_affine: false`); a subnet still copies exactly into an affine standalone net (scale 1, shift 0).
 
-BN when scoring a subnet (`scoring.bn_mode`, methods/bn_scoring.py): the paper recalculates the statistics of all BNs
-on a random training subset (20,000 ImageNet images) before each architecture is evaluated (its "Evolutionary
-Architecture Search" subsection); the official `get_cand_err` (src/Search/tester.py) resets every BN's running mean and
-variance and runs 200 training batches of 128 in train mode (momentum 0.1) before evaluating in eval mode. Here the mode
-applies to the ranking of the shared sample and the evolutionary search (`ranked`); default batch_stats_choice (a
-protocol of this harness chosen across seeds in issue 28), `scoring.bn_mode=recalibrate_all` gives the paper's recipe.
+BN when scoring a subnet (`scoring.bn_mode`, methods/bn_scoring.py): the paper recalculates the statistics of all BNs on
+a random training subset (20,000 ImageNet images) before each architecture is evaluated (its "Evolutionary Architecture
+Search" subsection); the official `get_cand_err` (src/Search/tester.py) resets every BN's running mean and variance and
+runs 200 training batches of 128 in train mode (momentum 0.1) before evaluating in eval mode. Here the mode applies to
+the ranking of the shared sample and the evolutionary search (`ranked`); default: the space's
+(`SearchSpace.scoring_bn_mode`: batch_stats_choice on nb201, chosen across seeds in issue 28; recalibrate_all
+elsewhere), `scoring.bn_mode=recalibrate_all` gives the paper's recipe.
 
 Departures from the official code: the search space is the harness' (any space with a supernet), not the
 ShuffleNetV2 choice blocks, so the stem and head BNs follow the space (affine); the FLOPs/params constraint is

@@ -77,14 +77,12 @@ class SupernetMethod(Method):
     def supernet_accuracy(self, arch: Arch, max_batches: int | None = None, mode: BnMode | None = None) -> float:
         """Validation accuracy of `arch` with inherited supernet weights, on the same fixed val batches for every
         arch, with BatchNorm as `mode` says (default: the run's `scoring.bn_mode`); a recalibrating mode
-        re-estimates on the same fixed train batches for every arch (none with budget.bn_recalibration_batches=0:
-        the trained statistics are kept). The supernet is left exactly as it was."""
+        re-estimates on the same fixed train batches for every arch (plan_run refuses
+        budget.bn_recalibration_batches=0 for one). The supernet is left exactly as it was."""
         b = self.ctx.budget
         path = self.path_of(arch)
         forward = lambda x: self.supernet(x, path)  # noqa: E731
         mode = mode or self.bn_mode
-        if mode in (BnMode.recalibrate_all, BnMode.recalibrate_choice) and b.bn_recalibration_batches == 0:
-            mode = BnMode.running
         calibration = lambda: self.ctx.data.batches(  # noqa: E731
             "train", b.batch_size, torch.Generator().manual_seed(self.ctx.seed),
             max_batches=b.bn_recalibration_batches)

@@ -111,7 +111,7 @@ class BudgetConfig:
     grad_clip: float = 5.0
     ranking_sample: int = 20  # size of the one fixed arch sample per (space, seed) that all methods score
     score_batches: int = 2  # val batches used to score one arch with shared/generated weights
-    bn_recalibration_batches: int = 2  # train batches to re-estimate BN statistics before scoring an arch
+    bn_recalibration_batches: int = 2  # train batches a recalibrating scoring.bn_mode re-estimates BNs on
     candidates: int = 20  # archs a method may score during its own search (random search, evolution...)
     evolution_generations: int = 2
     evolution_population: int = 10
@@ -154,7 +154,7 @@ class BudgetConfig:
         require(self.score_batches >= 1, f"{b}.score_batches", self.score_batches,
                 "scoring an arch needs at least one validation batch")
         require(self.bn_recalibration_batches >= 0, f"{b}.bn_recalibration_batches", self.bn_recalibration_batches,
-                "it must be >= 0 (0: no BN recalibration)")
+                "it must be >= 0 (0 only with a scoring.bn_mode that does not recalibrate)")
         require(self.candidates >= 1, f"{b}.candidates", self.candidates, "a method needs at least 1 candidate")
         require(self.evolution_generations >= 0, f"{b}.evolution_generations", self.evolution_generations,
                 "it must be >= 0")
@@ -270,8 +270,8 @@ class ScoringConfig:
         out: dict[str, Any] = {}
         if self.bn_mode is not None and self.bn_mode != LEGACY_BN_MODE:
             out["bn_mode"] = str(self.bn_mode)
-        if self.also_bn_modes:
-            out["also_bn_modes"] = [str(m) for m in self.also_bn_modes]
+        if self.also_bn_modes:  # in BnMode's order: the same modes listed in another order are the same run
+            out["also_bn_modes"] = [str(m) for m in BnMode if m in self.also_bn_modes]
         return out
 
 

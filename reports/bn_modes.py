@@ -25,7 +25,7 @@ from evaluators.record import RunRecord
 from evaluators.verdict import FAMILY_TEXT, SeedValue, Verdict, adjust_family, differences_over_seeds
 from oneshot_bench.config import BnMode
 
-from .records import load_records
+from .records import load_records, settings_of, variant_params
 
 MODES = [str(m) for m in BnMode]
 LEGACY = "recalibrate_all"
@@ -85,18 +85,28 @@ def mode_taus(record: RunRecord) -> dict[str, ModeCell]:
     return out
 
 
-def setting_of(record: RunRecord) -> str:
-    return f"{record.space} · {record.data} · budget={record.budget}"
+def method_label(record: RunRecord) -> str:
+    """The method with its non-default hyperparameters (DARTS order=2 is not order=1), without the BN mode: the
+    modes are this table's columns."""
+    changed = variant_params(record.method, record.method_params)
+    return record.method + (f" ({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else "")
 
 
 def build_mode_tables(records: list[RunRecord]) -> list[ModeTable]:
-    """One table per setting whose runs scored more than one BN mode."""
+    """One table per setting (space, data, budget values, truth: the report's settings) whose runs scored more than
+    one BN mode; one line per method variant and own mode, so that runs of different configurations or protocols
+    never share a cell."""
     by_setting: dict[str, dict[str, MethodModes]] = defaultdict(dict)
+    settings = settings_of(records)
     for record in sorted(records, key=lambda r: (r.method, r.seed)):
         cells = mode_taus(record)
         if len(cells) < 2:
             continue
-        entry = by_setting[setting_of(record)].setdefault(record.method, MethodModes(record.method, record.bn_mode))
+        label = method_label(record) + ("" if record.bn_mode is None else f" [own: {record.bn_mode}]")
+        entry = by_setting[settings[record.run_id]].setdefault(label, MethodModes(label, record.bn_mode))
+        if any(record.seed in entry.taus.get(mode, {}) for mode in cells):
+            raise ValueError(f"two runs of {label}, seed {record.seed}, in {settings[record.run_id]}: "
+                             f"{record.run_id} and another; give one store per configuration")
         for mode, cell in cells.items():
             entry.taus.setdefault(mode, {})[record.seed] = cell
         best = record.ranking.best_reference()
@@ -141,7 +151,7 @@ def verdict_text(v: ModeVerdict) -> str:
 
 def to_markdown(tables: list[ModeTable]) -> str:
     lines = ["# Scoring BN modes: Kendall tau of each supernet method's ranking under each mode", "",
-             "Each training run scored the same 200-arch sample under every mode from the same weights "
+             "Each training run scored its shared sample under every mode from the same weights "
              "(`scoring.also_bn_modes`); a cell is that seed's tau with its 95% arch-sample CI. Modes "
              "(`methods/bn_scoring.py`): recalibrate_all = reset every BN and re-estimate (this harness' protocol "
              "before issue 28, and SPOS'); recalibrate_choice = re-estimate only the BNs inside the choice points; "

@@ -92,6 +92,24 @@ def run_commands(rows: list[dict], setting: dict[str, str], budget: str, results
     return commands
 
 
+def table_overrides(table: dict, user: list[str]) -> list[str]:
+    """The table's own overrides (nb201: score every BN mode from the same weights), placed before the user's so
+    that the user's win; the extra scoring modes drop a mode the user makes the run's own (`scoring.bn_mode=X`
+    with X among them would repeat it), and give way entirely to the user's `scoring.also_bn_modes=`."""
+    given = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in user if "=" in o}
+    out = []
+    for o in table.get("reproduce_overrides") or []:
+        key, value = o.split("=", 1)
+        if key == "scoring.also_bn_modes":
+            if key in given:
+                continue
+            mode = given.get("scoring.bn_mode")
+            modes = [m.strip() for m in value.strip("[]").split(",") if m.strip() and m.strip() != mode]
+            o = f"{key}=[{','.join(modes)}]"
+        out.append(o)
+    return out
+
+
 def cores() -> int:
     """CPU cores this process may use (its affinity, which a cluster job or container may limit)."""
     try:
@@ -266,9 +284,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
     args.results.mkdir(parents=True, exist_ok=True)
 
-    # the table's own overrides first (e.g. nb201's scoring of every BN mode), the user's after them (they win)
     commands = run_commands(rows, setting, budget, args.results.resolve(),
-                            list(table.get("reproduce_overrides") or []) + args.overrides,
+                            table_overrides(table, args.overrides) + args.overrides,
                             seeds=seeds, references=references)
     failure, timings, wall = run_all(commands, env, args.jobs, args.results.resolve() / "logs" / args.table)
     if failure:

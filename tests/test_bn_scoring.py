@@ -296,6 +296,7 @@ def test_the_bn_mode_table_pairs_modes_by_seed_and_judges_them_across_seeds(tmp_
     write_records(tmp_path / "results", records)
     [table] = build_mode_tables(records)
     [spos] = table.methods
+    assert spos.method == "spos [own: batch_stats_choice]"
     assert spos.primary == "batch_stats_choice" and set(spos.taus) == {"recalibrate_all", "recalibrate_choice",
                                                                       "batch_stats_choice", "running"}
     assert all(len(v) == 3 for v in spos.taus.values())
@@ -305,7 +306,7 @@ def test_the_bn_mode_table_pairs_modes_by_seed_and_judges_them_across_seeds(tmp_
         [spos.taus[pair.a][s].tau - spos.taus[pair.b][s].tau for s in range(3)]))
     assert all(v.method != POOLED for v in table.verdicts)  # one method: nothing to pool
     text = to_markdown([table])
-    assert "| spos | 0 |" in text and "batch_stats_choice" in text and "paired t-test over training seeds" in text
+    assert "| spos [own: batch_stats_choice] | 0 |" in text and "paired t-test over training seeds" in text
     assert main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "bn.md")]) == 0
     assert (tmp_path / "bn.md").read_text() == text
     assert main(["--results", str(tmp_path / "nowhere")]) == 2 and "no such folder" in capsys.readouterr().err
@@ -329,3 +330,36 @@ def test_paper_table_lines_never_average_runs_of_different_bn_modes(tmp_path):
     lines = [r.label for r in table.rows if r.origin == "measured" and r.label.startswith("SPOS")]
     assert len(lines) == 2 and any("BN: recalibrate_all" in x for x in lines) \
         and any("BN: batch_stats_choice" in x for x in lines)
+
+
+def test_a_reproduction_lets_the_users_scoring_overrides_win_over_the_tables():
+    from reports.paper_tables import table_spec
+    from reports.reproduce import table_overrides
+
+    table = table_spec("nb201_weight_sharing")
+    assert table_overrides(table, []) == ["scoring.also_bn_modes=[recalibrate_all,recalibrate_choice,running]"]
+    # the user's own mode leaves the extra modes (it would repeat itself there)
+    assert table_overrides(table, ["scoring.bn_mode=recalibrate_all"]) == [
+        "scoring.also_bn_modes=[recalibrate_choice,running]"]
+    assert table_overrides(table, ["scoring.also_bn_modes=[]"]) == []  # the legacy ids: no extra modes
+
+
+def test_recalibrating_without_calibration_batches_is_refused_before_any_work(smoke_config):
+    from evaluators.runner import plan_run
+
+    with pytest.raises(ConfigError, match="budget.bn_recalibration_batches=0"):
+        plan_run(smoke_config("method=spos", "budget.bn_recalibration_batches=0", "scoring.bn_mode=recalibrate_all"))
+    plan_run(smoke_config("method=spos", "budget.bn_recalibration_batches=0", "scoring.bn_mode=running"))
+
+
+def test_scoring_restores_every_modules_own_train_flag():
+    method, _ = trained_spos()
+    supernet = method.supernet
+    supernet.train()
+    odd = next(m for m in supernet.modules()
+               if not isinstance(m, nn.modules.batchnorm._BatchNorm) and m is not supernet)
+    odd.eval()  # a module whose flag differs from the supernet's comes back as it was
+    flags = {id(m): m.training for m in supernet.modules()}
+    for mode in MODES:
+        method.supernet_accuracy(method.ctx.space.sample(random.Random(2)), mode=mode)
+        assert {id(m): m.training for m in supernet.modules()} == flags, mode

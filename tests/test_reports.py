@@ -276,7 +276,7 @@ def test_method_params_select_the_paper_row(tmp_path):
     write_records(tmp_path / "results", [first, second, no_cutout])
     rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table2")
     measured = {r.label: r for r in rows if r.origin == "measured"}
-    label = "ours: method=darts order={}, top1 F=36 cutout 16 drop-path 0.2 aux 0.4"
+    label = "ours: method=darts order={}, top1 F=36 cutout 16 drop-path 0.2 aux 0.4, BN: recalibrate_all"
     assert measured[label.format(1)].cells[3].text.startswith("70.00")
     assert measured[label.format(2)].cells[3].text.startswith("80.00")
     assert measured[label.format(2)].run_ids == [second.run_id]  # the run without cutout fills no Table 2 row
@@ -496,7 +496,8 @@ def test_a_scaled_measurement_is_labelled_with_the_protocol_it_ran(tmp_path):
     write_records(tmp_path / "results", [record])
     rows = _rows_of(build_tables(runs_frame(load_records(tmp_path / "results"))), "ghn_table2")
     (measured,) = [r for r in rows if r.origin == "measured"]
-    assert measured.label == "ours: method=enas, top1 F=32 cutout 16 drop-path 0.4 aux 0.4"
+    # a legacy supernet record: its line names the one BN protocol there was
+    assert measured.label == "ours: method=enas, top1 F=32 cutout 16 drop-path 0.4 aux 0.4, BN: recalibrate_all"
     assert measured.settings == ("settings not matched: " + TABLE1_DEPARTURES
                                  + ", final_channels=32 (paper: 36), final_cells=1 (paper: 5)")
 

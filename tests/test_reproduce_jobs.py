@@ -123,4 +123,5 @@ def test_seeds_pick_among_the_tables_own(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(reproduce, "run_all", lambda commands, *a: ran.extend(commands) or (1, [], 0.0))
     monkeypatch.setenv("ONESHOT_CIFAR10_ROOT", str(tmp_path))
     assert reproduce.main(["nb201_weight_sharing", "--seeds", "2", "0", "--results", str(tmp_path / "r")]) == 1
-    assert {c[-3] for _, c in ran} == {"seed=0", "seed=2"} and len(ran) == 2 * len({c[2] for _, c in ran})
+    seeds = {next(a for a in c if a.startswith("seed=")) for _, c in ran}
+    assert seeds == {"seed=0", "seed=2"} and len(ran) == 2 * len({c[2] for _, c in ran})
