@@ -20,9 +20,10 @@ recalibration left the last scored subnet's statistics in the supernet, and they
 into anything that read running statistics afterwards).
 
 Why recalibrating the fixed BNs loses the signal (issue 28). It is not a defect of the recalibration: it is what
-recalibrating a fixed BN downstream of a choice point measures. Measured on nb201 at budget=compare, SPOS, seed 0,
-one trained supernet, the 200-arch sample, recalibrating one group of BNs at a time (`benchmarks/bn_mode_diagnosis.py`;
-Kendall tau against NB201 truth, and in brackets against each cell's number of skip connections):
+recalibrating a fixed BN downstream of a choice point measures. Measured on the NAS-Bench-201 space at
+budget=compare, SPOS, seed 0, one trained supernet, the 200-arch sample, recalibrating one group of BNs at a time
+(`benchmarks/bn_mode_diagnosis.py`; Kendall tau against NB201 truth, and in brackets against each cell's number of
+skip connections):
 
     running statistics everywhere                       0.175 (skip 0.087)
     re-estimate the choice BNs only (recalibrate_choice) 0.381 (0.010)

@@ -31,8 +31,8 @@ BN when scoring a subnet (`scoring.bn_mode`, methods/bn_scoring.py): DARTS score
 derives from the alphas (`genotype`, cnn/model_search.py), uses batch-specific BN statistics during the search (paper,
 App. A.1.1), and the official `infer` (cnn/train_search.py) evaluates only the whole mixed supernet, in eval mode. Here
 the mode applies only to the ranking of the shared sample (`score`, a proxy of this harness), not to derive or `ranked`
-(the alphas alone); default: the space's (`SearchSpace.scoring_bn_mode`: batch_stats_choice on nb201, chosen across
-seeds in issue 28; recalibrate_all elsewhere); no mode is the paper's, which has no such score.
+(the alphas alone); default: the space's (`SearchSpace.scoring_bn_mode`: batch_stats_choice on the NAS-Bench-201 space,
+chosen across seeds in issue 28; recalibrate_all elsewhere); no mode is the paper's, which has no such score.
 
 `ArchDistributionMethod` (alpha bookkeeping, derive, second proxy, checkpoints) and the alpha helpers are shared with
 ProxylessNAS.

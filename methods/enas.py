@@ -48,8 +48,8 @@ with the highest reward on one validation minibatch ("Training ENAS and Deriving
 child sets `is_training = True` whenever `fixed_arc is None` (micro_child.py `_model`), so every BN of it, in rewards
 and in the sampled archs' scores alike, uses the batch's statistics. Here the mode applies to the ranking of the shared
 sample and of the controller's samples (`ranked`), not to the reward nor the log-probability; default: the space's
-(`SearchSpace.scoring_bn_mode`: batch_stats_choice on nb201, chosen across seeds in issue 28; recalibrate_all
-elsewhere), the nearest mode (the fixed BNs keep trained statistics).
+(`SearchSpace.scoring_bn_mode`: batch_stats_choice on the NAS-Bench-201 space, chosen across seeds in issue 28;
+recalibrate_all elsewhere), the nearest mode (the fixed BNs keep trained statistics).
 
 Host reads per step (`host_reads_per_step`, enforced by tests/test_host_syncs.py): the controller lives on the CPU,
 so `sample_archs` (its sampled decisions pick the next weight step's path) and `reinforce_step` (its statistics)

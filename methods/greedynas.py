@@ -37,8 +37,8 @@ its search is SPOS' evolution, which mmrazor's GreedyNAS port (PR #124, unmerged
 `bn_training_mode=True` (`greedynas_evolution_search_mobilenet_8xb256_in1k.py`): every BN on the batch's statistics.
 Here the mode applies to the ranking of the shared sample and the evolutionary search (`ranked`), not to the pool's path
 losses (every BN on batch statistics, step 2); default: the space's (`SearchSpace.scoring_bn_mode`: batch_stats_choice
-on nb201, chosen across seeds in issue 28; recalibrate_all elsewhere), the nearest mode to mmrazor's (none puts the
-fixed BNs on batch statistics too).
+on the NAS-Bench-201 space, chosen across seeds in issue 28; recalibrate_all elsewhere), the nearest mode to mmrazor's
+(none puts the fixed BNs on batch statistics too).
 
 Departures (GreedyNAS has no official code; mmrazor's implementation stands in): paths are scored by loss, not
 mmrazor's top-1 accuracy; the pool's re-scoring cadence (`rescore_every`) is ours; the supernet is the harness'

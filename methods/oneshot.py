@@ -30,8 +30,9 @@ BN when scoring a subnet (`scoring.bn_mode`, methods/bn_scoring.py): unconfirmed
 the one-shot model's weights and the ops outside it zeroed; it has no official code, and we could not check its text for
 how the BNs were set then (a recollection that they normalised with the evaluation batch's own statistics is
 unverified). Here the mode applies to the ranking of the shared sample and the random search (`ranked`); default: the
-space's (`SearchSpace.scoring_bn_mode`: batch_stats_choice on nb201, chosen across seeds in issue 28; recalibrate_all
-elsewhere); recalibrate_all, this harness' earlier protocol, is SPOS' recipe, not known to be this paper's.
+space's (`SearchSpace.scoring_bn_mode`: batch_stats_choice on the NAS-Bench-201 space, chosen across seeds in issue 28;
+recalibrate_all elsewhere); recalibrate_all, this harness' earlier protocol, is SPOS' recipe, not known to be this
+paper's.
 
 Departures from the paper: the schedule, the ghost batches and the one-shot accuracy follow it; the supernet is
 the harness' shared one (BatchNorm affine and tracking running statistics everywhere, so a path's weights copy

@@ -54,8 +54,8 @@ argmax of the alphas (official `convert_to_normal_net`, search/models/super_nets
 only monitors that argmax net, in `NASManager.validate` (search/nas_manager.py) with `use_train_mode=True`, so every BN
 on the batch's statistics. Here the mode applies only to the ranking of the shared sample (`score`, a proxy of this
 harness), not to derive or `ranked` (the alphas alone); default: the space's (`SearchSpace.scoring_bn_mode`:
-batch_stats_choice on nb201, chosen across seeds in issue 28; recalibrate_all elsewhere); no mode is the official one
-(none puts the fixed BNs on batch statistics).
+batch_stats_choice on the NAS-Bench-201 space, chosen across seeds in issue 28; recalibrate_all elsewhere); no mode is
+the official one (none puts the fixed BNs on batch statistics).
 
 Spaces: any space with a supernet whose choice points each pick one op freely (the paper's setting: one op per
 layer of a chain; a cell whose edges each pick an op, the zero op costing 0). Not a space that declares

@@ -12,8 +12,8 @@ a random training subset (20,000 ImageNet images) before each architecture is ev
 Search" subsection); the official `get_cand_err` (src/Search/tester.py) resets every BN's running mean and variance and
 runs 200 training batches of 128 in train mode (momentum 0.1) before evaluating in eval mode. Here the mode applies to
 the ranking of the shared sample and the evolutionary search (`ranked`); default: the space's
-(`SearchSpace.scoring_bn_mode`: batch_stats_choice on nb201, chosen across seeds in issue 28; recalibrate_all
-elsewhere), `scoring.bn_mode=recalibrate_all` gives the paper's recipe.
+(`SearchSpace.scoring_bn_mode`: batch_stats_choice on the NAS-Bench-201 space, chosen across seeds in issue 28;
+recalibrate_all elsewhere), `scoring.bn_mode=recalibrate_all` gives the paper's recipe.
 
 Departures from the official code: the search space is the harness' (any space with a supernet), not the
 ShuffleNetV2 choice blocks, so the stem and head BNs follow the space (affine); the FLOPs/params constraint is
