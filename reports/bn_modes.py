@@ -149,6 +149,50 @@ def verdict_text(v: ModeVerdict) -> str:
     return text
 
 
+def _cell(value: str, detail: str, own: bool) -> dict[str, object]:
+    """One table cell: its value (a tau, or a mean), the detail after it (a CI, or ± sd (n)), whether the mode is
+    the method's own, and the two joined as the HTML shows them."""
+    return {"value": value, "detail": detail, "own": own, "text": f"{value} {detail}".strip()}
+
+
+def table_rows(m: MethodModes) -> list[dict[str, object]]:
+    """The method's lines: one per seed (each mode's tau with its CI), then mean ± sd over seeds; with the best
+    free reference's tau on the same sample."""
+    rows: list[dict[str, object]] = []
+    for s in sorted({s for cells in m.taus.values() for s in cells}):
+        cells = []
+        for mode in MODES:
+            c = m.taus.get(mode, {}).get(s)
+            cells.append(_cell("—", "", mode == m.primary) if c is None
+                         else _cell(f"{c.tau:+.3f}", f"[{c.low:+.2f}, {c.high:+.2f}]", mode == m.primary))
+        ref = m.reference.get(s)
+        rows.append({"method": m.method, "seed": str(s), "cells": cells, "is_mean": False,
+                     "reference": f"{ref[0]} {ref[1]:+.3f}" if ref else "—"})
+    cells = []
+    for mode in MODES:
+        mean, sd, n = m.mean(mode)
+        cells.append(_cell("—", "", mode == m.primary) if n == 0
+                     else _cell(f"{mean:+.3f}", f"± {0 if math.isnan(sd) else sd:.3f} ({n})", mode == m.primary))
+    refs = [v for _, v in m.reference.values()]
+    rows.append({"method": m.method, "seed": "mean ± sd", "cells": cells, "is_mean": True,
+                 "reference": f"{statistics.fmean(refs):+.3f}" if refs else "—"})
+    return rows
+
+
+def sorted_verdicts(t: ModeTable) -> list[ModeVerdict]:
+    """The pooled verdicts first, then each method's, mode pairs in BnMode's order."""
+    return sorted(t.verdicts, key=lambda v: (v.method != POOLED, v.method, MODES.index(v.a), MODES.index(v.b)))
+
+
+def _markdown_cell(cell: dict[str, object], is_mean: bool) -> str:
+    """A mean in bold; a seed's tau starred where the mode is the method's own."""
+    if cell["value"] == "—":
+        return "—"
+    if is_mean:
+        return f"**{cell['value']}** {cell['detail']}"
+    return f"{cell['value']}{'*' if cell['own'] else ''} {cell['detail']}"
+
+
 def to_markdown(tables: list[ModeTable]) -> str:
     lines = ["# Scoring BN modes: Kendall tau of each supernet method's ranking under each mode", "",
              "Each training run scored its shared sample under every mode from the same weights "
@@ -164,27 +208,12 @@ def to_markdown(tables: list[ModeTable]) -> str:
         lines += [f"## {t.setting}", "", "| method | seed | " + " | ".join(MODES) + " | best free reference |",
                   "|---|---|" + "---|" * len(MODES) + "---|"]
         for m in t.methods:
-            seeds = sorted({s for cells in m.taus.values() for s in cells})
-            for s in seeds:
-                cells = []
-                for mode in MODES:
-                    c = m.taus.get(mode, {}).get(s)
-                    star = "*" if mode == m.primary else ""
-                    cells.append("—" if c is None else f"{c.tau:+.3f}{star} [{c.low:+.2f}, {c.high:+.2f}]")
-                ref = m.reference.get(s)
-                lines.append(f"| {m.method} | {s} | " + " | ".join(cells) + " | "
-                             + (f"{ref[0]} {ref[1]:+.3f}" if ref else "—") + " |")
-            means = []
-            for mode in MODES:
-                mean, sd, n = m.mean(mode)
-                means.append("—" if n == 0 else f"**{mean:+.3f}** ± {0 if math.isnan(sd) else sd:.3f} ({n})")
-            refs = [v for _, v in m.reference.values()]
-            lines.append(f"| {m.method} | mean ± sd (seeds) | " + " | ".join(means) + " | "
-                         + (f"{statistics.fmean(refs):+.3f}" if refs else "—") + " |")
+            for row in table_rows(m):
+                seed = "mean ± sd (seeds)" if row["is_mean"] else row["seed"]
+                cells = [_markdown_cell(c, bool(row["is_mean"])) for c in row["cells"]]
+                lines.append(f"| {m.method} | {seed} | " + " | ".join(cells) + f" | {row['reference']} |")
         lines += ["", "Between modes, across seeds:", ""]
-        for v in sorted(t.verdicts, key=lambda v: (v.method != POOLED, v.method, MODES.index(v.a),
-                                                    MODES.index(v.b))):
-            lines.append(f"- {v.method}: {verdict_text(v)}")
+        lines += [f"- {v.method}: {verdict_text(v)}" for v in sorted_verdicts(t)]
         lines.append("")
     if not tables:
         lines.append("No run in this store scored more than one BN mode (run with `scoring.also_bn_modes=[...]`).")
@@ -202,33 +231,9 @@ class ModeTableView:
 
 
 def views(tables: list[ModeTable]) -> list[ModeTableView]:
-    out = []
-    for i, t in enumerate(tables):
-        rows: list[dict[str, object]] = []
-        for m in t.methods:
-            seeds = sorted({s for cells in m.taus.values() for s in cells})
-            for s in seeds:
-                cells = []
-                for mode in MODES:
-                    c = m.taus.get(mode, {}).get(s)
-                    cells.append({"text": "—" if c is None else f"{c.tau:+.3f} [{c.low:+.2f}, {c.high:+.2f}]",
-                                  "own": mode == m.primary})
-                ref = m.reference.get(s)
-                rows.append({"method": m.method, "seed": str(s), "cells": cells, "is_mean": False,
-                             "reference": f"{ref[0]} {ref[1]:+.3f}" if ref else "—"})
-            cells = []
-            for mode in MODES:
-                mean, sd, n = m.mean(mode)
-                cells.append({"text": "—" if n == 0 else f"{mean:+.3f} ± {0 if math.isnan(sd) else sd:.3f} ({n})",
-                              "own": mode == m.primary})
-            refs = [v for _, v in m.reference.values()]
-            rows.append({"method": m.method, "seed": "mean ± sd", "cells": cells, "is_mean": True,
-                         "reference": f"{statistics.fmean(refs):+.3f}" if refs else "—"})
-        verdicts = [f"{v.method}: {verdict_text(v).replace('**', '')}"
-                    for v in sorted(t.verdicts, key=lambda v: (v.method != POOLED, v.method, MODES.index(v.a),
-                                                               MODES.index(v.b)))]
-        out.append(ModeTableView(f"bn-modes-{i}", t.setting, rows, verdicts))
-    return out
+    return [ModeTableView(f"bn-modes-{i}", t.setting, [row for m in t.methods for row in table_rows(m)],
+                          [f"{v.method}: {verdict_text(v).replace('**', '')}" for v in sorted_verdicts(t)])
+            for i, t in enumerate(tables)]
 
 
 def main(argv: Optional[list[str]] = None) -> int:
