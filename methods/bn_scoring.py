@@ -57,13 +57,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from oneshot_bench.config import BnMode
+from oneshot_bench.training import batchnorms, recalibrate_bn
 from search_spaces.base import ChoiceOp
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
-
-
-def batchnorms(module: nn.Module) -> list[_BatchNorm]:
-    return [m for m in module.modules() if isinstance(m, _BatchNorm)]
 
 
 def choice_batchnorms(supernet: nn.Module) -> list[_BatchNorm]:
@@ -80,16 +77,15 @@ def choice_batchnorms(supernet: nn.Module) -> list[_BatchNorm]:
 
 
 def _snapshot(bns: list[_BatchNorm]) -> list[tuple]:
-    return [(bn, {k: v.clone() for k, v in bn.named_buffers(recurse=False) if v is not None}, bn.momentum, bn.training)
+    return [(bn, {k: v.clone() for k, v in bn.named_buffers(recurse=False) if v is not None}, bn.momentum)
             for bn in bns]
 
 
 def _restore(saved: list[tuple]) -> None:
-    for bn, buffers, momentum, training in saved:
+    for bn, buffers, momentum in saved:
         for name, value in buffers.items():
             getattr(bn, name).copy_(value)
         bn.momentum = momentum
-        bn.train(training)
 
 
 @contextmanager
@@ -104,18 +100,9 @@ def bn_scoring(supernet: nn.Module, mode: BnMode, forward: Callable[[torch.Tenso
     flags = [(m, m.training) for m in supernet.modules()]  # every module's own train/eval flag, BN or not
     try:
         if mode in (BnMode.recalibrate_all, BnMode.recalibrate_choice):
-            targets = bns if mode == BnMode.recalibrate_all else choice_batchnorms(supernet)
-            for bn in targets:
-                bn.reset_running_stats()
-                bn.momentum = None  # cumulative average over the calibration batches
-            if mode == BnMode.recalibrate_all:
-                supernet.train()  # the legacy protocol, bit for bit: every module in training mode
-            else:
-                supernet.eval()
-                for bn in targets:
-                    bn.train()
-            for x, _ in calibration():
-                forward(x)
+            # recalibrate_all: every module in training mode, the legacy protocol bit for bit
+            recalibrate_bn(supernet, forward, calibration(),
+                           only=None if mode == BnMode.recalibrate_all else choice_batchnorms(supernet))
             supernet.eval()
         elif mode == BnMode.batch_stats_choice:
             supernet.eval()

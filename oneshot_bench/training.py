@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Optional
 
@@ -133,20 +133,35 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor, ks: tuple[int, ...]) -> 
     return torch.stack([top[:, :k].any(1).sum() for k in ks])
 
 
+def batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm of `module`, in module order."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 @torch.no_grad()
-def recalibrate_bn(module: nn.Module, forward: Forward, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Re-estimate BatchNorm statistics for the sub-network that `forward` runs (SPOS, Guo et al. 2020):
-    running stats of shared BN layers are a mixture over all paths and mislead the ranking otherwise."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+def recalibrate_bn(module: nn.Module, forward: Forward, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                   only: Optional[Sequence[nn.Module]] = None) -> None:
+    """Re-estimate BatchNorm statistics for the sub-network that `forward` runs (SPOS, Guo et al. 2020): running
+    stats of shared BN layers are a mixture over all paths and mislead the ranking otherwise. Every BN is reset and
+    re-estimated with the whole module in training mode; with `only`, just those BNs, the rest of the module in eval
+    mode (the other BNs normalise with their statistics as they are). A cumulative average over the batches; the
+    module's train/eval flags and the momenta are restored afterwards."""
+    bns = list(only) if only is not None else batchnorms(module)
     momenta = [bn.momentum for bn in bns]
+    flags = [(m, m.training) for m in module.modules()]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the calibration batches
-    was_training = module.training
-    module.train()
+    if only is None:
+        module.train()
+    else:
+        module.eval()
+        for bn in bns:
+            bn.train()
     for x, _ in batches:
         forward(x)
-    module.train(was_training)
+    for m, training in flags:
+        m.training = training
     for bn, m in zip(bns, momenta, strict=True):
         bn.momentum = m
 
@@ -156,7 +171,7 @@ def batch_stat_bn(module: nn.Module) -> Iterator[None]:
     """Run `module` in training mode (BatchNorm normalises with the batch's own statistics) without changing any
     running statistic (momentum 0 keeps them as they are); restores mode and momenta afterwards. Used for quick
     per-batch rewards/losses of sampled paths (ENAS, GreedyNAS)."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = batchnorms(module)
     momenta = [bn.momentum for bn in bns]
     was_training = module.training
     module.train()
