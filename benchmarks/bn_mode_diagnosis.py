@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from evaluators.hydra_config import register_configs
     from methods.bn_scoring import batchnorms, choice_batchnorms
     from oneshot_bench.config import from_dictconfig
-    from oneshot_bench.training import accuracy
+    from oneshot_bench.training import accuracy, recalibrate_bn
     from search_spaces.base import ChoiceOp
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -89,17 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             forward = lambda x, p=path: supernet(x, p)  # noqa: E731
             restore()
             supernet.eval()
-            for bn in recalibrate:
-                bn.reset_running_stats()
-                bn.momentum = None
-                bn.train()
-            if recalibrate:
-                for x, _ in method.ctx.data.batches("train", budget.batch_size,
-                                                    torch.Generator().manual_seed(args.seed), augment=augment,
-                                                    max_batches=batches or budget.bn_recalibration_batches):
-                    forward(x)
-            for bn in every:
-                bn.eval()
+            if recalibrate:  # just these BNs, the rest of the supernet in eval mode
+                recalibrate_bn(supernet, forward, method.ctx.data.batches(
+                    "train", budget.batch_size, torch.Generator().manual_seed(args.seed), augment=augment,
+                    max_batches=batches or budget.bn_recalibration_batches), only=recalibrate)
             for bn in batch_stats:
                 bn.train()
                 bn.momentum = 0.0
