@@ -109,3 +109,71 @@ def copy_record(results_dir: Path, fixture: str, *, run_id: str | None = None, m
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return path
+
+
+# ---- bad inputs and faults (tests/test_bad_inputs*.py) ---------------------------------------------------------------
+SETPRIV = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]  # root without its permission override
+
+
+def assert_clear_error(result: tuple[int, str, str], *needles: str) -> str:
+    """A clear error: exit 2, exactly one `error:` line holding every needle, no traceback; returns the line."""
+    code, _, err = result
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(lines) == 1, err
+    assert "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.is_dir() else set()
+
+
+def repo_files() -> set[str]:
+    """Every untracked or ignored file of the repository, caches aside (what a run could have written there)."""
+    import subprocess
+
+    out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    return {line[3:] for line in out.splitlines() if line[:2] in ("??", "!!")
+            and not any(part in line for part in ("__pycache__", ".pytest_cache", ".benchmarks", ".ruff_cache",
+                                                  ".venv", ".egg-info", ".ci-venv"))}
+
+
+@pytest.fixture
+def confined(tmp_path, monkeypatch):
+    """Runs the test from an empty working folder, `tmp_path/cwd`, and fails it if anything was written outside the
+    results folder `tmp_path/results`: in the working folder, in the repository, or elsewhere in `tmp_path` than
+    `results/` and `inputs/` (where a test puts the files it feeds in). The probe's "nothing written outside the
+    results dir", checked after every bad-input test that uses it."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (tmp_path / "inputs").mkdir()
+    before = repo_files()
+    monkeypatch.chdir(cwd)
+    yield tmp_path / "inputs"
+    assert not tree(cwd), f"written to the working folder: {sorted(tree(cwd))[:5]}"
+    stray = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("results", "inputs", "cwd"))
+    assert not stray, f"written beside the results folder: {stray}"
+    new = sorted(repo_files() - before)
+    assert not new, f"written into the repository: {new[:5]}"
+
+
+@pytest.fixture
+def run_cli(tmp_path, capsys, confined):
+    """`python run.py ARGS` in-process (run.cli: the same checks and exit codes), results in tmp_path/results, from
+    an empty working folder, and nothing may be written outside the results folder (`confined`); returns
+    (exit code, stdout, stderr)."""
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    import run
+
+    def invoke(*args: str, results: Path | None = None) -> tuple[int, str, str]:
+        results = results or tmp_path / "results"
+        code = run.cli([f"execution.results_dir={results}", "execution.threads=1", *args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return invoke
