@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 
 from evaluators.hydra_config import register_configs
 from evaluators.record import PHASES, RunRecord
-from oneshot_bench.cli import check_composes, check_overrides, grid_runs, override_args
-from oneshot_bench.config import Mode, from_dictconfig
+from evaluators.cli import check_composes, check_overrides, grid_runs, override_args
+from oneshot_bench.config import ExecutionConfig, Mode, from_dictconfig
 from oneshot_bench.errors import ConfigError, UserError
 
 log = logging.getLogger("oneshot_bench")
@@ -27,7 +27,10 @@ register_configs()
 
 def print_summary(record: RunRecord) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from evaluators.ranking import degenerate_reason
 
     s, r, f = record.summary, record.ranking, record.found
     table = Table(title=f"{record.method} on {record.space} ({record.data}, budget={record.budget}, "
@@ -40,9 +43,17 @@ def print_summary(record: RunRecord) -> None:
         table.caption = (f"PLUMBING CHECK, NOT A MEASUREMENT: {record.plumbing_check}. It shows the code runs; "
                          f"its numbers say nothing about the method (use data=cifar10 budget=cpu or larger).")
         table.caption_style = "bold yellow"
+    degenerate = degenerate_reason(r.proxy, r.truth)
     for name in ("kendall_tau", "spearman_rho", "pearson_r"):
         low, high = getattr(r, f"{name}_ci_low"), getattr(r, f"{name}_ci_high")
-        table.add_row(name, f"{getattr(s, name):.3f}  [{low:.3f}, {high:.3f}]")
+        # a degenerate ranking's 0.000 is the policy's value, not a measured "no better than chance": say so
+        table.add_row(name, escape(f"{getattr(s, name):.3f}  " + (degenerate or f"[{low:.3f}, {high:.3f}]")),
+                      style="bold yellow" if degenerate else None)
+    if degenerate:
+        cause = (f" (every arch scored {r.proxy[0]:.4g}: too few validation images or too little training; see "
+                 f"data.val_fraction, budget.max_val_images, budget.score_batches)" if "proxy" in degenerate else "")
+        table.add_row("ranking", escape(f"{degenerate}: the correlations are 0 by rule and rank nothing{cause}"),
+                      style="bold yellow")
     best = r.best_reference()
     if best is not None:
         name, ref = best
@@ -130,6 +141,7 @@ def main(cfg: DictConfig) -> float:
         if execution.mode == Mode.report:
             from reports.__main__ import main as report_main
 
+            check_report_folders(execution)
             code = report_main(["--results", execution.results_dir, "--out", execution.report_dir])
             if code:
                 sys.exit(code)
@@ -138,6 +150,9 @@ def main(cfg: DictConfig) -> float:
     except UserError as e:  # a message the user can act on, never a deep traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (OSError, MemoryError) as e:  # an OS limit (full disk, ulimit -f, permission...): named, with its fix
+        exit_on_os_limit(e)
+        raise
     print_summary(record)
     return float(record.summary.kendall_tau)
 
@@ -189,26 +204,63 @@ def check_grid(overrides: list[str]) -> None:
             raise ConfigError(f"{e}{where}") from None
 
 
+INTERRUPTED = "interrupted; resume with the same command"
+INTERRUPTED_CODE = 130  # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
+
+
+def exit_on_os_limit(error: BaseException) -> None:
+    """Exit 2 with one `error:` line when `error` is an OS limit the user can fix (os_errors); else return."""
+    from oneshot_bench.os_errors import user_error
+
+    mapped = user_error(error)
+    if mapped is not None:
+        print(f"error: {mapped}", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_report_folders(execution: ExecutionConfig) -> None:
+    """mode=report: the results folder exists and the report folder can take report.html, before any work."""
+    from reports.__main__ import check_folders
+
+    check_folders(execution.results_dir, execution.report_dir, "execution.results_dir", "execution.report_dir")
+
+
 def cli(argv: list[str]) -> int:
     """`python run.py ARGS` as a function returning the exit code: 0, or 2 with one `error:` line for any bad
-    input (checked before Hydra composes, so Hydra's own errors read the same). Tests call it in-process."""
+    input (checked before Hydra composes, so Hydra's own errors read the same), or 130 with one line after Ctrl-C.
+    An interrupt leaves what SIGTERM leaves: the last checkpoint (written atomically, so never half a file), no
+    record, and the same command resumes. Tests call it in-process."""
     try:
-        overrides = override_args(argv)
-        check_overrides(overrides, CONF)
-        if {"-m", "--multirun"} & set(argv):
-            check_grid(overrides)
-        else:
-            check_composes(overrides, CONF)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    sys.argv = [sys.argv[0], *argv]  # what Hydra's main reads
-    try:
+        try:
+            overrides = override_args(argv)
+            check_overrides(overrides, CONF)
+            if {"-m", "--multirun"} & set(argv):
+                check_grid(overrides)
+            else:  # validated before Hydra, which makes its own folder under execution.results_dir
+                run_cfg = from_dictconfig(check_composes(overrides, CONF))
+                if run_cfg.execution.mode == Mode.report:  # (its results folder would then always exist)
+                    check_report_folders(run_cfg.execution)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except (OSError, MemoryError) as error:
+            exit_on_os_limit(error)
+            raise
+        sys.argv = [sys.argv[0], *argv]  # what Hydra's main reads
         main()
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else 1
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return INTERRUPTED_CODE
     return 0
 
 
 if __name__ == "__main__":
+    # a log line that cannot be written (a full disk under Hydra's log file) is dropped, not printed as a traceback:
+    # the run's own write then fails with one `error:` line naming the file and the fix
+    logging.raiseExceptions = False
+    from oneshot_bench.interrupts import install_interrupt_once
+
+    install_interrupt_once()
     sys.exit(cli(sys.argv[1:]))

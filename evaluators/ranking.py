@@ -36,6 +36,20 @@ def is_constant(values: np.ndarray) -> bool:
     return len(values) == 0 or bool(np.ptp(values) == 0)
 
 
+def degenerate_reason(proxy: Sequence[float], truth: Sequence[float]) -> str:
+    """Why a ranking flagged `degenerate` ranks nothing, as the console and the report label it ("" when it
+    ranks): its correlations are 0.0 by the policy above, which would otherwise read as a measured "no better than
+    chance"."""
+    p, t = np.asarray(proxy, dtype=float), np.asarray(truth, dtype=float)
+    if len(p) < 2:
+        return "degenerate: fewer than 2 archs"
+    if is_constant(p):
+        return "degenerate: constant proxy"
+    if is_constant(t):
+        return "degenerate: constant truth"
+    return ""
+
+
 def correlation(fn: Statistic, proxy: np.ndarray, truth: np.ndarray) -> float:
     """The correlation, or 0.0 when either side is constant (it ranks nothing)."""
     if len(proxy) < 2 or is_constant(proxy) or is_constant(truth):

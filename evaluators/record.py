@@ -2,12 +2,15 @@
 
 Everything that reads or writes `record.json` (the runner, run.py's summary, the reports, sweeps) goes through
 `RunRecord`, so a key is spelled in one place. Loading validates the layout (missing, unknown or mistyped fields
-raise `RecordError` naming the field) and migrates older layouts (`record_version` 1) to the current one. This
-module imports neither torch nor numpy: a report can be rebuilt from records alone, quickly.
+raise `RecordError` naming the field), checks ranges (`check_ranges`: a record's correlations must be those of its
+own proxy and truth lists, recomputed with scipy, about 4 ms a record) and migrates older layouts (`record_version`
+1) to the current one. This module never imports torch, and numpy and scipy only once a record is range-checked: a
+report can be rebuilt from records alone, quickly.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -227,6 +230,15 @@ class Hashes:
 
 
 @dataclass
+class Code:
+    """Which code made the record (evaluators/fingerprint.py): a sha256 over the source of its method's, space's and
+    truth source's modules and of the shared training code, and each file's sha256 (path -> sha256)."""
+
+    fingerprint: str
+    files: dict[str, str]
+
+
+@dataclass
 class RunRecord:
     record_version: int
     run_id: str
@@ -248,6 +260,9 @@ class RunRecord:
     found: Found
     artifacts: list[str]  # files written beside record.json by the method
     summary: Summary
+    # beside git_commit: the fingerprint of the code that made it; None for a record written before fingerprints
+    # ("legacy"). Not part of the identity: a changed fingerprint keeps the run id (execution.reuse decides)
+    code: Optional[Code] = None
 
     # ---- JSON -------------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -264,6 +279,7 @@ class RunRecord:
             raise RecordError(f"unknown record_version {version!r} (this version reads 1 and {RECORD_VERSION})")
         record = _build(cls, data, "record")
         record.check_consistency()
+        record.check_ranges()
         return record
 
     def check_consistency(self) -> None:
@@ -275,6 +291,13 @@ class RunRecord:
         for name, extra in {**r.extra_proxies, **r.references}.items():
             if len(extra.proxy) != r.n:
                 raise RecordError(f"record.ranking.extra_proxies.{name} has {len(extra.proxy)} scores for n={r.n}")
+
+    def check_ranges(self) -> None:
+        """What a run can have measured (RecordError naming the field otherwise): correlations in [-1, 1] that
+        match the record's own proxy and truth lists, accuracies in [0, 100], seeds, sizes and costs finite and in
+        range. NaN stays allowed where it means "not measured" (a spread of one value, a CI without valid
+        resamples, the AUC of a single-exit space)."""
+        check_record_ranges(self)
 
     def save(self, path: Path) -> None:
         write_json(path, self.to_dict())
@@ -311,7 +334,121 @@ class RunRecord:
         return ", ".join(digits + plumbing_sizes(self.config.get("budget") or {})) or None
 
 
+# ---- validation: ranges ------------------------------------------------------------------------------------------
+
+MAX_SEED = 2**63  # seeds reach torch.manual_seed, which takes a 64-bit value
+CORRELATION_TOLERANCE = 1e-6  # a stored correlation against its recomputation (float noise across library versions)
+_SLACK = 1e-9  # bootstrap quantiles of a perfect correlation may land a rounding step past 1
+
+
+def check_in_range(where: str, value: Optional[float], low: float, high: float, *, nan_ok: bool = False) -> None:
+    """`value` lies in [low, high] (None passes: an optional field left out; NaN passes only where `nan_ok`)."""
+    if value is None or (nan_ok and math.isnan(value)):
+        return
+    if not (math.isfinite(value) and low - _SLACK <= value <= high + _SLACK):
+        raise RecordError(f"{where} is {value!r}, outside [{low:g}, {high:g}]"
+                          + (" (NaN: not measured, is not allowed here)" if math.isnan(value) else ""))
+
+
+def check_cost(where: str, value: Optional[float], *, nan_ok: bool = False) -> None:
+    """A cost, size or count: finite and >= 0 (None passes, NaN only where `nan_ok`)."""
+    if value is None or (nan_ok and math.isnan(value)):
+        return
+    if not (math.isfinite(value) and value >= 0):
+        raise RecordError(f"{where} is {value!r}; it must be a finite number >= 0")
+
+
+def _check_metrics(where: str, m: RankingMetrics, proxy: list[float], truth: list[float]) -> None:
+    """One ranking's metrics: in range, and its correlations those of its proxy against the truth, recomputed as
+    evaluators.ranking does (a constant side ranks nothing: 0.0)."""
+    check_cost(f"{where}.n", m.n)
+    for name in ("kendall_tau", "spearman_rho", "pearson_r"):
+        check_in_range(f"{where}.{name}", getattr(m, name), -1.0, 1.0)
+        for end in ("ci_low", "ci_high"):
+            check_in_range(f"{where}.{name}_{end}", getattr(m, f"{name}_{end}"), -1.0, 1.0, nan_ok=True)
+    for name in ("precision_at_top10pct", "precision_at_5"):
+        check_in_range(f"{where}.{name}", getattr(m, name), 0.0, 1.0)
+    if m.bootstrap_valid < -1:
+        raise RecordError(f"{where}.bootstrap_valid is {m.bootstrap_valid}, below -1 (not recorded)")
+    bad = next((i for i, v in enumerate(proxy) if not math.isfinite(v)), None)
+    if bad is not None:  # evaluators.ranking refuses to rank non-finite scores, so no run wrote one
+        raise RecordError(f"{where}.proxy[{bad}] is {proxy[bad]!r}; a ranked score is finite")
+    import numpy as np  # (lazily: loading a record stays free of numpy until its ranges are checked)
+
+    from .ranking import CORRELATIONS, correlation
+
+    p, t = np.asarray(proxy, dtype=float), np.asarray(truth, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for name, fn in CORRELATIONS.items():
+            stored, recomputed = getattr(m, name), correlation(fn, p, t)
+            if not abs(stored - recomputed) <= CORRELATION_TOLERANCE:
+                raise RecordError(f"{where}.{name} is {stored!r}, but its proxy and truth lists give {recomputed!r}")
+
+
+def check_record_ranges(r: RunRecord) -> None:
+    """RunRecord.check_ranges."""
+    if not 0 <= r.seed < MAX_SEED:
+        raise RecordError(f"record.seed is {r.seed}, outside [0, 2**63)")
+    rk, f, s, c = r.ranking, r.found, r.summary, r.cost
+    for i, acc in enumerate(rk.truth):
+        check_in_range(f"record.ranking.truth[{i}]", acc, 0.0, 100.0)
+    _check_metrics("record.ranking", rk, rk.proxy, rk.truth)
+    for group in ("extra_proxies", "references"):
+        for name, extra in getattr(rk, group).items():
+            _check_metrics(f"record.ranking.{group}.{name}", extra, extra.proxy, rk.truth)
+    for i, point in enumerate(rk.anytime):
+        where = f"record.ranking.anytime[{i}]"
+        check_in_range(f"{where}.kendall_tau", point.kendall_tau, -1.0, 1.0)
+        check_in_range(f"{where}.kendall_tau_ci_low", point.kendall_tau_ci_low, -1.0, 1.0, nan_ok=True)
+        check_in_range(f"{where}.kendall_tau_ci_high", point.kendall_tau_ci_high, -1.0, 1.0, nan_ok=True)
+        check_cost(f"{where}.train_seconds", point.train_seconds)
+        check_cost(f"{where}.epoch", point.epoch)
+        check_cost(f"{where}.n", point.n)
+    for name in ("final_test_acc", "final_val_acc", "space_worst_decile_acc"):
+        check_in_range(f"record.found.{name}", getattr(f, name), 0.0, 100.0)
+    for name in ("final_test_acc_std", "final_test_acc_se"):
+        check_in_range(f"record.found.{name}", getattr(f, name), 0.0, 100.0, nan_ok=True)
+    for name in ("params", "flops", "final_n_images", "resolution", "final_seconds"):
+        check_cost(f"record.found.{name}", getattr(f, name))
+    check_cost("record.found.params_std", f.params_std, nan_ok=True)
+    for i, fin in enumerate(f.finalists):
+        where = f"record.found.finalists[{i}]"
+        for name in ("test_acc", "val_acc", "short_val_acc"):
+            check_in_range(f"{where}.{name}", getattr(fin, name), 0.0, 100.0)
+        for name in ("params", "flops", "n_images", "seed_index", "seconds"):
+            check_cost(f"{where}.{name}", getattr(fin, name))
+    for name in ("kendall_tau", "spearman_rho", "pearson_r"):  # (the reports read the ranking's, checked above)
+        check_in_range(f"record.summary.{name}", getattr(s, name), -1.0, 1.0)
+    for name in ("precision_at_top10pct", "precision_at_5"):
+        check_in_range(f"record.summary.{name}", getattr(s, name), 0.0, 1.0)
+    check_in_range("record.summary.final_test_acc", s.final_test_acc, 0.0, 100.0)
+    check_in_range("record.summary.final_test_acc_se", s.final_test_acc_se, 0.0, 100.0, nan_ok=True)
+    check_in_range("record.summary.final_anytime_auc", s.final_anytime_auc, 0.0, 100.0, nan_ok=True)
+    for name in ("params", "flops", "search_device_seconds", "search_gpu_days", "supernet_train_seconds",
+                 "anytime_seconds", "ranking_seconds", "derive_seconds", "selection_seconds", "final_seconds",
+                 "evaluation_device_seconds"):
+        check_cost(f"record.summary.{name}", getattr(s, name))
+    for phase, cost in c.phases.items():
+        check_cost(f"record.cost.phases.{phase}.device_seconds", cost.device_seconds)
+        check_cost(f"record.cost.phases.{phase}.gpu_days", cost.gpu_days)
+    for name in ("search_device_seconds", "search_gpu_days", "evaluation_device_seconds"):
+        check_cost(f"record.cost.{name}", getattr(c, name))
+    check_cost("record.truth_seconds", r.truth_seconds)
+
+
 # ---- validation: JSON values -> typed dataclasses ----------------------------------------------------------------
+
+def typed(cls: type, data: Any, where: str) -> Any:
+    """JSON values as the dataclass `cls`, validated as a record's parts are (RecordError naming the field): what
+    the run's other state files (evaluators/state.py) reuse."""
+    return _build(cls, data, where)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a record dataclass, resolved once (get_type_hints was half of a load's time)."""
+    return typing.get_type_hints(cls)
+
 
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
@@ -320,7 +457,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise RecordError(f"{where} has unknown field(s) {unknown}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     values = {}
     for name, f in fields.items():
         if name not in data:

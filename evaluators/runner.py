@@ -9,7 +9,8 @@
     record = build_record(run, evaluation, artifacts)
 
 Each phase is timed in device-seconds. Ground-truth work for the ranking sample is timed separately and never
-charged to a method. `run_benchmark` runs the whole sequence and stores the record.
+charged to a method. `run_benchmark` runs the whole sequence and stores the record, or returns the run's finished
+record when the same code made it (its fingerprint, evaluators/fingerprint.py; `execution.reuse=stale`: any).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,7 +33,7 @@ from tqdm.auto import tqdm
 
 from methods.base import Method, SearchContext, get_method
 from oneshot_bench.atomic import read_json, write_json
-from oneshot_bench.config import BnMode, NetConfig, Protocol, RunConfig, nets_for
+from oneshot_bench.config import BnMode, NetConfig, Protocol, Reuse, RunConfig, nets_for
 from oneshot_bench.data import DataBundle, data_sha256, load_data
 from oneshot_bench.device import configure_torch, resolve_device, search_autocast
 from oneshot_bench.errors import ConfigError
@@ -43,11 +45,13 @@ from search_spaces.base import STANDALONE, SUPERNET, Arch, SearchSpace, get_spac
 from .anytime import AnytimeScorer
 from .cost import CostMeter
 from .environment import git_commit, versions
+from .fingerprint import code_fingerprint, difference
 from .paired import accuracy_standard_error
 from .ranking import ranking_metrics
-from .record import RECORD_VERSION, AnytimePoint, ExtraProxy, Finalist, Found, Hashes, Ranking, RunRecord, Summary
+from .record import RECORD_VERSION, AnytimePoint, Code, ExtraProxy, Finalist, Found, Hashes, Ranking, RunRecord, Summary
 from .sample import benchmark_sample
-from .store import ResultsStore, config_hash, run_id_for
+from .state import check_reference_sizes, parse_checkpoint, parse_progress
+from .store import ResultsStore, config_hash, move_aside, run_id_for
 from .truth import GroundTruth, TruthContext, resolve_truth
 
 log = logging.getLogger("oneshot_bench")
@@ -66,6 +70,12 @@ class RunPlan:
     identity: dict[str, Any]  # what the run measures: everything but `execution`, with the data's sha256
     run_id: str
     config_hash: str  # full sha256 of the identity (checkpoints and progress files carry it)
+
+    @cached_property
+    def code(self) -> Code:
+        """The fingerprint of the code this run executes (evaluators/fingerprint.py). Not in the identity: records,
+        checkpoints and progress files carry it beside their ids."""
+        return code_fingerprint(self.method, self.space, self.truth)
 
 
 def identity_of(cfg: RunConfig, space: SearchSpace, method: Method, truth: GroundTruth, device: torch.device,
@@ -118,18 +128,36 @@ def plan_run(cfg: RunConfig) -> RunPlan:
         source = f"truth {truth.name!r} covers" if pool is not None else f"space {space.name} has"
         raise ConfigError(f"budget.ranking_sample={cfg.budget.ranking_sample} is not allowed: {source} only "
                           f"{available} archs; lower it.")
-    check_selection(cfg, space, truth)
+    check_selection(cfg, space, truth, method, available)
     device = resolve_device(cfg.device)
     identity = identity_of(cfg, space, method, truth, device, data_sha256(cfg.data))
     return RunPlan(cfg, space, method, truth, device, ResultsStore(cfg.execution.results_dir), identity,
                    run_id_for(identity), config_hash(identity))
 
 
-def check_selection(cfg: RunConfig, space: SearchSpace, truth: GroundTruth) -> None:
-    """A protocol's final-training settings must mean something for this truth and space: a looked-up accuracy
-    already has its benchmark's own training (no regularisers, no seeds to add), and a regulariser needs nets that
-    support it."""
+def check_selection(cfg: RunConfig, space: SearchSpace, truth: GroundTruth, method: Method,
+                    available: Optional[int]) -> None:
+    """A protocol's settings must mean something for this method, truth and space: final_seeds only where the
+    protocol trains over seeds (top_best; it is part of the run id, so an ignored value would name a run after a
+    setting it never had), k at most the archs the method ranks (`available`: the truth's pool or the space, None
+    for unbounded), a looked-up accuracy already has its benchmark's own training (no regularisers, no seeds to
+    add), and a regulariser needs nets that support it."""
     sel = cfg.selection
+    if sel.final_seeds != 1 and sel.name != Protocol.top_best:
+        raise ConfigError(f"selection.final_seeds={sel.final_seeds} is not used by selection={sel.name} (only "
+                          f"top_best trains its kept arch over several seeds); use selection=top_best, or drop "
+                          f"selection.final_seeds.")
+    if sel.name in (Protocol.topk, Protocol.top_best):
+        ranked = method.ranking_size(sel.candidates or cfg.budget.candidates, cfg.budget)
+        why, more = f"set by {method.ranking_size_source}", f", or raise {method.ranking_size_source}"
+        if available is not None and available < ranked:
+            ranked, more = available, ""
+            why = (f"truth {truth.name!r} covers" if truth.arch_pool() is not None
+                   else f"space {space.name} has") + f" only {available} archs"
+        if sel.k > ranked:
+            raise ConfigError(f"selection.k={sel.k} is more than the {ranked} candidates method {method.name!r} "
+                              f"ranks here ({why}), so selection={sel.name} cannot take its top {sel.k}; lower "
+                              f"selection.k to at most {ranked}{more}.")
     if truth.kind == "tabular" and (sel.extras.active or sel.final_seeds > 1 or sel.final_channels or sel.final_cells):
         raise ConfigError(f"selection.cutout/drop_path/auxiliary_weight/final_seeds/final_channels/final_cells change "
                           f"the final training, but "
@@ -145,13 +173,45 @@ def check_selection(cfg: RunConfig, space: SearchSpace, truth: GroundTruth) -> N
 
 def checkpoint_bytes(plan: RunPlan) -> int:
     """Room a run's checkpoints need: its largest network's weights plus optimizer moments, twice (the new file is
-    written before the old one is replaced), plus a margin; measured on the meta device (nothing allocated)."""
-    net = nets_for(plan.cfg.budget, plan.space.name)[0]
+    written before the old one is replaced), plus a margin; measured on the meta device (nothing allocated). A
+    network too large for this machine's memory is refused first, naming the width to lower (check_fits_memory)."""
+    budget, space = plan.cfg.budget, plan.space.name
+    net = nets_for(budget, space)[0]
     with torch.device("meta"):
         model = (plan.space.build_supernet(net) if SUPERNET in plan.space.capabilities
                  and SUPERNET in plan.method.required_capabilities
                  else plan.space.build_standalone(plan.space.sample(random.Random(0)), net))
-    return 2 * 3 * 4 * count_params(model) + 16 * 2**20
+    params = count_params(model)
+    key = f"budget.net_by_space.{space}" if space in budget.net_by_space else "budget.net"
+    check_fits_memory(params, key, net, f"the {space} search network", plan.device)
+    if plan.truth.kind != "tabular":  # a trained truth and the final training build the final network
+        final = plan.cfg.selection.final_net(nets_for(budget, space)[1])
+        with torch.device("meta"):
+            final_params = count_params(plan.space.build_standalone(plan.space.sample(random.Random(0)), final))
+        key = ("selection.final" if plan.cfg.selection.final_channels else
+               f"budget.final_net_by_space.{space}" if space in budget.final_net_by_space else "budget.final_net")
+        check_fits_memory(final_params, key, final, f"the {space} final network", plan.device)
+    return 2 * 3 * 4 * params + 16 * 2**20
+
+
+def check_fits_memory(params: int, key: str, net: NetConfig, what: str, device: torch.device) -> None:
+    """A ConfigError, before any work, when a network's weights, gradients and optimizer moments alone (3 float32
+    copies of its parameters) exceed the memory of this machine (and of its GPU on cuda): torch would otherwise try
+    to allocate it, or the disk check would ask for an absurd amount of free space."""
+    import os
+
+    need = 3 * 4 * params
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    where = "this machine's"
+    if device.type == "cuda":
+        gpu = torch.cuda.get_device_properties(device).total_memory
+        memory, where = min(memory, gpu), where if memory <= gpu else "the GPU's"
+    if need > memory:
+        width = f"{key}_channels" if key == "selection.final" else f"{key}.channels"
+        raise ConfigError(f"{width}={net.channels} ({net.cells_per_stage} cell(s) per stage) makes {what} {params:,} "
+                          f"parameters: {need / 2**30:,.1f} GiB for its weights, gradients and optimizer moments "
+                          f"alone, more than {where} {memory / 2**30:,.1f} GiB of memory; lower {width} (the shipped "
+                          f"budgets use 8 to 128).")
 
 
 # ---- prepare: data, networks, truth, method ----------------------------------------------------------------------
@@ -170,6 +230,8 @@ class PreparedRun:
     anytime: list[dict[str, Any]] = field(default_factory=list)  # AnytimePoint fields, checkpointed
     truth_seconds: float = 0.0  # ground-truth work for the sample (reference work, never charged to the method)
     _sample: Optional[tuple[list[Arch], list[float]]] = None
+    _saved_at: float = 0.0  # when the progress file was last written (perf_counter), and how long that took
+    _save_seconds: float = 0.0
 
     def sample_and_truth(self) -> tuple[list[Arch], list[float]]:
         """The shared ranking sample of this run's (space, truth, seed) and its true accuracies (computed once)."""
@@ -182,12 +244,26 @@ class PreparedRun:
             self.truth_seconds += time.perf_counter() - start
         return self._sample
 
+    def save_progress_unless_recent(self) -> None:
+        """save_progress, skipped while less than PROGRESS_WRITE_SPACING times the last write's duration has
+        passed: the whole file is rewritten and fsynced each time, so with thousands of scored archs writes would
+        otherwise dominate scoring (and grow with the square of the sample). A killed run re-scores at most the archs
+        of that short span; with small files every arch is kept, as before."""
+        if time.perf_counter() - self._saved_at >= PROGRESS_WRITE_SPACING * self._save_seconds:
+            self.save_progress()
+
     def save_progress(self) -> None:
+        start = time.perf_counter()
+        self._write_progress()
+        self._saved_at = time.perf_counter()
+        self._save_seconds = self._saved_at - start
+
+    def _write_progress(self) -> None:
         plan = self.plan
         encode = plan.space.encode
         plan.store.save_progress(plan.run_id, {
-            "run_id": plan.run_id, "config_hash": plan.config_hash, "seconds": dict(self.meter.seconds),
-            "ranking": self.ranking,
+            "run_id": plan.run_id, "config_hash": plan.config_hash, "code": asdict(plan.code),
+            "seconds": dict(self.meter.seconds), "ranking": self.ranking,
             "cache": {purpose: {encode(a): v for a, v in table.items()}
                       for purpose, table in plan.method.score_cache.items()}})
 
@@ -230,22 +306,31 @@ def prepare(plan: RunPlan) -> PreparedRun:
     plan.method.on_progress = run.save_progress
     if not cfg.execution.resume or cfg.execution.force:
         return run
-    checkpoint = store.load_checkpoint(plan.run_id, plan.config_hash)
+    checkpoint = store.load_checkpoint(plan.run_id, plan.config_hash,
+                                       parse=lambda state: parse_checkpoint(state, cfg.budget.search_epochs))
     if checkpoint is not None:
-        plan.method.load_state_dict(checkpoint["method"])
-        run.meter.seconds, run.history = dict(checkpoint["seconds"]), list(checkpoint["history"])
-        run.anytime = list(checkpoint.get("anytime", []))
-        run.start_epoch = checkpoint["epoch"] + 1
-        torch.set_rng_state(checkpoint["torch_rng"])
-        log.info("resuming run %s after epoch %d", plan.run_id, checkpoint["epoch"])
-    progress = store.load_progress(plan.run_id, plan.config_hash)
+        try:
+            plan.method.load_state_dict(checkpoint.method)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            # a layout the method does not know (another version's, a hand-edited one): one error, not a traceback
+            problem = f"no {e.args[0]!r} in it" if isinstance(e, KeyError) and e.args else \
+                (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise store.refused_checkpoint(plan.run_id, f"holds a {plan.method.name} state this version cannot "
+                                                        f"resume ({problem})") from None
+        run.meter.seconds, run.history = dict(checkpoint.seconds), list(checkpoint.history)
+        run.anytime = checkpoint.anytime_rows()
+        run.start_epoch = checkpoint.epoch + 1
+        torch.set_rng_state(checkpoint.torch_rng)
+        log.info("resuming run %s after epoch %d", plan.run_id, checkpoint.epoch)
+    progress = store.load_progress(plan.run_id, plan.config_hash,
+                                   parse=lambda data: parse_progress(data, plan.space.decode))
     training_done = run.start_epoch >= cfg.budget.search_epochs or not plan.method.trains
     if progress is not None and training_done:  # scores and per-arch caches of the evaluation so far
         decode = plan.space.decode
-        run.meter.seconds = dict(progress["seconds"])
-        run.ranking = dict(progress["ranking"])
+        run.meter.seconds = dict(progress.seconds)
+        run.ranking = progress.ranking_rows()
         plan.method.score_cache = {purpose: {decode(a): float(v) for a, v in table.items()}
-                                   for purpose, table in progress["cache"].items()}
+                                   for purpose, table in progress.cache.items()}
         log.info("resuming run %s with %d ranked archs and %d cached scores", plan.run_id, len(run.ranking),
                  sum(map(len, plan.method.score_cache.values())))
     return run
@@ -272,7 +357,7 @@ def train(run: PreparedRun, progress: Optional[bool] = None) -> None:
             anytime.after_epoch(epoch)
         plan.store.save_checkpoint(plan.run_id, plan.config_hash, {
             "method": method.state_dict(), "seconds": dict(run.meter.seconds), "history": run.history,
-            "epoch": epoch, "torch_rng": torch.get_rng_state(), "anytime": run.anytime})
+            "epoch": epoch, "torch_rng": torch.get_rng_state(), "anytime": run.anytime, "code": asdict(plan.code)})
 
 
 # ---- evaluate ------------------------------------------------------------------------------------------------------
@@ -291,10 +376,15 @@ class Evaluation:
     baseline: Optional[dict[str, Any]] = None  # multi-exit spaces: the hand-designed baseline's final result
 
 
+# progress writes are spaced by at least this many times their own duration (at most ~10% of scoring time)
+PROGRESS_WRITE_SPACING = 10.0
+
+
 def score_sample(run: PreparedRun, sample: list[Arch], progress: Optional[bool] = None) -> None:
-    """The method's proxy score of every sample arch, one at a time, each kept in the progress file as soon as it
-    is known (a killed run re-scores at most one). Scores do not depend on the order (fixed batches, per-arch
-    seeds), so a resumed run's scores are the uninterrupted run's. Benchmark work: the `ranking` phase, never
+    """The method's proxy score of every sample arch, one at a time, kept in the progress file as they are known
+    (a killed run re-scores at most those of the last few write-times: PreparedRun.save_progress_unless_recent).
+    Scores do not depend on the order (fixed batches, per-arch seeds), so a resumed run's scores are the
+    uninterrupted run's. Benchmark work: the `ranking` phase, never
     charged to the search."""
     method, encode = run.plan.method, run.plan.space.encode
     for arch in tqdm(sample, desc=f"{method.name} scoring", leave=False, disable=progress is False or None):
@@ -307,7 +397,8 @@ def score_sample(run: PreparedRun, sample: list[Arch], progress: Optional[bool] 
             if method.bn_modes_apply and run.plan.cfg.scoring.also_bn_modes:  # same weights, other BN modes
                 extra |= method.scores_under_modes(arch, run.plan.cfg.scoring.also_bn_modes)
         run.ranking[key] = {"score": score, "extra": extra}
-        run.save_progress()
+        run.save_progress_unless_recent()
+    run.save_progress()
 
 
 def short_training(run: PreparedRun, arch: Arch) -> float:
@@ -368,19 +459,27 @@ def free_references(run: PreparedRun, sample: list[Arch], true_acc: list[float])
     spec = [plan.space.name, plan.space.identity_params(), asdict(run.net), run.data.resolution, archs]
     key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
     path = Path(cfg.execution.cache_dir or plan.store.cache_dir) / "references" / f"{key}.json"
+    def count(arch: Arch) -> tuple[float, float]:
+        with torch.device("meta"):
+            model = plan.space.build_standalone(arch, run.net)
+        return float(count_params(model)), float(count_flops(model, run.net.in_channels, run.data.resolution))
+
     sizes: Optional[dict[str, list[float]]] = None
     if path.is_file():
         try:
-            sizes = read_json(path)
-        except (OSError, ValueError):
-            sizes = None  # unreadable: recounted and rewritten below
-    if not (isinstance(sizes, dict) and all(len(sizes.get(k, [])) == len(sample) for k in ("params", "flops"))):
-        sizes = {"params": [], "flops": []}
-        for arch in sample:
-            with torch.device("meta"):
-                model = plan.space.build_standalone(arch, run.net)
-            sizes["params"].append(float(count_params(model)))
-            sizes["flops"].append(float(count_flops(model, run.net.in_channels, run.data.resolution)))
+            sizes = check_reference_sizes(read_json(path), len(sample))
+            # well-formed is not right: a few archs recounted (first, middle, last) catch a file of other values,
+            # shuffled or shifted, at the cost of three meta-device builds
+            for i in sorted({0, len(sample) // 2, len(sample) - 1}):
+                if count(sample[i]) != (sizes["params"][i], sizes["flops"][i]):
+                    raise ValueError(f"its sizes of arch {archs[i]} are not that arch's")
+        except (OSError, ValueError) as e:  # a cache: set aside and recounted below (evaluators/store.py's policy)
+            log.warning("references cache file %s cannot be used (%s); kept as %s and the sizes are counted again",
+                        path, e.strerror if isinstance(e, OSError) and e.strerror else e, move_aside(path).name)
+            sizes = None
+    if sizes is None:
+        counted = [count(arch) for arch in sample]
+        sizes = {"params": [p for p, _ in counted], "flops": [f for _, f in counted]}
         write_json(path, sizes)
     return {name: ExtraProxy(**ranking_metrics(values, true_acc, resamples=cfg.budget.bootstrap_resamples,
                                                seed=cfg.seed), proxy=[float(v) for v in values])
@@ -482,7 +581,7 @@ def build_record(run: PreparedRun, ev: Evaluation, artifacts: list[str]) -> RunR
         execution={"threads": torch.get_num_threads(), "deterministic": cfg.deterministic},
         hashes=Hashes(data_sha256=data.sha256, truth=plan.truth.describe()), cost=cost,
         truth_seconds=ev.truth_seconds, history=run.history, ranking=ranking, found=found, artifacts=artifacts,
-        summary=Summary.of(ranking, found, cost))
+        summary=Summary.of(ranking, found, cost), code=plan.code)
 
 
 # ---- the whole run -------------------------------------------------------------------------------------------------
@@ -491,24 +590,42 @@ def run_benchmark(cfg: RunConfig, *, progress: Optional[bool] = None) -> RunReco
     plan = plan_run(cfg)
     store, run_id = plan.store, plan.run_id
     store.check_writable(run_id, checkpoint_bytes(plan))  # before any data is read or any epoch trained
+    store.check_cache(cfg.execution.cache_dir)
     with store.lock(run_id):  # an identical run in another process waits here, then finds the record below
         for leftover in store.clean_tmp(run_id):
             log.info("removed %s, left half-written by a killed run", leftover)
         if not cfg.execution.force:
             record = store.finished_record(run_id)
-            if record is not None:
-                log.info("run %s already finished; returning its record (execution.force=true recomputes)", run_id)
+            if record is not None and reuse_finished(plan, record):
                 return record
+        if cfg.execution.resume and not cfg.execution.force:
+            store.check_state_code(run_id, plan.config_hash, plan.code)  # other code's checkpoint: refused
         run = prepare(plan)
         train(run, progress)
         evaluation = evaluate(run, progress)
         artifacts = plan.method.artifacts()
-        for name, content in artifacts.items():
-            store.write_artifact(run_id, name, content)
         record = build_record(run, evaluation, sorted(f"{name}.json" for name in artifacts))
-        path = store.save_record(run_id, record)
+        path = store.save_record(run_id, record, artifacts)  # a record of other code there is kept beside it
     log.info("wrote %s", path)
     return record
+
+
+def reuse_finished(plan: RunPlan, record: RunRecord) -> bool:
+    """Whether the run's finished record is returned instead of computing: one made by this code always; one made by
+    other code, or a legacy one without a fingerprint, only with execution.reuse=stale. Either way a record of other
+    code is named in a warning, with its commit and the files that changed."""
+    other = difference(record.code, record.git_commit, plan.code)
+    if other is None:
+        log.info("run %s already finished; returning its record (execution.force=true recomputes)", plan.run_id)
+        return True
+    if plan.cfg.execution.reuse == Reuse.stale:
+        log.warning("run %s already finished, but %s; returning that record, as execution.reuse=stale asks "
+                    "(execution.reuse=current recomputes it)", plan.run_id, other)
+        return True
+    log.warning("run %s has a finished record, but %s; recomputing it (the old record is kept as "
+                "record.%s.json; execution.reuse=stale would return it)", plan.run_id, other,
+                plan.store.aside_tag(record))
+    return False
 
 
 def precompute_truth(cfg: RunConfig) -> dict[str, Any]:

@@ -9,7 +9,14 @@ repeats a finished run reuses its record.
   for Optuna's JournalStorage on a shared file system without a database server (no heartbeats there).
 - Database storages run `study.optimize` with trial heartbeats: a worker killed mid-trial stops beating, and after
   the grace period the next worker to start a trial marks it FAILED and re-queues its parameters
-  (`RetryHeartbeatStaleTrialCallback`, the name `RetryFailedTrialCallback` has in Optuna 5).
+  (`RetryHeartbeatStaleTrialCallback`, the name `RetryFailedTrialCallback` has in Optuna 5). A trial interrupted
+  by Ctrl-C (KeyboardInterrupt) is re-queued the same way at once, on every storage, and the worker stops: the
+  next worker resumes that run from its checkpoint.
+- A seeded sampler (`sweep.sampler_seed`) draws its seed from the seed, the worker index and the number of trials
+  already in the study, so a restarted worker does not propose its first start's values again.
+- A SQLite file is probed read-only before Optuna opens it: a database of another application (tables, none of
+  Optuna's) is refused untouched, and an error opening a storage is raised at once (only a lost race on creating
+  the schema or the study is retried).
 - `n_trials` counts COMPLETE trials over all workers (`MaxTrialsCallback`). Two workers could both start the last
   trial, so a trial first checks the quota: trials still running with a smaller number have the first claim; a
   trial that cannot be needed ends PRUNED with the user attribute `surplus` (never COMPLETE), so the study holds
@@ -29,6 +36,7 @@ import random
 import socket
 import time
 import warnings
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -36,6 +44,7 @@ from typing import Any, Optional
 from oneshot_bench.atomic import write_json
 from oneshot_bench.config import Mode, RunConfig, SweepConfig, from_dictconfig
 from oneshot_bench.errors import ConfigError, DivergenceError, UserError
+from oneshot_bench.names import path_inside
 from search_spaces import SPACES
 
 from .record import Summary
@@ -126,16 +135,32 @@ def study_name_of(cfg: RunConfig) -> str:
             f"{'+'.join(sweep.objectives)}")
 
 
-def open_storage(sweep: SweepConfig) -> Any:
-    """The Optuna storage of `sweep.storage`, with heartbeats and the stale-trial retry for database URLs."""
+STORAGE_ENV = "ONESHOT_SWEEP_STORAGE"  # sweep.storage's default comes from it (SweepConfig.storage)
+
+
+def storage_origin(sweep: SweepConfig, fixed: frozenset[str] = frozenset()) -> str:
+    """Where `sweep.storage`'s value came from, for its errors: the environment variable when it is set and the
+    command line does not give sweep.storage, else the key."""
+    if "sweep.storage" not in fixed and os.environ.get(STORAGE_ENV) == sweep.storage:
+        return STORAGE_ENV
+    return "sweep.storage"
+
+
+def open_storage(sweep: SweepConfig, origin: str = "sweep.storage") -> Any:
+    """The Optuna storage of `sweep.storage`, with heartbeats and the stale-trial retry for database URLs. A SQLite
+    file that holds another application's tables is refused untouched (`check_sqlite_file`); `origin` names where
+    the URL came from (`storage_origin`)."""
     import optuna
     from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
     from sqlalchemy.exc import SQLAlchemyError
 
     url = sweep.storage
+    fix = (f"Unset {STORAGE_ENV} or set it to" if origin == STORAGE_ENV else "Use")
     try:
         path = local_file(url)
+        if url.startswith("sqlite") and path is not None:
+            check_sqlite_file(path, f"{origin}={redact(url)!r}", must_exist=False)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         if url.startswith("journal:"):
@@ -147,9 +172,42 @@ def open_storage(sweep: SweepConfig) -> Any:
             grace_period=sweep.grace_period or 2 * sweep.heartbeat_interval,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=sweep.max_retry)),
             "the storage's tables")
-    except (ImportError, ValueError, optuna.exceptions.StorageInternalError, SQLAlchemyError) as e:
-        raise ConfigError(f"sweep.storage={redact(url)!r} cannot be opened: {str(e).splitlines()[0]}. Use "
+    except (ImportError, ValueError, OSError, optuna.exceptions.StorageInternalError, SQLAlchemyError) as e:
+        raise ConfigError(f"{origin}={redact(url)!r} cannot be opened: {str(e).splitlines()[0]}. {fix} "
                           f"sqlite:///<file>, postgresql://user:password@host/db or journal:<file>.") from None
+
+
+OPTUNA_TABLES = {"studies", "version_info"}  # every Optuna RDB schema has them
+
+
+def check_sqlite_file(path: Path, what: str, must_exist: bool) -> None:
+    """Refuse a SQLite file that is not an Optuna storage, before SQLAlchemy opens it (Optuna creates its 13
+    tables in any database it opens): it is probed read-only (`mode=ro`, nothing written), and a file that is no
+    database, or holds tables but not Optuna's, is refused. A missing file (with `must_exist`) or one without tables
+    (a storage another worker is creating) is another matter: refused with `must_exist`, else left to Optuna."""
+    import sqlite3
+    from urllib.parse import quote
+
+    fix = ("name the storage a sweep wrote (its sweep.storage)" if must_exist else
+           "name a new file for the study, e.g. sqlite:///results/sweeps.db")
+    if not path.exists():
+        if must_exist:
+            raise ConfigError(f"{what}: no database file {path}; check the path (a sweep's default storage is "
+                              f"sqlite:///results/sweeps.db).")
+        return
+    if not path.is_file():
+        raise ConfigError(f"{what}: {path} is not a file; name a SQLite file.")
+    try:
+        with closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as e:
+        raise ConfigError(f"{what}: {path} cannot be read as a SQLite database ({e}); {fix}.") from None
+    if tables and not OPTUNA_TABLES <= tables:
+        raise ConfigError(f"{what}: {path} is another application's database (table(s) "
+                          f"{', '.join(sorted(tables)[:3])}{', ...' if len(tables) > 3 else ''}; no Optuna tables), "
+                          f"left untouched; {fix}.")
+    if not tables and must_exist:
+        raise ConfigError(f"{what}: {path} holds no Optuna study (no tables); {fix}.")
 
 
 def local_file(url: str) -> Optional[Path]:
@@ -160,9 +218,14 @@ def local_file(url: str) -> Optional[Path]:
     return None
 
 
+RACE_SIGNS = ("already exists", "duplicate", "unique", "locked")  # what a lost creation race says, any database
+
+
 def _retry_race(create: Any, what: str, attempts: int = 8) -> Any:
     """Workers started at the same moment on a fresh storage race on creating its schema or the study (SQLite:
-    "table already exists", PostgreSQL: a unique-key violation): retry with a random back-off."""
+    "table already exists" or "database is locked", PostgreSQL: a unique-key violation): retry with a random
+    back-off. Any other error (a file that cannot be opened, a server that cannot be reached) is raised at once:
+    retrying a URL that cannot work only delays its error."""
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
@@ -171,7 +234,13 @@ def _retry_race(create: Any, what: str, attempts: int = 8) -> Any:
             return create()
         except (IntegrityError, OperationalError, ProgrammingError, optuna.exceptions.DuplicatedStudyError,
                 optuna.exceptions.StorageInternalError) as e:
-            if attempt == attempts - 1:
+            chain, cause = [], e
+            while cause is not None:
+                chain.append(str(cause).lower())
+                cause = cause.__cause__ or cause.__context__
+            race = isinstance(e, (IntegrityError, optuna.exceptions.DuplicatedStudyError)) or any(
+                sign in text for text in chain for sign in RACE_SIGNS)
+            if attempt == attempts - 1 or not race:
                 raise
             log.info("%s: being created by another worker (%s); retrying", what, type(e).__name__)
             time.sleep(random.uniform(0.2, 1.0) * (attempt + 1))
@@ -184,26 +253,32 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def make_sampler(sweep: SweepConfig) -> Any:
+def make_sampler(sweep: SweepConfig, trials_so_far: int = 0) -> Any:
+    """The study's sampler. A seeded one draws its seed from (sampler_seed, worker, trials already in the study):
+    workers of one command differ, and a worker restarted on a study with trials does not replay the values its
+    first start proposed (a plain offset would collide: worker 1 at 0 trials = worker 0 at 1)."""
+    import numpy as np
     import optuna
 
-    seed = None if sweep.sampler_seed is None else sweep.sampler_seed + sweep.worker
+    seed = None if sweep.sampler_seed is None else int(
+        np.random.SeedSequence([sweep.sampler_seed, sweep.worker, trials_so_far]).generate_state(1)[0])
     return {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
             "random": lambda: optuna.samplers.RandomSampler(seed=seed),
             "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed)}[str(sweep.sampler)]()
 
 
-def open_study(cfg: RunConfig) -> Any:
+def open_study(cfg: RunConfig, origin: str = "sweep.storage") -> Any:
     import optuna
 
     sweep = cfg.sweep
     assert sweep is not None
-    storage = open_storage(sweep)
+    storage = open_storage(sweep, origin)
     name = study_name_of(cfg)
     directions = [Summary.direction(name) for name in sweep.objectives]
     study = _retry_race(lambda: optuna.create_study(storage=storage, study_name=name, directions=directions,
-                                                    sampler=make_sampler(sweep), load_if_exists=True),
+                                                    load_if_exists=True),
                         f"study {name}")
+    study.sampler = make_sampler(sweep, len(study.get_trials(deepcopy=False)))
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError(f"study {name!r} in {redact(sweep.storage)} optimizes "
                           f"{[d.name.lower() for d in study.directions]}, not {directions} of sweep.objectives; "
@@ -314,17 +389,27 @@ def run_sweep(base: Any, cfg: RunConfig, fixed: frozenset[str] = frozenset()) ->
     # heartbeats, the stale-trial retry and metric names are flagged experimental since Optuna 2.8-3.2
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     dimensions = check_sweep(base, cfg, fixed)
-    study = open_study(cfg)
+    # inside results_dir/sweeps/, checked before the study is opened (sweep.study_name is a checked name; the
+    # default one is built from checked names, but may still be too long for a file name)
+    summary_path = path_inside(Path(cfg.execution.results_dir) / SWEEPS_DIR, f"{study_name_of(cfg)}.json",
+                               key="sweep.study_name")
+    study = open_study(cfg, storage_origin(sweep, fixed))
     heartbeats = is_heartbeat_enabled(study._storage)
     if not heartbeats:
         log.warning("storage %s has no trial heartbeats: a killed worker's trial stays RUNNING and is not retried, "
                     "and concurrent workers may pass the quota of %d COMPLETE trials by a trial or two",
                     redact(sweep.storage), sweep.n_trials)
-    summary_path = Path(cfg.execution.results_dir) / SWEEPS_DIR / f"{study.study_name}.json"
     max_failed = sweep.max_failed if sweep.max_failed is not None else sweep.n_trials
     failures: list[str] = []
 
     def objective(trial: Any) -> list[float]:
+        try:
+            return run_trial(trial)
+        except KeyboardInterrupt:  # Ctrl-C: retried like a killed worker's trial; the worker stops (exit 130)
+            requeue_interrupted(study, trial, sweep.max_retry)
+            raise
+
+    def run_trial(trial: Any) -> list[float]:
         values = {dim.key: dim.suggest(trial) for dim in dimensions}
         failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if ERROR in t.user_attrs]
         if len(failed) >= max_failed:  # a search space whose runs keep failing would otherwise never end
@@ -363,6 +448,35 @@ def run_sweep(base: Any, cfg: RunConfig, fixed: frozenset[str] = frozenset()) ->
         raise UserError(f"sweep {study.study_name} stopped: {max_failed} trials failed (sweep.max_failed), the "
                         f"last with: {failures[-1]}. Narrow sweep.params away from the failing values.")
     return study
+
+
+class _DropInterruptedTrialLog(logging.Filter):
+    """Optuna logs a trial failed by KeyboardInterrupt with its whole traceback and a second line; `requeue_interrupted`
+    says it in one line instead."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__()
+        self.prefix = f"Trial {number} failed"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def requeue_interrupted(study: Any, trial: Any, max_retry: int) -> None:
+    """A trial interrupted in this worker (Ctrl-C, KeyboardInterrupt in the objective) is queued again with its
+    parameters, exactly as the stale-trial retry queues a killed worker's (`RetryHeartbeatStaleTrialCallback`: the
+    same system attributes, so sweep.max_retry counts it, and `retry_of` names it), on every storage. The next worker
+    to start runs it first, and its run resumes from its checkpoint; Optuna then marks this trial FAIL."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    logging.getLogger("optuna.study._optimize").addFilter(_DropInterruptedTrialLog(trial.number))
+    frozen = study._storage.get_trial(trial._trial_id)
+    before = len(study.get_trials(deepcopy=False))
+    RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, frozen)
+    queued = len(study.get_trials(deepcopy=False)) > before
+    log.warning("trial %d interrupted: %s", trial.number,
+                "queued again with its parameters; the next worker resumes its run" if queued else
+                f"not queued again (retried sweep.max_retry={max_retry} times already)")
 
 
 def best_numbers(study: Any) -> set[int]:
@@ -435,6 +549,8 @@ def open_existing(url: str, study_name: Optional[str]) -> Any:
     try:
         storage: Any = url
         path = local_file(url)
+        if url.startswith("sqlite") and path is not None:  # probed read-only: Optuna would add its tables
+            check_sqlite_file(path, f"storage {redact(url)!r}", must_exist=True)
         if path is not None and not path.is_file():
             raise ValueError(f"no {'journal' if url.startswith('journal:') else 'database'} file {path}")
         if url.startswith("journal:"):
@@ -454,15 +570,23 @@ def open_existing(url: str, study_name: Optional[str]) -> Any:
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
-if __name__ == "__main__":
+def main(args: list[str]) -> int:
+    """`python -m evaluators.sweep <storage URL> [<study name>]`: print a study's trials; 0, or 2 with one `error:`
+    line (the storage is only read: a file that is not an Optuna storage is refused untouched)."""
     import sys
 
     try:
-        args = sys.argv[1:]
         if not args or len(args) > 2:
             raise ConfigError("usage: python -m evaluators.sweep <storage URL> [<study name>]")
         loaded = open_existing(args[0], args[1] if len(args) > 1 else None)
         print_trials(loaded, loaded.metric_names or [f"value {i}" for i in range(len(loaded.directions))])
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -41,6 +41,7 @@ from oneshot_bench.device import device_name, resolve_device, synchronize
 from oneshot_bench.errors import ArchStringError, ConfigError, DataError
 from oneshot_bench.imagenet import ImageFolderData, inspect_folder, loader, subset, transforms_for, worker_error
 from oneshot_bench.measure import count_flops, count_params
+from oneshot_bench.names import NAME_MAX, is_name
 from oneshot_bench.training import EpochMeans, optimizer_step, topk_correct
 from search_spaces.base import Arch, SearchSpace, get_space
 
@@ -180,8 +181,9 @@ def resolve_source(cfg: RunConfig) -> tuple[SearchSpace, Arch, dict[str, Any]]:
 
 
 def looks_like_run_id(text: str) -> bool:
-    """A run id is a folder name: no path or arch-string separators, short enough for the file system."""
-    return len(text) <= 200 and not any(c in text for c in "/=;|~, ")
+    """A run id is a folder name made of plain names (oneshot_bench.names): no path or arch-string separators,
+    nothing hidden, no '..', short enough for the file system."""
+    return is_name(text, max_length=NAME_MAX)
 
 
 def transfer_net(space: SearchSpace, arch: Arch, net: NetConfig) -> nn.Module:

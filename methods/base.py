@@ -138,6 +138,14 @@ class Method(ABC):
         and a later `derive` reuse them. Every returned arch lies in `ctx.arch_pool` when the truth covers only a
         subset of the space (tests/test_contract.py checks every method)."""
 
+    # what sets how many archs `ranked` returns, for the error that refuses a selection.k above it
+    ranking_size_source: ClassVar[str] = "selection.candidates, or budget.candidates where it is null"
+
+    def ranking_size(self, n: int, budget: BudgetConfig) -> int:
+        """At most how many archs `ranked(n)` returns under `budget`, known before any work (before the space's or
+        the truth's pool caps it): selection.k is checked against it."""
+        return n
+
     def derive(self) -> Arch:
         """The method's best architecture: the first of its own ranking of `budget.candidates` archs."""
         return self.ranked(self.ctx.budget.candidates)[0][0]
@@ -181,6 +189,13 @@ class Method(ABC):
         return {"rng": self.rng.getstate(), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`'s state. A state of another layout (another version's, a hand-edited one) raises
+        KeyError, TypeError, ValueError or RuntimeError, here or in a subclass' part; the runner turns any of them
+        into one error naming the checkpoint and its fix."""
+        missing = [key for key in ("rng", "generator") if key not in state]
+        if missing:
+            raise ValueError(f"the method state lacks {', '.join(map(repr, missing))} (it has "
+                             f"{', '.join(map(repr, sorted(state))) or 'no keys'})")
         self.rng.setstate(state["rng"])
         self.generator.set_state(state["generator"])
 

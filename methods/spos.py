@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from oneshot_bench.config import BudgetConfig
 from oneshot_bench.errors import ConfigError
 from oneshot_bench.training import EpochMeans
 from search_spaces.base import Arch
@@ -85,6 +86,12 @@ class SPOS(SupernetMethod):
             self.ctx.space, self.cached("derive", self.supernet_accuracy), self.rng, **self.evolution_settings(),
             pool=self.ctx.arch_pool)
         return sorted(self.evolution.evaluated.items(), key=lambda item: -item[1])
+
+    ranking_size_source = "budget.evolution_population x (budget.evolution_generations + 1)"
+
+    def ranking_size(self, n: int, budget: BudgetConfig) -> int:
+        """Every arch the evolution evaluates: its population, once per generation and once before them."""
+        return budget.evolution_population * (budget.evolution_generations + 1)
 
     def evolution_settings(self) -> dict[str, Any]:
         b = self.ctx.budget

@@ -5,12 +5,14 @@ OmegaConf validates against the dataclasses, so a misspelt key or a wrong type f
 from __future__ import annotations
 
 import dataclasses
-import re
+import math
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
 from .errors import ConfigError
+from .names import check_name
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -19,12 +21,39 @@ def require(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}.")
 
 
+def require_finite(key: str, obj: Any) -> None:
+    """Every float field of a dataclass is a finite number: inf or nan would pass most range checks (inf >= 0)
+    and surface much later as a diverged run blamed on other settings."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        require(not isinstance(value, float) or math.isfinite(value), f"{key}.{f.name}", value,
+                "it must be a finite number")
+
+
+# image side of every network (search, truth, final, transfer): 512 px already holds 256 times CIFAR's pixels, and
+# a search keeps its whole dataset on the device at that size (oneshot_bench/data.py)
+MAX_RESOLUTION = 512
+# seeds reach torch.manual_seed and torch.Generator (< 2**64), numpy's default_rng (any int >= 0), random.Random,
+# and derived seeds: a transfer epoch's seed * 100,003 + epoch (< 2**64 only for seeds < 2**47), a truth's
+# seed + 1000 * its index; a 32-bit seed fits every one of them (and numpy's legacy np.random.seed, < 2**32)
+MAX_SEED = 2**32 - 1
+# torch CPU threads: today's largest two-socket servers have 256 cores (2 x 128); threads beyond the cores only slow
+# torch down, and each one reserves a stack: execution.threads=100000 ran the machine out of memory
+MAX_THREADS = 256
+# cells per stage of any network: the papers use at most 6 (DARTS' 20-cell CIFAR network); a bound keeps an absurd
+# value from building millions of modules before the memory estimate (evaluators/runner.py) can refuse it
+MAX_CELLS_PER_STAGE = 64
+
+
 def _check_net(key: str, net: NetConfig) -> None:
     for name in ("channels", "cells_per_stage"):
         require(getattr(net, name) >= 1, f"{key}.{name}", getattr(net, name), "it must be >= 1")
+    require(net.cells_per_stage <= MAX_CELLS_PER_STAGE, f"{key}.cells_per_stage", net.cells_per_stage,
+            f"it must be <= {MAX_CELLS_PER_STAGE} (the papers use at most 6)")
 
 
 def _check_train(key: str, train: TrainConfig) -> None:
+    require_finite(key, train)
     require(train.epochs >= 1, f"{key}.epochs", train.epochs, "it must be >= 1")
     require(train.batch_size >= 1, f"{key}.batch_size", train.batch_size, "it must be >= 1")
     require(train.lr > 0, f"{key}.lr", train.lr, "it must be > 0")
@@ -88,10 +117,6 @@ class TrainingExtras:
         return self.cutout > 0 or self.drop_path > 0 or self.auxiliary_weight > 0
 
 
-# what a budget's name may be: one plain folder-name component (no separators, no "..", nothing hidden or empty)
-BUDGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
-
-
 @dataclass
 class BudgetConfig:
     """A budget profile (smoke / cpu / paper): how much every method may spend, identical for all methods. Its `name`
@@ -134,11 +159,11 @@ class BudgetConfig:
     def __post_init__(self) -> None:
         """Ranges of every field (types are OmegaConf's), so a bad budget fails before any data is read."""
         b = "budget"
-        require(BUDGET_NAME.fullmatch(self.name) is not None and ".." not in self.name, f"{b}.name", self.name,
-                "it begins the run id, which names the run's folder under results/runs/, so it must be a plain file "
-                "name: letters, digits and _ . + -, starting with a letter or digit, without '..' (e.g. "
-                "budget.name=cpu_32px), or leave it at the budget file's name")
-        require(self.resolution >= 4, f"{b}.resolution", self.resolution, "images must be at least 4 px a side")
+        require_finite(b, self)
+        check_name(f"{b}.name", self.name, "budget.name=cpu_32px, or leave it at the budget file's name",
+                   becomes="the start of the run id, which names the run's folder under results/runs/")
+        require(4 <= self.resolution <= MAX_RESOLUTION, f"{b}.resolution", self.resolution,
+                f"images must be at least 4 px and at most {MAX_RESOLUTION} px a side")
         for key in ("max_train_images", "max_val_images"):
             value = getattr(self, key)
             require(value is None or value >= 1, f"{b}.{key}", value, "it must be >= 1, or null for all images")
@@ -294,6 +319,7 @@ class SelectionConfig:
 
     def __post_init__(self) -> None:
         s = "selection"
+        require_finite(s, self)
         require(self.k >= 1, f"{s}.k", self.k, "it must be >= 1")
         require(self.candidates is None or self.candidates >= 1, f"{s}.candidates", self.candidates,
                 "it must be >= 1, or null for budget.candidates")
@@ -336,6 +362,13 @@ class Mode(Choice):
     sweep = "sweep"  # an Optuna study over the `sweep` group's search space (`+sweep=<method>` selects it)
 
 
+class Reuse(Choice):
+    """Which finished record a run returns instead of computing (evaluators/fingerprint.py: the code that made it)."""
+
+    current = "current"  # only one made by this code (same fingerprint); a legacy record (none) is recomputed
+    stale = "stale"  # any finished record, with a warning naming what changed (rendering committed results)
+
+
 class SamplerName(Choice):
     tpe = "tpe"  # single- and multi-objective
     random = "random"
@@ -371,6 +404,9 @@ class SweepConfig:
     worker: int = 0
 
     def __post_init__(self) -> None:
+        if self.study_name is not None:
+            check_name("sweep.study_name", self.study_name, "sweep.study_name=spos-topk, or null for the default "
+                       "name", becomes="the file name of the study's summary under results/sweeps/")
         require(bool(self.params), "sweep.params", self.params, "a sweep needs at least one search dimension, "
                 "e.g. sweep.params='{method.params.topk: choice(5, 10)}'")
         require(bool(self.objectives), "sweep.objectives", self.objectives,
@@ -418,11 +454,14 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         t = "transfer"
+        require_finite(t, self)
         require(self.channels is None or self.channels >= 2, f"{t}.channels", self.channels,
                 "it must be >= 2, or null for the largest width under transfer.madds_limit")
-        require(self.cells_per_stage >= 1, f"{t}.cells_per_stage", self.cells_per_stage, "it must be >= 1")
-        require(self.resolution >= 16, f"{t}.resolution", self.resolution,
-                "the ImageNet network halves the image 5 times: use at least 16 px (DARTS: 224)")
+        require(1 <= self.cells_per_stage <= MAX_CELLS_PER_STAGE, f"{t}.cells_per_stage", self.cells_per_stage,
+                f"it must be in [1, {MAX_CELLS_PER_STAGE}] (DARTS: 4)")
+        require(16 <= self.resolution <= MAX_RESOLUTION, f"{t}.resolution", self.resolution,
+                f"the ImageNet network halves the image 5 times: use at least 16 px (DARTS: 224), and at most "
+                f"{MAX_RESOLUTION} px")
         require(self.madds_limit is None or self.madds_limit > 0, f"{t}.madds_limit", self.madds_limit,
                 "it must be > 0, or null for no limit")
         require(self.channels is not None or self.madds_limit is not None, f"{t}.channels", self.channels,
@@ -443,6 +482,14 @@ class TransferConfig:
         require(self.workers >= 0, f"{t}.workers", self.workers, "it must be >= 0")
 
 
+def _check_folder(key: str, value: str, example: str) -> None:
+    """A folder setting names a folder: not empty or blank, and not an existing file."""
+    require(bool(value.strip()), key, value, f"an empty folder name means the current directory; name a folder, "
+                                             f"e.g. {example}")
+    require(not os.path.exists(value) or os.path.isdir(value), key, value,
+            f"it is a file, not a folder; name a folder (new or existing), e.g. {example}")
+
+
 @dataclass
 class ExecutionConfig:
     """Where and how a run executes: locations and controls. Nothing here changes what a run measures, so a run's
@@ -453,14 +500,22 @@ class ExecutionConfig:
     report_dir: str = "reports/out"  # mode=report: folder of report.html
     resume: bool = True  # continue from the run's last checkpoint when one exists
     force: bool = False  # recompute even when a finished record exists
+    reuse: Reuse = Reuse.current  # which finished record is returned as is: made by this code, or any (`stale`)
     threads: Optional[int] = None  # CPU threads for torch; None keeps torch's default (one per core)
     mode: Mode = Mode.search
     truth_shard: str = "0/1"  # mode=truth: "i/n" trains every n-th sample arch from the i-th (n parallel workers)
 
     def __post_init__(self) -> None:
-        require(self.threads is None or self.threads >= 1, "execution.threads", self.threads,
-                "it must be >= 1, or null for torch's default")
+        require(self.threads is None or 1 <= self.threads <= MAX_THREADS, "execution.threads", self.threads,
+                f"it must be >= 1 and <= {MAX_THREADS}, or null for torch's default (one per core)")
         self.shard()  # checks the format
+        # an empty folder name is the working directory: runs/, cache/ and Hydra's files would land there unasked
+        _check_folder("execution.results_dir", self.results_dir, "execution.results_dir=results")
+        if self.cache_dir is not None:
+            _check_folder("execution.cache_dir", self.cache_dir,
+                          "execution.cache_dir=results/cache, or null for <results_dir>/cache")
+        if self.mode == Mode.report:  # read only by mode=report (reports/__main__.py checks it is writable)
+            _check_folder("execution.report_dir", self.report_dir, "execution.report_dir=reports/out")
 
     def shard(self) -> tuple[int, int]:
         """(i, n) of `truth_shard`."""
@@ -495,7 +550,8 @@ class RunConfig:
                 "a sweep needs its search space: add +sweep=<method> (conf/sweep/)")
         require(self.execution.mode != Mode.transfer or self.transfer is not None, "mode", "transfer",
                 "a transfer needs its setting: add +transfer=imagenet_mobile (conf/transfer/)")
-        require(self.seed >= 0, "seed", self.seed, "seeds must be >= 0")
+        require(0 <= self.seed <= MAX_SEED, "seed", self.seed,
+                f"seeds must be >= 0 and at most 2**32 - 1 = {MAX_SEED} (what every seeding path accepts)")
         require(self.device in ("auto", "cpu", "cuda") or (self.device.startswith("cuda:")
                                                             and self.device[5:].isdigit()),
                 "device", self.device, "choose auto, cpu, cuda or cuda:N")
@@ -541,12 +597,14 @@ def params_to_dataclass(cls: type, params: dict[str, Any], what: str) -> Any:
     if unknown:
         raise ConfigError(f"unknown {what} parameter(s) {unknown}. Valid: {sorted(names)}.")
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), params))
+        values = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), params))
     except OmegaConfBaseException as e:
         cause = e.__cause__ if isinstance(e.__cause__, ConfigError) else None
         if cause is not None:  # a range check in __post_init__, wrapped by OmegaConf
             raise cause from None
         raise ConfigError(f"invalid {what} parameter: {_omegaconf_message(e)}") from None
+    require_finite(f"{what.split()[0]}.params", values)  # what: "method 'spos'" -> method.params.<field>
+    return values
 
 
 def _omegaconf_message(e: Exception) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import pickle
 from collections.abc import Iterator
@@ -20,11 +21,16 @@ import torch.nn.functional as F
 
 from .config import DataConfig, Dataset
 from .device import host_to
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, UserError
+from .file_kinds import MISSING, kind_of, require_regular
+from .os_errors import check_size, shown, user_error
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+# an official batch file is 31,035,704 bytes (10,000 images of 3,072 bytes and their labels, pickled); twice that
+# leaves room for re-pickled copies, and anything larger is refused by its size before it is hashed or read
+CIFAR10_BATCH_MAX_BYTES = 2 * 31_035_704
 
 
 @dataclass
@@ -122,9 +128,28 @@ def _prepare(x: np.ndarray, mean, std, resolution: int) -> torch.Tensor:
     return ((t - m) / s).contiguous(memory_format=torch.channels_last)
 
 
+# the fewest search-train images data.val_fraction may leave: one batch of the smallest batch size a shipped budget
+# uses (conf/budget/*.yaml: 64), about 6 images per class. Below it a supernet trains on a handful of images and
+# its ranking is noise, reported as a measurement; a deliberate budget.max_train_images under it lowers it to itself
+MIN_TRAIN_IMAGES = 64
+
+
+def check_train_split(pool: int, n_val: int, val_fraction: float, max_train: Optional[int]) -> None:
+    """The search-train split data.val_fraction leaves holds at least MIN_TRAIN_IMAGES (or the budget's own smaller
+    cap); else a ConfigError naming the split sizes and the largest val_fraction that would do."""
+    need = min(MIN_TRAIN_IMAGES, max_train or MIN_TRAIN_IMAGES, pool)
+    if pool - n_val < need:
+        largest = math.floor((pool - need) / pool * 1000) / 1000
+        raise ConfigError(f"data.val_fraction={val_fraction} leaves {pool - n_val:,} of the {pool:,} training images "
+                          f"for search-train ({n_val:,} for search-val), and a search needs at least {need} to train "
+                          f"on (one batch of the smallest shipped budget); lower data.val_fraction, to at most "
+                          f"{largest} here (the default is 0.5).")
+
+
 def _split_train_val(x, y, val_fraction: float, seed: int, max_train, max_val):
     perm = np.random.default_rng(seed).permutation(len(y))
     n_val = int(round(len(y) * val_fraction))
+    check_train_split(len(y), n_val, val_fraction, max_train)
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     if max_train is not None:
         train_idx = train_idx[:max_train]
@@ -142,10 +167,72 @@ def configured_root(cfg: DataConfig, example: str, holding: str) -> Path:
     return Path(root).expanduser()
 
 
+def root_fix(cfg: DataConfig, holding: str) -> str:
+    """How to point at the right dataset folder, naming the setting the path came from: data.root, or the env var
+    `cfg.root_env` when data.root is unset (a message saying "data.root" would send the user to a setting they
+    never made)."""
+    if cfg.root:
+        return f"point data.root at the folder that holds {holding}"
+    return (f"point the env var {cfg.root_env} (where this path came from: data.root is unset) at the folder that "
+            f"holds {holding}, or set data.root=<that folder>")
+
+
+CIFAR_HOLDING = "cifar-10-batches-py/"
+
+
 def resolve_cifar_root(cfg: DataConfig) -> Path:
     path = configured_root(cfg, "/path/to/cifar", "the folder holding cifar-10-batches-py/; add data.download=true "
                                                   "to fetch it when online")
-    return path / "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else path
+    try:
+        return path / "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else path
+    except OSError as e:  # e.g. a path too long for the file system (ENAMETOOLONG)
+        setting = "data.root" if cfg.root else cfg.root_env
+        raise DataError(f"{setting}={shown(path)} cannot be used as a folder ({e.strerror or e}); "
+                        f"{root_fix(cfg, CIFAR_HOLDING)}.") from None
+
+
+def _input_error(path: Path, error: OSError) -> UserError:
+    """An OS error on a CIFAR-10 file as one message naming it and the fix (os_errors), or a DataError."""
+    return user_error(error, path, key="data.root") or DataError(
+        f"{shown(path)} cannot be read ({error.strerror or error}); re-download it or point data.root elsewhere.")
+
+
+def _check_batch_file(path: Path) -> None:
+    """A batch file is a regular file (a FIFO would block its reader, /dev/zero never ends) of at most a batch's
+    size, checked before it is opened."""
+    try:
+        require_regular(path, "put the real batch file there (re-download the dataset) or point data.root elsewhere",
+                        DataError)
+        check_size(path, CIFAR10_BATCH_MAX_BYTES, "a CIFAR-10 python batch (about 31 MB)",
+                   "it is not a CIFAR-10 batch: re-download the dataset or point data.root elsewhere")
+    except OSError as e:
+        raise _input_error(path, e) from None
+
+
+def check_batch_files(folder: Path, fix: str = f"point data.root at the folder that holds {CIFAR_HOLDING}") -> None:
+    """The six batch files are under `folder`, each a regular file; else a DataError saying what is there instead
+    (a missing folder, a file in place of the folder, a missing file, a FIFO, a device or a directory in place of
+    a file) and the fix (`fix`: how to point at another folder). Nothing is opened."""
+    try:
+        kinds = {name: kind_of(folder / name) for name in CIFAR10_FILES}
+        folder_kind = kind_of(folder)
+    except OSError as e:  # permission on the folder, a path too long...
+        raise _input_error(folder, e) from None
+    if folder_kind == MISSING:
+        raise DataError(f"the CIFAR-10 folder {shown(folder)} does not exist; {fix}, or set data.download=true "
+                        f"when online.")
+    if folder_kind is None:
+        raise DataError(f"{shown(folder)} is a file, not the folder of the CIFAR-10 batches; {fix}.")
+    odd = [(name, kind) for name, kind in kinds.items() if kind not in (None, MISSING)]
+    if odd:
+        name, kind = odd[0]
+        others = f" ({len(odd) - 1} more batch file(s) likewise)" if len(odd) > 1 else ""
+        raise DataError(f"CIFAR-10 file {shown(folder / name)} is {kind}, not a regular file{others}; put the real "
+                        f"batch file there (re-download the dataset), or {fix}.")
+    missing = [name for name, kind in kinds.items() if kind == MISSING]
+    if missing:
+        raise DataError(f"CIFAR-10 files {missing} are missing under {shown(folder)}; {fix}, or set "
+                        f"data.download=true when online.")
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -167,8 +254,13 @@ class _BatchUnpickler(pickle.Unpickler):
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images N x 3 x 32 x 32 uint8, labels N int64) of one batch file, validated: a dict with `data` and
     `labels` (str or bytes keys), uint8 pixels, 3,072 values per image, one label in 0..9 per image."""
+    _check_batch_file(path)
     try:
-        batch = _BatchUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+        raw = path.read_bytes()
+    except OSError as e:
+        raise _input_error(path, e) from None
+    try:
+        batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
             KeyError, OSError) as e:
         raise DataError(f"{path} is not a readable CIFAR-10 python batch ({e}). Re-download it.") from None
@@ -195,10 +287,7 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def load_cifar10_batches(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """Read the official python batch format: (train_x, train_y, test_x, test_y, sha256 of the files)."""
-    missing = [f for f in CIFAR10_FILES if not (folder / f).is_file()]
-    if missing:
-        raise DataError(f"CIFAR-10 files {missing} are missing under {folder}. Point data.root at the folder that "
-                        f"holds cifar-10-batches-py/, or set data.download=true when online.")
+    check_batch_files(folder)
     xs, ys = [], []
     for name in CIFAR10_FILES:
         data, labels = read_cifar_batch(folder / name)
@@ -211,9 +300,13 @@ def cifar10_sha256(folder: Path) -> str:
     """sha256 over the six batch files, in order: the data's identity (checked before anything is unpickled)."""
     digest = hashlib.sha256()
     for name in CIFAR10_FILES:
-        with open(folder / name, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        _check_batch_file(folder / name)
+        try:
+            with open(folder / name, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError as e:
+            raise _input_error(folder / name, e) from None
     return digest.hexdigest()
 
 
@@ -234,10 +327,13 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def cifar10_folder(cfg: DataConfig) -> Path:
-    """The folder of the batch files, downloading them first when asked to and they are missing."""
+    """The folder of the batch files, checked (check_batch_files, naming the setting the folder came from), and
+    downloaded first when asked to and missing (never over a FIFO or directory in place of a file: torchvision
+    would open it to check it)."""
     folder = resolve_cifar_root(cfg)
-    if cfg.download and not (folder / "data_batch_1").is_file():
+    if cfg.download and kind_of(folder / "data_batch_1") == MISSING:
         _download_cifar(folder)
+    check_batch_files(folder, root_fix(cfg, CIFAR_HOLDING))
     return folder
 
 
@@ -247,14 +343,21 @@ def data_sha256(cfg: DataConfig) -> str:
     if cfg.name == Dataset.imagenet:
         raise ConfigError(IMAGENET_SEARCH)
     if cfg.name == Dataset.cifar10:
-        folder = cifar10_folder(cfg)
-        missing = [f for f in CIFAR10_FILES if not (folder / f).is_file()]
-        if missing:
-            raise DataError(f"CIFAR-10 files {missing} are missing under {folder}. Point data.root at the folder "
-                            f"that holds cifar-10-batches-py/, or set data.download=true when online.")
-        return cifar10_sha256(folder)
+        return cifar10_sha256(cifar10_folder(cfg))
     x, y = _digits()
     return hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
+
+
+def check_fits_memory(images: int, channels: int, resolution: int) -> None:
+    """The splits a search holds as float32 at `resolution` must fit in this machine's memory: refused before they
+    are resized (torch would otherwise try to allocate it all, or the machine would swap)."""
+    need = images * channels * resolution**2 * 4
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > memory:
+        raise DataError(f"budget.resolution={resolution} makes the {images:,} images of this run "
+                        f"{need / 2**30:,.1f} GiB as float32, more than this machine's {memory / 2**30:,.1f} GiB of "
+                        f"memory; lower budget.resolution, or cap the images with budget.max_train_images and "
+                        f"budget.max_val_images.")
 
 
 IMAGENET_SEARCH = ("data=imagenet is for transfers: a search holds its images on the device, and ImageNet does not "
@@ -279,6 +382,7 @@ def load_data(cfg: DataConfig, *, resolution: int, seed: int, max_train_images: 
         tr_x, test_x = tr_x.astype(np.float32) / 255.0, test_x.astype(np.float32) / 255.0
         mean, std, channels = CIFAR10_MEAN, CIFAR10_STD, 3
     (trx, try_), (vx, vy) = _split_train_val(tr_x, tr_y, cfg.val_fraction, seed, max_train_images, max_val_images)
+    check_fits_memory(len(try_) + len(vy) + len(test_y), channels, resolution)
     prep = lambda a: _prepare(a, mean, std, resolution)  # noqa: E731
     return DataBundle(
         name=str(cfg.name),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from .errors import ConfigError
+from .names import check_name, shown
 
 T = TypeVar("T")
 
@@ -21,6 +22,11 @@ class Registry(Generic[T]):
         self._imported = False
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        # the name begins run ids and names cache folders: a plugin with a name that is not a plain file name is
+        # refused when its module is imported, before any run uses it
+        check_name(f"{self.kind} name", name, f'@register_{self.kind}("my_{self.kind}")',
+                   becomes=f"part of run ids and folder names, and what {self.kind}=<name> selects")
+
         def decorate(cls: type[T]) -> type[T]:
             if name in self._entries and self._entries[name] is not cls:
                 raise ValueError(f"{self.kind} {name!r} registered twice ({self._entries[name]} and {cls})")
@@ -49,7 +55,7 @@ class Registry(Generic[T]):
         self._import_all()
         if name not in self._entries:
             raise ConfigError(
-                f"unknown {self.kind} {name!r}. Valid choices: {', '.join(self.names())}. "
+                f"unknown {self.kind} {shown(name)}. Valid choices: {', '.join(self.names())}. "
                 f"Pick one with `{self.kind}=<name>`."
             )
         return self._entries[name]

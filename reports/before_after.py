@@ -168,9 +168,39 @@ def no_pair_reason(before: list[RunRecord], after: list[RunRecord]) -> str:
         return f"the {side} store holds no method runs (zc reference runs are not compared)"
     for i, name in enumerate(names):
         if not {k[:i + 1] for k in kb} & {k[:i + 1] for k in ka}:
+            if name == "budget values":  # whole budgets are long JSON: name the values that tell them apart
+                return (f"no run shares its budget values with a run of the other side: "
+                        f"{budget_differences([k[i] for k in kb], [k[i] for k in ka])}")
             return (f"no run shares its {name} with a run of the other side (before: {sorted({k[i] for k in kb})[:3]}, "
                     f"after: {sorted({k[i] for k in ka})[:3]})")
     return "no run shares all of setting, budget values, selection protocol, method and seed"
+
+
+def _flat(budget: dict, prefix: str = "budget.") -> dict[str, str]:
+    """A budget's values by dotted key (`budget.final.epochs`), as text."""
+    out = {}
+    for key, value in budget.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value)
+    return out
+
+
+def budget_differences(before: list[str], after: list[str], shown: int = 3) -> str:
+    """The budget keys whose values on one side never occur on the other (budget_key JSON on each side), as
+    `key: before 6, after 8`; the first `shown` of them and how many more."""
+    flat_b, flat_a = [_flat(json.loads(k)) for k in set(before)], [_flat(json.loads(k)) for k in set(after)]
+    keys = sorted({key for f in flat_b + flat_a for key in f})
+    differ = []
+    for key in keys:
+        values_b, values_a = {f.get(key, "unset") for f in flat_b}, {f.get(key, "unset") for f in flat_a}
+        if not values_b & values_a:
+            differ.append(f"{key}: before {', '.join(sorted(values_b))}, after {', '.join(sorted(values_a))}")
+    if not differ:
+        return "each side's budgets differ from the other's in a combination of values (no single key)"
+    more = f" (and {len(differ) - shown} more key(s))" if len(differ) > shown else ""
+    return "; ".join(differ[:shown]) + more
 
 
 def _tau(k: RankingMetrics) -> str:

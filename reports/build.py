@@ -11,9 +11,12 @@ from typing import Any
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from evaluators.ranking import degenerate_reason
 from evaluators.record import RunRecord
 from evaluators.transfer import load_transfer_records
+from oneshot_bench.atomic import write_text
 
+from . import REPORT_NAME
 from . import formatting as fmt
 from .bn_modes import MODES, build_mode_tables, views
 from .comparison import REFERENCE_METHOD, SummaryRow, best_reference_text, compare
@@ -26,7 +29,6 @@ from .records import PHASES, load_records, points_frame, runs_frame
 from .sweeps import StudyView, build_studies
 
 TEMPLATES = Path(__file__).parent / "templates"
-REPORT_NAME = "report.html"
 
 
 @dataclass
@@ -60,8 +62,10 @@ def anytime_text(run: pd.Series) -> str:
             + ("" if base is None or math.isnan(base) else f", hand-designed baseline {base:.2f}"))
 
 
-def method_table_row(run: pd.Series) -> dict[str, str]:
-    """The per-method table's cells for one run, formatted; keys are the data-metric names in the HTML."""
+def method_table_row(run: pd.Series, degenerate: str = "") -> dict[str, str]:
+    """The per-method table's cells for one run, formatted; keys are the data-metric names in the HTML. A
+    degenerate ranking (`evaluators.ranking.degenerate_reason`) is labelled beside its correlations, whose 0.000
+    is the policy's value, not a measurement."""
     row = {"run_id": run["run_id"], "method": run["variant"], "seed": str(run["seed"])}
     for phase in PHASES:
         row[f"{phase}_seconds"] = fmt.seconds(run[f"{phase}_seconds"])
@@ -75,6 +79,8 @@ def method_table_row(run: pd.Series) -> dict[str, str]:
         found_arch=run["found_arch"], n_ranked=str(run["n_ranked"]))
     for name in ("kendall_tau", "spearman_rho"):
         row[name] = fmt.with_ci(run[name], run[f"{name}_ci_low"], run[f"{name}_ci_high"])
+        if degenerate:
+            row[name] += f" ({degenerate})"
     return row
 
 
@@ -86,7 +92,9 @@ def build_settings(runs: pd.DataFrame, points: pd.DataFrame, records: list[RunRe
         setting_records = [by_id[i] for i in group["run_id"]]
         comparison = compare(setting_records)
         methods = group[group["method"] != REFERENCE_METHOD]
-        rows = [method_table_row(r) for _, r in methods.sort_values(["method", "variant", "seed"]).iterrows()]
+        rows = [method_table_row(r, degenerate_reason(by_id[r["run_id"]].ranking.proxy,
+                                                      by_id[r["run_id"]].ranking.truth))
+                for _, r in methods.sort_values(["method", "variant", "seed"]).iterrows()]
         method_points = points[(points["setting"] == title) & (points["method"] != REFERENCE_METHOD)]
         figures = setting_figures(methods, method_points, comparison, sid) if len(methods) else []
         plumbing = "; ".join(sorted({r.plumbing_check for r in setting_records if r.plumbing_check}))
@@ -124,10 +132,6 @@ def build_report(results_dir: str | Path, out_dir: str | Path, title: str = "one
                        generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                        settings=settings, tables=tables, meta=meta, versions=versions, studies=studies,
                        bn_modes=views(build_mode_tables(records)), bn_mode_names=MODES))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / REPORT_NAME
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)  # a reader never sees a half-written report
+    path = Path(out_dir) / REPORT_NAME
+    write_text(path, html)  # atomic: a reader (or a Ctrl-C) never leaves half a report, nor a stray temporary file
     return path

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from evaluators.ranking import correlation, kendall_tau
+from evaluators.ranking import correlation, degenerate_reason, kendall_tau
 from evaluators.record import RankingMetrics, RunRecord
 
 from . import formatting as fmt
@@ -120,6 +120,18 @@ def _mean_std(values: list[float], digits: int = 3) -> str:
     return fmt.mean_std(values, lambda x: fmt.num(x, digits))
 
 
+def degenerate_note(entries: list[RankingEntry]) -> str:
+    """" (degenerate: constant proxy on seed 0)" where some of the entries' rankings are degenerate, else "": their
+    0.000 is the policy's value for a ranking of nothing, not a measured tau, and a mean over seeds includes it."""
+    by_reason: dict[str, list[int]] = {}
+    for e in entries:
+        reason = degenerate_reason(e.proxy, e.truth)
+        if reason:
+            by_reason.setdefault(reason, []).append(e.seed)
+    return "".join(f" ({reason} on seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))})"
+                   for reason, seeds in sorted(by_reason.items()))
+
+
 def compare(records: list[RunRecord]) -> Comparison:
     """The setting's rankings, its best reference per seed, and one summary row per method variant and reference
     (methods first, in label order)."""
@@ -158,9 +170,10 @@ def compare(records: list[RunRecord]) -> Comparison:
         records_ = [e.record for e in group if e.record is not None]
         out.rows.append(SummaryRow(
             label=label, kind=kind, seeds=", ".join(str(e.seed) for e in group),
-            kendall=_mean_std([x.kendall_tau for x in m]),
+            kendall=_mean_std([x.kendall_tau for x in m]) + degenerate_note(group),
             per_seed=[f"s{e.seed}: " + fmt.with_ci(e.metrics.kendall_tau, e.metrics.kendall_tau_ci_low,
-                                                   e.metrics.kendall_tau_ci_high) for e in group],
+                                                   e.metrics.kendall_tau_ci_high)
+                      + (f" ({reason})" if (reason := degenerate_reason(e.proxy, e.truth)) else "") for e in group],
             spearman=_mean_std([x.spearman_rho for x in m]),
             precision_at_top10pct=_mean_std([x.precision_at_top10pct for x in m], 2),
             final_test_acc=_mean_std([r.found.final_test_acc for r in records_], 2) if records_ else "",

@@ -71,6 +71,20 @@ def spread_labels(values: list[float], gap: float) -> list[float]:
     return heights
 
 
+def seed_text(seed: object) -> str:
+    """A seed as a legend or tick label: long ones shortened (a label wider than the figure is a matplotlib
+    error, not a wide legend)."""
+    text = str(seed)
+    return text if len(text) <= 12 else f"{text[:6]}… ({len(text)} digits)"
+
+
+def finite_rows(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """The rows whose `columns` are numbers of a drawable size (under 1e100): an infinite or huge value would
+    stretch an axis past what matplotlib can lay out."""
+    values = frame[list(columns)].apply(pd.to_numeric, errors="coerce").astype(float)
+    return frame[values.apply(lambda col: col.abs() < 1e100).all(axis=1)]
+
+
 def _palette(methods: list[str]) -> dict[str, tuple]:
     # one colour per method, stable across the figures of a setting
     return dict(zip(methods, sns.color_palette("tab10", n_colors=max(len(methods), 1)), strict=False))
@@ -79,7 +93,7 @@ def _palette(methods: list[str]) -> dict[str, tuple]:
 def proxy_vs_truth(points: pd.DataFrame, slug: str) -> Figure:
     """Per method: each architecture of the shared sample, proxy score against ground truth (one colour per seed)."""
     methods = sorted(points["variant"].unique())
-    data = points.assign(seed=points["seed"].astype(str))
+    data = finite_rows(points, "truth", "proxy").assign(seed=points["seed"].map(seed_text))
     grid = sns.relplot(data=data, x="truth", y="proxy", col="variant", col_order=methods, hue="seed",
                        col_wrap=min(3, len(methods)), height=3.0, aspect=1.1, s=28,
                        facet_kws={"sharey": False, "sharex": True})
@@ -94,6 +108,7 @@ def proxy_vs_truth(points: pd.DataFrame, slug: str) -> Figure:
 def cost_vs_accuracy(runs: pd.DataFrame, slug: str) -> Figure:
     """Search cost (device-seconds, log scale) against final accuracy of the found architecture, per run."""
     methods = sorted(runs["variant"].unique())
+    runs = finite_rows(runs, "search_seconds", "final_test_acc")
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     sns.scatterplot(data=runs, x="search_seconds", y="final_test_acc", hue="variant", hue_order=methods,
                     palette=_palette(methods), s=70, ax=ax)
@@ -124,7 +139,7 @@ def kendall_beside_references(comparison: Comparison, slug: str) -> Figure:
     for best in comparison.best_reference.values():
         ax.axvline(best.metrics.kendall_tau, color="grey", linewidth=0.8, linestyle=":")
     ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
-    ax.set_yticks(range(len(entries)), [f"{e.label} (seed {e.seed})" for e in entries], fontsize=8)
+    ax.set_yticks(range(len(entries)), [f"{e.label} (seed {seed_text(e.seed)})" for e in entries], fontsize=8)
     ax.set_xlim(-1.05, 1.05)
     ax.set_xlabel("Kendall tau (ranking vs ground truth), 95% bootstrap CI")
     ax.invert_yaxis()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import formatting as fmt
-from .comparison import REFERENCE_PREFIX, RankingEntry
+from .comparison import REFERENCE_PREFIX, RankingEntry, degenerate_note
 from .evidence import Evidence
 
 MAX_VERDICTS = 6  # the headline lists at most this many orderings; the setting's section lists them all
@@ -22,7 +22,7 @@ class RankedLine:
     """A method (or the best reference) by its mean Kendall tau over seeds."""
 
     label: str
-    kendall: str  # mean ± std (n=k)
+    kendall: str  # mean ± std (n=k), with the seeds whose ranking is degenerate named
     mean: float
 
     @property
@@ -56,12 +56,14 @@ def build_headline(setting_id: str, title: str, entries: list[RankingEntry], evi
     references: dict[str, list[RankingEntry]] = {}
     for e in entries:
         (methods if e.kind == "method" else references).setdefault(e.label, []).append(e)
-    lines = sorted((_ranked(label, [e.metrics.kendall_tau for e in es]) for label, es in methods.items()),
-                   key=lambda line: -line.mean)
+    lines = sorted((_ranked(label, [e.metrics.kendall_tau for e in es], degenerate_note(es))
+                    for label, es in methods.items()), key=lambda line: -line.mean)
     method_seeds = {e.seed for es in methods.values() for e in es}
     on_samples = {label: [e.metrics.kendall_tau for e in es if e.seed in method_seeds]
                   for label, es in references.items()}
-    reference = max((_ranked(_short(label), taus) for label, taus in on_samples.items() if taus),
+    reference = max((_ranked(_short(label), taus, degenerate_note([e for e in references[label]
+                                                                    if e.seed in method_seeds]))
+                     for label, taus in on_samples.items() if taus),
                     key=lambda line: line.mean, default=None)
     verdicts = grouped_verdicts(evidence)
     return Headline(setting_id=setting_id, title=title, plumbing_check=plumbing_check, methods=lines,
@@ -70,8 +72,8 @@ def build_headline(setting_id: str, title: str, entries: list[RankingEntry], evi
                     sentence=summary_sentence(lines, reference, evidence, plumbing_check))
 
 
-def _ranked(label: str, taus: list[float]) -> RankedLine:
-    return RankedLine(label, _mean_std(taus), statistics.fmean(taus))
+def _ranked(label: str, taus: list[float], note: str = "") -> RankedLine:
+    return RankedLine(label, _mean_std(taus) + note, statistics.fmean(taus))
 
 
 def grouped_verdicts(evidence: Evidence) -> list[str]:

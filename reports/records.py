@@ -27,13 +27,20 @@ log = logging.getLogger("oneshot_bench.reports")
 
 def load_records(results_dir: str | Path) -> list[RunRecord]:
     """Every finished record under `results_dir` (runs/<run_id>/record.json), sorted by (space, data, budget,
-    method, seed); unreadable or malformed ones are skipped with a warning that names the file."""
+    method, seed); unreadable or malformed ones, and one in another run's folder, are skipped with a warning that
+    names the file."""
     records = []
     for path in sorted(Path(results_dir).glob("runs/*/record.json")):
         try:
-            records.append(RunRecord.load(path))
+            record = RunRecord.load(path)
         except RecordError as e:
             log.warning("skipping %s", e)
+            continue
+        if record.run_id != path.parent.name:  # another run's record copied here: it would be counted twice
+            log.warning("skipping %s: it holds run %s, not the run its folder names (copied from another run's "
+                        "folder?)", path, record.run_id)
+            continue
+        records.append(record)
     return sorted(records, key=lambda r: (r.space, r.data, r.budget, r.method, r.seed, r.run_id))
 
 

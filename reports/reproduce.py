@@ -12,6 +12,13 @@ given to every run. A method of the table that is not registered makes the comma
 naming it: a reproduction that silently skips a row would be misleading. Finished runs are reused (the results
 store), so an interrupted reproduction continues where it stopped.
 
+Rendering reuses, computing recomputes: only missing runs are computed, and every finished record is reused
+whatever code made it (each run gets `execution.reuse=stale`), so `--results results/measured/<table>` renders the
+committed records, none of which carries a code fingerprint, without training anything. The report's "Run
+metadata" labels each record with its commit and code: this checkout's, other code (the files that differ), or a
+legacy record; the command prints the records of other code it reused. `execution.reuse=current` among the
+overrides recomputes them instead (the old records are kept beside the new ones, named by their fingerprint).
+
 `--jobs N` runs N of the commands at once, each at its share of the CPU cores (`execution.threads` and
 OMP_NUM_THREADS; at torch's default of one thread per core, two runs side by side oversubscribe the cores and a run
 went about 30 times slower), with each run's output in `<results>/logs/`. Seeds are interleaved so that runs side by
@@ -27,6 +34,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Optional
@@ -108,6 +116,21 @@ def table_overrides(table: dict, user: list[str]) -> list[str]:
             o = f"{key}=[{','.join(modes)}]"
         out.append(o)
     return out
+
+
+def reuse_overrides(user: list[str]) -> list[str]:
+    """`execution.reuse=stale` (reuse every finished record, whatever code made it) unless the user chose a reuse."""
+    return [] if any(o.split("=", 1)[0].lstrip("+~") == "execution.reuse" for o in user) else [
+        "execution.reuse=stale"]
+
+
+def other_code(results: Path) -> list[str]:
+    """The code label of each finished record that this checkout's code did not make (legacy or other code)."""
+    from .metadata import code_label
+    from .records import load_records
+
+    labels = [code_label(r) for r in load_records(results)]
+    return [label for label in labels if not label.startswith("this checkout's")]
 
 
 def cores() -> int:
@@ -285,7 +308,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
 
     commands = run_commands(rows, setting, budget, args.results.resolve(),
-                            table_overrides(table, args.overrides) + args.overrides,
+                            reuse_overrides(args.overrides) + table_overrides(table, args.overrides) + args.overrides,
                             seeds=seeds, references=references)
     failure, timings, wall = run_all(commands, env, args.jobs, args.results.resolve() / "logs" / args.table)
     if failure:
@@ -301,6 +324,12 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from .build import build_report
 
+    reused = other_code(args.results)
+    if reused:
+        print(f"{len(reused)} record(s) were made by other code than this checkout and are shown as they are, each "
+              f"labelled in the report's Run metadata (execution.reuse=current recomputes them):")
+        for label, count in Counter(reused).most_common():
+            print(f"  {count} x {label}")
     print(f"wrote {build_report(args.results, args.out)}")
     return 0
 

@@ -8,7 +8,6 @@ too, the trials of one configuration are its seeds: the best configuration (by m
 runner-up over their common seeds, and called better only when that holds (3 seeds at least)."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -22,6 +21,7 @@ import seaborn as sns
 
 from evaluators.sweep import SWEEPS_DIR, params_text
 from evaluators.verdict import MIN_SEEDS, ONE_SEED, SeedValue, adjust_family, paired_over_seeds
+from oneshot_bench.atomic import read_json
 
 from . import formatting as fmt
 from .figures import Figure, to_data_uri
@@ -55,7 +55,7 @@ def load_summaries(results_dir: str | Path) -> list[dict[str, Any]]:
     summaries = []
     for path in sorted(Path(results_dir).glob(f"{SWEEPS_DIR}/*.json")):
         try:
-            data = json.loads(path.read_text())
+            data = read_json(path)  # bounded: a hostile summary is skipped like a malformed one
             check_summary(data)
             summaries.append(data)
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:

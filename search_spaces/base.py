@@ -12,7 +12,7 @@ import operator
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Optional, Union
 
 import torch
@@ -262,7 +262,8 @@ class SearchSpace(ABC):
 
     def __init__(self, **params) -> None:
         if params:
-            raise ConfigError(f"space {self.name!r} takes no parameters, got {sorted(params)}.")
+            raise ConfigError(f"space {self.name!r} has no parameters, got space.params {sorted(params)}; drop "
+                              f"them.")
 
     def identity_params(self) -> dict[str, Any]:
         """The space's parameters that differ from its defaults: what a run's identity records (an explicit default
@@ -394,4 +395,10 @@ def argmax_per_point(weights: Sequence[torch.Tensor], points: Sequence[ChoicePoi
 
 
 def get_space(name: str, params: Optional[dict] = None) -> SearchSpace:
-    return SPACES.get(name)(**(params or {}))
+    cls, params = SPACES.get(name), dict(params or {})
+    if cls.Params is not None:  # (`+space.params.<key>=` gets past Hydra's schema)
+        valid = [f.name for f in fields(cls.Params)]
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown space.params key(s) {unknown} of space {name!r}. Valid: {', '.join(valid)}.")
+    return cls(**params)

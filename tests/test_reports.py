@@ -77,6 +77,34 @@ def make_record(method: str, seed: int, *, space: str = "mbnet_chain", data: str
         summary=Summary.of(ranking, found, cost))
 
 
+def rescored(record: RunRecord) -> RunRecord:
+    """The record with its ranking's metrics (and its extra proxies' and references') recomputed from its proxy and
+    truth lists, as a run writes them: records are checked against their own lists on load."""
+    rk = record.ranking
+    for metrics, proxy in [(rk, rk.proxy), *((e, e.proxy) for e in {**rk.extra_proxies, **rk.references}.values())]:
+        for key, value in ranking_metrics(proxy, rk.truth, resamples=50, seed=record.seed).items():
+            setattr(metrics, key, value)
+    record.summary = Summary.of(rk, record.found, record.cost)
+    return record
+
+
+def proxy_with_tau(truth: list[float], tau: float) -> list[float]:
+    """Scores whose Kendall tau against `truth` (distinct values) is the nearest a permutation reaches to `tau`: a
+    permutation with that many discordant pairs, built from its Lehmer code."""
+    n = len(truth)
+    left = round(n * (n - 1) / 2 * (1 - tau) / 2)  # discordant pairs: tau = 1 - 4 D / (n (n - 1))
+    ranks, pool = [], list(range(n))
+    for i in range(n):
+        skip = min(left, n - 1 - i)
+        ranks.append(pool.pop(skip))
+        left -= skip
+    order = np.argsort(truth)  # the i-th lowest truth gets the i-th entry's rank
+    proxy = [0.0] * n
+    for position, arch in enumerate(order):
+        proxy[arch] = float(ranks[position])
+    return proxy
+
+
 def write_records(results_dir, records: list[RunRecord]) -> None:
     store = ResultsStore(results_dir)
     for r in records:
@@ -527,6 +555,7 @@ def test_ghn_ablation_tables_run_each_variant_and_fill_only_their_rows(tmp_path)
     for r in (stacked, default):
         r.config["truth"] = {"name": "nb301"}
     stacked.ranking.proxy = list(stacked.ranking.truth)  # a perfect ranking: better than the default's, paired
+    rescored(stacked)
     write_records(tmp_path / "results", [three, stacked, default])
     loaded = load_records(tmp_path / "results")
     tables = build_tables(runs_frame(loaded), records=loaded)
@@ -559,7 +588,7 @@ def test_ablation_variants_are_called_better_only_across_three_seeds(tmp_path):
         default = make_record("ghn", seed, space="nb201", data="cifar10", budget="compare")
         stacked = make_record("ghn", seed, space="nb201", data="cifar10", budget="compare", params={"stacked": True})
         stacked.ranking.proxy = list(stacked.ranking.truth)
-        stacked.ranking.kendall_tau = 1.0
+        rescored(stacked)
         for r in (default, stacked):
             r.config["truth"] = {"name": "nb201"}
         records += [default, stacked]
@@ -569,7 +598,8 @@ def test_ablation_variants_are_called_better_only_across_three_seeds(tmp_path):
             r.config["method"]["params"] = {}  # the default GHN, on another space
             r.config["space"] = {"name": "darts_cell", "params": {} if nodes is None else {"nodes": nodes}}
             r.config["truth"] = {"name": "trained"}
-            r.ranking.kendall_tau = quality + 0.01 * seed
+            r.ranking.proxy = proxy_with_tau(r.ranking.truth, quality + 0.01 * seed)
+            rescored(r)
             records.append(r)
     write_records(tmp_path / "results", records)
     loaded = load_records(tmp_path / "results")

@@ -8,7 +8,6 @@ drawn from it, so every accuracy is a lookup.
 from __future__ import annotations
 
 import hashlib
-import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -20,7 +19,9 @@ import torch
 from oneshot_bench.config import NetConfig, TrainConfig, TrainingExtras, params_to_dataclass
 from oneshot_bench.data import DataBundle
 from oneshot_bench.errors import ConfigError, DataError
+from oneshot_bench.file_kinds import MISSING, kind_of
 from oneshot_bench.registry import Registry
+from oneshot_bench.safe_json import load_file
 from oneshot_bench.training import NO_EXTRAS
 from search_spaces.base import STANDALONE, Arch, SearchSpace
 
@@ -144,8 +145,11 @@ class TabularTruth(GroundTruth):
 
     @cached_property
     def sha256(self) -> str:
-        if not self.path.is_file():
-            raise DataError(f"ground-truth file {self.path} is missing; reinstall the project or restore it from git.")
+        kind = kind_of(self.path)  # never opened unless a regular file (a FIFO would block, /dev/zero never ends)
+        if kind is not None:
+            state = "is missing" if kind == MISSING else f"is {kind}, not a regular file"
+            raise DataError(f"ground-truth file {self.path} {state}; reinstall the project or restore it from git "
+                            f"(git checkout -- evaluators/data/{self.file}).")
         sha = sha256_file(self.path)
         if self.verify and sha != self.pinned_sha256:
             raise DataError(f"ground-truth file {self.path} has sha256 {sha}, not the pinned {self.pinned_sha256} "
@@ -198,7 +202,8 @@ class TabularTruth(GroundTruth):
 
 
 def unique_json(path: Path) -> Any:
-    """json.load that refuses duplicate keys (plain json keeps the last one silently)."""
+    """The bounded JSON reader (oneshot_bench.safe_json) refusing duplicate keys (plain json keeps the last one
+    silently)."""
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: dict[str, Any] = {}
         for key, value in items:
@@ -208,9 +213,8 @@ def unique_json(path: Path) -> Any:
         return seen
 
     try:
-        with open(path) as f:
-            return json.load(f, object_pairs_hook=pairs)
-    except json.JSONDecodeError as e:
+        return load_file(path, object_pairs_hook=pairs)
+    except ValueError as e:  # not JSON, or nested or sized past any table (safe_json's limits)
         raise DataError(f"ground-truth file {path} is not valid JSON ({e}); restore the file from git.") from None
 
 
@@ -224,12 +228,17 @@ def as_accuracy(value: Any, key: str, path: Path) -> float:
     return number
 
 
+def auto_truth_name(space: str) -> str:
+    """The source `truth=auto` picks for `space`: the one whose `default_for` names it, else standalone training."""
+    return next((n for n in TRUTHS.names() if space in TRUTHS.get(n).default_for), "trained")
+
+
 def resolve_truth(space: SearchSpace, name: str, params: Optional[dict[str, Any]] = None, *,
                   verify: bool = True) -> GroundTruth:
     """The source `name` for `space` (`auto`: the one whose `default_for` names the space, else standalone
     training), with its parameters validated; a source that does not cover the space is a clear error."""
     if name == "auto":
-        name = next((n for n in TRUTHS.names() if space.name in TRUTHS.get(n).default_for), "trained")
+        name = auto_truth_name(space.name)
     cls = TRUTHS.get(name)
     reason = cls.unsupported_reason(space)
     if reason is not None:

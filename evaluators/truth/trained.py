@@ -21,6 +21,7 @@ from oneshot_bench.exits import optional_curve, ranking_value
 from oneshot_bench.training import NO_EXTRAS, seeded, train_standalone
 from search_spaces.base import Arch
 
+from ..state import parse_truth_entry
 from ..store import move_aside
 from .base import GroundTruth, register_truth
 
@@ -46,15 +47,12 @@ class TrainedTruth(GroundTruth):
         path = ctx.cache_dir / self.space.name / f"{self._key(arch, train, seed, extras, net)}.json"
         if path.is_file():
             try:
-                cached = read_json(path)
-                if isinstance(cached, dict) and "test_acc" in cached and "val_acc" in cached and (
-                        "test_correct" in cached or not keep_correct) and (
-                        "test_exit_acc" in cached or not self.space.multi_exit):
-                    return cached
-            except (OSError, ValueError):
-                pass
-            log.warning("ground-truth cache file %s is unreadable; kept as %s and the arch is trained again", path,
-                        move_aside(path).name)
+                return parse_truth_entry(read_json(path), self.space.encode(arch), keep_correct=keep_correct,
+                                         multi_exit=self.space.multi_exit).result()
+            except (OSError, ValueError) as e:  # a cache: set aside and retrained (evaluators/store.py's policy)
+                problem = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            log.warning("ground-truth cache file %s is unreadable or invalid (%s); kept as %s and the arch is trained "
+                        "again", path, problem, move_aside(path).name)
         start = time.perf_counter()
         model = seeded(lambda: self.space.build_standalone(arch, net), seed)
         with full_precision(ctx.device):  # the truth is cached and shared: never the search's bf16, whoever asks

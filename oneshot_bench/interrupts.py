@@ -1,0 +1,19 @@
+"""Ctrl-C as an exit: the first SIGINT raises KeyboardInterrupt (the entry point prints one line and exits 130);
+any further SIGINT is ignored while that one unwinds, so a second Ctrl-C during cleanup (an atomic write's removal
+of its temporary file, a lock's release) can neither print a traceback nor kill the process by the signal.
+Installed by the command-line entry points only (`python run.py`, `python -m reports`), never on import: a test
+process or a notebook keeps its own Ctrl-C."""
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Optional
+
+
+def _interrupt_once(signum: int, frame: Optional[FrameType]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def install_interrupt_once() -> None:
+    signal.signal(signal.SIGINT, _interrupt_once)
