@@ -14,11 +14,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from evaluators.cli import check_composes, check_overrides, grid_runs, override_args
 from evaluators.hydra_config import register_configs
 from evaluators.record import PHASES, RunRecord
-from evaluators.cli import check_composes, check_overrides, grid_runs, override_args
 from oneshot_bench.config import ExecutionConfig, Mode, from_dictconfig
 from oneshot_bench.errors import ConfigError, UserError
+from oneshot_bench.interrupts import INTERRUPTED_CODE
 
 log = logging.getLogger("oneshot_bench")
 CONF = Path(__file__).resolve().parent / "conf"
@@ -205,7 +206,6 @@ def check_grid(overrides: list[str]) -> None:
 
 
 INTERRUPTED = "interrupted; resume with the same command"
-INTERRUPTED_CODE = 130  # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
 
 
 def exit_on_os_limit(error: BaseException) -> None:

@@ -64,9 +64,13 @@ def check_overrides(args: list[str], conf_dir: Path) -> None:
 def check_deletion(key: str, groups: list[str], conf_dir: Path) -> None:
     """`~key` deletes a group choice or a setting, and the typed schema then fills the hole with its own default:
     `method=random ~method` runs spos, `~data data=cifar10` runs on digits, `~seed` runs seed 0, with no word. Only
-    an optional group (absent unless selected: `+sweep=`, `+transfer=`) and keys inside it may be deleted."""
+    an optional group (absent unless selected: `+sweep=`, `+transfer=`) and keys inside it may be deleted, and an
+    entry of a free dict: a method's (space's, truth's) parameter, whose own dataclass default then applies
+    (`~method.params.arch_lr`), or a per-space network (`~budget.net_by_space.nb101`: budget.net then applies)."""
     group = key.split(".")[0]
     if group in OPTIONAL_GROUPS:
+        return
+    if any(key.startswith(f"{parent}.") for parent in (*FREE_PARAMS, *SPACE_KEYED)):
         return
     if key in groups:
         valid = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
@@ -84,15 +88,34 @@ def check_deletion(key: str, groups: list[str], conf_dir: Path) -> None:
 
 
 def parse_error(args: list[str], error: Exception) -> str:
-    """The message for a command line Hydra's grammar refuses: the argument it cannot lex, and for a non-ASCII
-    value (`budget.name=é`: the grammar's unquoted values are ASCII) the fix, quoting."""
+    """The message for a command line Hydra's grammar refuses: the argument it cannot lex, and the fix: for a value
+    with a control character (a newline, a tab) removing it, for a non-ASCII value (`budget.name=é`: the grammar's
+    unquoted values are ASCII) quoting it, else quoting any value with special characters."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
     first = str(error).splitlines()[0]
-    culprit = next((a for a in args if not a.isascii()), None)
-    if culprit is not None and "LexerNoViableAlt" in first:
-        key, _, value = culprit.partition("=")
+    parser = OverridesParser.create()
+
+    def refused(arg: str) -> bool:
+        try:
+            parser.parse_overrides([arg])
+        except HydraException:
+            return True
+        return False
+
+    culprit = next((a for a in args if refused(a)), None)
+    if culprit is None:
+        return f"cannot parse the command line: {first}"
+    key, _, value = culprit.partition("=")
+    if any(not c.isprintable() for c in culprit):
+        return (f"cannot parse {culprit!r}: {key}'s value holds a control character (a newline or tab, shown "
+                f"escaped); no setting takes one: remove it.")
+    if not culprit.isascii():
         return (f"cannot parse {culprit!r}: an unquoted value must be ASCII; quote it (in the shell: "
                 f"'{key}=\"{value}\"') or use ASCII characters.")
-    return f"cannot parse the command line: {first}"
+    return (f"cannot parse {culprit!r} ({first}); quote a value with special characters (in the shell: "
+            f"'{key}=\"{value}\"').")
 
 
 def check_enumerable(override: Any) -> None:

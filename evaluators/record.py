@@ -337,13 +337,24 @@ class RunRecord:
 # ---- validation: ranges ------------------------------------------------------------------------------------------
 
 MAX_SEED = 2**63  # seeds reach torch.manual_seed, which takes a 64-bit value
+MAX_INT = 2**63  # no integer a record holds (a count, a size in params or FLOPs, a seed) reaches it
 CORRELATION_TOLERANCE = 1e-6  # a stored correlation against its recomputation (float noise across library versions)
 _SLACK = 1e-9  # bootstrap quantiles of a perfect correlation may land a rounding step past 1
 
 
+def _as_float(where: str, value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits (valid JSON) has no float
+        raise RecordError(f"{where} is an integer of {len(str(abs(int(value))))} digits, past any float") from None
+
+
 def check_in_range(where: str, value: Optional[float], low: float, high: float, *, nan_ok: bool = False) -> None:
     """`value` lies in [low, high] (None passes: an optional field left out; NaN passes only where `nan_ok`)."""
-    if value is None or (nan_ok and math.isnan(value)):
+    if value is None:
+        return
+    value = _as_float(where, value)
+    if nan_ok and math.isnan(value):
         return
     if not (math.isfinite(value) and low - _SLACK <= value <= high + _SLACK):
         raise RecordError(f"{where} is {value!r}, outside [{low:g}, {high:g}]"
@@ -352,7 +363,10 @@ def check_in_range(where: str, value: Optional[float], low: float, high: float, 
 
 def check_cost(where: str, value: Optional[float], *, nan_ok: bool = False) -> None:
     """A cost, size or count: finite and >= 0 (None passes, NaN only where `nan_ok`)."""
-    if value is None or (nan_ok and math.isnan(value)):
+    if value is None:
+        return
+    value = _as_float(where, value)
+    if nan_ok and math.isnan(value):
         return
     if not (math.isfinite(value) and value >= 0):
         raise RecordError(f"{where} is {value!r}; it must be a finite number >= 0")
@@ -492,12 +506,18 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             return math.nan
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecordError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer of hundreds of digits: valid JSON, no float
+            raise RecordError(f"{where} is an integer of {len(str(abs(value)))} digits, past any float") from None
     if tp is int:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise RecordError(f"{where} must be an integer, got {value!r}")
+        if abs(value) >= MAX_INT:  # (range checks compare with floats, which a longer integer overflows)
+            raise RecordError(f"{where} is an integer of {len(str(abs(value)))} digits, past 2**63, which no count, "
+                              f"size or seed of a run reaches")
         return value
     if tp in (str, bool):
         if not isinstance(value, tp):

@@ -72,6 +72,15 @@ def torch_load_reason(error: BaseException) -> str:
     return lines[0].split(" Please use `torch.serialization")[0]
 
 
+def probe_writable(folder: Path) -> None:
+    """Make `folder` and write a file in it (OSError otherwise). The probe is this process' own: an identical run
+    starting at the same moment probes the same folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-") as probe:
+        probe.write(b"ok")
+        probe.flush()
+
+
 def foreign_record(record: RunRecord, run_id: str) -> Optional[str]:
     """Why a record found in run `run_id`'s folder is not that run's result (another run's record copied there, or
     its configuration edited so that it no longer hashes to its id), in words; None when it is."""
@@ -157,11 +166,7 @@ class ResultsStore:
                 raise ConfigError(f"{run_dir} is {kind or 'a file'}, not a run folder; remove it (this program only "
                                   f"ever makes a folder there) and rerun the same command, or choose another folder "
                                   f"with execution.results_dir=<dir>.")
-            run_dir.mkdir(parents=True, exist_ok=True)
-            # a probe of this process' own (an identical run starting at the same moment probes the same folder)
-            with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-probe-") as probe:
-                probe.write(b"ok")
-                probe.flush()
+            probe_writable(run_dir)
             # a directory, FIFO or device in place of a state file fails only when it is written (IsADirectoryError
             # after the whole training) or blocks its reader (a FIFO): refused now
             for name in STATE_FILES:
@@ -191,10 +196,7 @@ class ResultsStore:
                     ours = path in (folder, folder / "truth", folder / "references")  # (else the user's own file)
                     raise ConfigError(f"{path} is {kind or 'a file'}, not a folder, and {setting} keeps its files "
                                       f"{'there; remove it, or' if ours else f'in {folder}, under it;'} {fix}.")
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-") as probe:
-                probe.write(b"ok")
-                probe.flush()
+            probe_writable(folder)
         except OSError as e:
             raise ConfigError(f"cannot write {setting} under {folder} ({e.strerror or e}); make it writable, or "
                               f"{fix}.") from None
@@ -274,9 +276,11 @@ class ResultsStore:
             except RecordError:
                 move_aside(path)
             else:
-                if old.code is None or record.code is None or old.code.fingerprint != record.code.fingerprint:
+                other_code = old.code is None or record.code is None or old.code.fingerprint != record.code.fingerprint
+                foreign = foreign_record(old, run_id)  # copied from another run's folder or edited: kept too
+                if other_code or foreign is not None:
                     kept = self.set_aside(run_id, old)
-                    log.warning("kept the record made by other code as %s", kept)
+                    log.warning("kept the record %s as %s", "made by other code" if other_code else foreign, kept)
         for name, content in (artifacts or {}).items():
             self.write_artifact(run_id, name, content)
         record.save(path)

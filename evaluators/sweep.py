@@ -589,4 +589,6 @@ def main(args: list[str]) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.exit(main(sys.argv[1:]))
+    from oneshot_bench.interrupts import run_command
+
+    sys.exit(run_command(lambda: main(sys.argv[1:])))

@@ -6,6 +6,7 @@ process or a notebook keeps its own Ctrl-C."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from types import FrameType
 from typing import Optional
 
@@ -17,3 +18,20 @@ def _interrupt_once(signum: int, frame: Optional[FrameType]) -> None:
 
 def install_interrupt_once() -> None:
     signal.signal(signal.SIGINT, _interrupt_once)
+
+
+INTERRUPTED_CODE = 130  # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
+
+
+def run_command(main: Callable[[], Optional[int]], interrupted: str = "interrupted; rerun the same command") -> int:
+    """A command-line entry point's `main()` as its exit code, with Ctrl-C as one line on stderr and exit 130 (every
+    file is written atomically, so an interrupt leaves the previous output whole). Installs `install_interrupt_once`
+    first; for `if __name__ == "__main__": sys.exit(run_command(main))`."""
+    import sys
+
+    install_interrupt_once()
+    try:
+        return main() or 0
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return INTERRUPTED_CODE

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import re
+import stat
 from collections.abc import Callable
 from itertools import accumulate
 from pathlib import Path

@@ -15,11 +15,11 @@ import tempfile
 from pathlib import Path
 
 from oneshot_bench.errors import ConfigError, UserError
+from oneshot_bench.interrupts import INTERRUPTED_CODE
 
 from . import REPORT_NAME
 
 INTERRUPTED = "interrupted; no report was written (a previous report.html is unchanged); rerun the same command"
-INTERRUPTED_CODE = 130  # 128 + SIGINT, what a shell reports for a command ended by Ctrl-C
 
 
 def check_folders(results: str, out: str, results_key: str = "--results", out_key: str = "--out") -> None:

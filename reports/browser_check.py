@@ -215,4 +215,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from oneshot_bench.interrupts import run_command
+
+    sys.exit(run_command(main))

@@ -72,4 +72,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from oneshot_bench.interrupts import run_command
+
+    sys.exit(run_command(main))

@@ -126,6 +126,38 @@ def assert_clear_error(result: tuple[int, str, str], *needles: str) -> str:
     return lines[0]
 
 
+def cifar_copy(folder: Path) -> Path:
+    """A writable copy of the real CIFAR-10 subset's batches under `folder` (a test may change or break them)."""
+    import shutil
+
+    if not (CIFAR_SUBSET / "cifar-10-batches-py").is_dir():
+        pytest.skip(f"real CIFAR-10 subset not found at {CIFAR_SUBSET}")
+    target = folder / "cifar" / "cifar-10-batches-py"
+    shutil.copytree(CIFAR_SUBSET / "cifar-10-batches-py", target)
+    for path in target.iterdir():
+        path.chmod(0o644)
+    return target
+
+
+def interrupted_run(cli, monkeypatch, *args: str, after_epoch: int = 0) -> None:
+    """A run stopped by Ctrl-C after `after_epoch` (its checkpoint written, no record): `cli` is a run_cli-like
+    callable; the method is the one named by `method=` in `args`."""
+    from methods.base import METHODS
+
+    method = next(a.split("=")[1] for a in args if a.startswith("method="))
+    cls = METHODS.get(method)
+    original = cls.train_epoch
+
+    def dies(self, epoch):
+        if epoch > after_epoch:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(cls, "train_epoch", dies)
+    assert cli(*args)[0] == 130  # Ctrl-C: one line and exit 130 (tests/test_bad_inputs_os.py)
+    monkeypatch.setattr(cls, "train_epoch", original)
+
+
 def tree(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.is_dir() else set()
 

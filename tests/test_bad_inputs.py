@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CIFAR_SUBSET, REPO, copy_record
+from conftest import REPO, assert_clear_error, cifar_copy, copy_record, interrupted_run
 
 sys.path.insert(0, str(REPO))
 import run  # noqa: E402 - the entry point, for in-process command lines
@@ -35,16 +35,6 @@ def cli(tmp_path, capsys):
         return code, out.out, out.err
 
     return invoke
-
-
-def assert_clear_error(result, *needles: str) -> str:
-    code, _, err = result
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert code == 2 and len(lines) == 1, err
-    assert "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 # ---- late or missing validation: one clear error before any work ------------------------------------------------
@@ -100,16 +90,6 @@ class Payload:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
-
-
-def cifar_copy(tmp_path: Path) -> Path:
-    if not (CIFAR_SUBSET / "cifar-10-batches-py").is_dir():
-        pytest.skip(f"real CIFAR-10 subset not found at {CIFAR_SUBSET}")
-    target = tmp_path / "cifar" / "cifar-10-batches-py"
-    shutil.copytree(CIFAR_SUBSET / "cifar-10-batches-py", target)
-    for path in target.iterdir():
-        path.chmod(0o644)
-    return target
 
 
 def rewrite_batch(folder: Path, name: str, change) -> None:
@@ -227,24 +207,6 @@ def test_duplicate_rows_in_a_truth_table_are_refused(cli, truth_dir):
     lines = csv.read_text().splitlines()
     csv.write_text("\n".join([*lines, lines[1]]) + "\n")
     assert_clear_error(cli("method=spos", "truth.verify=false"), "more than once")
-
-
-def interrupted_run(cli, monkeypatch, *args: str, after_epoch: int = 0) -> None:
-    """A run killed after `after_epoch` (its checkpoint written, no record)."""
-    from methods.base import METHODS
-
-    method = next(a.split("=")[1] for a in args if a.startswith("method="))
-    cls = METHODS.get(method)
-    original = cls.train_epoch
-
-    def dies(self, epoch):
-        if epoch > after_epoch:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(cls, "train_epoch", dies)
-    assert cli(*args)[0] == 130  # Ctrl-C: one line and exit 130 (tests/test_bad_inputs_os.py)
-    monkeypatch.setattr(cls, "train_epoch", original)
 
 
 def test_a_checkpoint_of_another_run_is_refused(cli, tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CIFAR_SUBSET, REPO, SETPRIV, assert_clear_error
+from conftest import REPO, SETPRIV, assert_clear_error, cifar_copy
 
 sys.path.insert(0, str(REPO))
 import run  # noqa: E402 - the entry point
@@ -208,16 +208,6 @@ def test_a_failed_write_leaves_the_previous_file_and_names_the_target(tmp_path, 
 
 
 # ---- unreadable and oversized inputs ---------------------------------------------------------------------------
-def cifar_copy(folder: Path) -> Path:
-    if not (CIFAR_SUBSET / "cifar-10-batches-py").is_dir():
-        pytest.skip(f"real CIFAR-10 subset not found at {CIFAR_SUBSET}")
-    target = folder / "cifar" / "cifar-10-batches-py"
-    shutil.copytree(CIFAR_SUBSET / "cifar-10-batches-py", target)
-    for path in target.iterdir():
-        path.chmod(0o644)
-    return target
-
-
 def without_permission_override(code: str, *args: str) -> subprocess.CompletedProcess:
     """`python -c code args` as root without its file-permission override (what a normal user meets)."""
     if shutil.which("setpriv") is None:

@@ -23,6 +23,8 @@ from conftest import CIFAR_SUBSET, REPO, assert_clear_error
 sys.path.insert(0, str(REPO))
 
 CASES = [  # (case as the probe names it, expected class, test)
+    ("#37 a results path with a newline gives 'LexerNoViableAltException' without the fix", "clear error",
+     "test_a_value_with_a_newline_names_the_argument_and_the_fix"),
     ("#25 CIFAR batch data_batch_3 a symlink to /dev/zero", "clear error",
      "test_a_cifar_batch_that_is_a_symlink_to_dev_zero_is_named_as_a_device"),
     ("#26 CIFAR batch data_batch_3 a FIFO (mkfifo)", "clear error",
@@ -271,8 +273,8 @@ def test_a_cache_folder_blocked_by_a_file_is_refused_before_any_training(run_cli
 
 def run_folder(results: Path) -> Path:
     """The run folder SMALL would use in `results` (its id from the plan: nothing is computed)."""
-    from evaluators.runner import plan_run
     from evaluators.cli import check_composes
+    from evaluators.runner import plan_run
     from oneshot_bench.config import from_dictconfig
 
     cfg = from_dictconfig(check_composes([f"execution.results_dir={results}", *SMALL], REPO / "conf"))
@@ -304,3 +306,10 @@ def test_a_state_file_that_is_not_a_regular_file_is_refused_before_work(run_cli,
     code, _, err = run_cli(*SMALL)  # the fix works: the same command then runs
     assert code == 0, err
     assert (folder / "record.json").is_file()
+
+
+def test_a_value_with_a_newline_names_the_argument_and_the_fix(run_cli, tmp_path):
+    line = assert_clear_error(run_cli(f"execution.results_dir={tmp_path / 'results'}\nline"), "results_dir",
+                              "control character", "remove it")
+    assert "LexerNoViableAltException" not in line
+    assert not (tmp_path / "results").exists()

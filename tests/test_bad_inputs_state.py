@@ -262,7 +262,7 @@ BAD_RECORDS = [  # (id, change, what the warning names)
     ("tau-5-acc-250", _tau_and_accuracy, "record.ranking.kendall_tau is 5.0"),
     ("cost-1e308", _cost_huge, "record.cost.phases.supernet_train.gpu_days is inf"),
     ("acc-inf", _accuracy_infinite, "record.found.final_test_acc is inf"),
-    ("seed-10e300", _seed_huge, "record.seed is 1000"),
+    ("seed-10e300", _seed_huge, "record.seed is an integer of 301 digits"),
     ("tau-not-its-arrays", _tau_not_its_arrays, "but its proxy and truth lists give"),
     ("truth-101", _truth_over_100, "record.ranking.truth[0] is 101.0"),
 ]

@@ -10,7 +10,7 @@ import logging
 import shutil
 
 import torch
-from conftest import assert_clear_error
+from conftest import assert_clear_error, interrupted_run
 
 CASES = [  # (the probe's case, expected class, test)
     ("#19 another run's record.json copied into this run's folder is returned as 'already finished'",
@@ -23,6 +23,8 @@ CASES = [  # (the probe's case, expected class, test)
      "test_a_truth_cache_entry_of_another_arch_is_set_aside_and_retrained"),
     ("#23 a references cache with values of the right length but wrong (reversed) is trusted", "handled",
      "test_a_references_cache_of_other_values_is_set_aside_and_recounted"),
+    ("a FIFO named record.json under the report's --results would block the report forever", "handled",
+     "test_a_fifo_in_place_of_a_record_is_skipped_without_blocking"),
 ]
 
 SPOS = ("method=spos", "space=mbnet_chain")
@@ -57,22 +59,13 @@ def test_a_record_with_an_edited_configuration_is_refused(run_cli, tmp_path):
     data["config"]["budget"]["lr"] = 0.5
     record.write_text(json.dumps(data))
     assert_clear_error(run_cli(*SPOS), str(record), "configuration whose run id is", "execution.force=true")
+    assert run_cli(*SPOS, "execution.force=true")[0] == 0  # recomputed, and the edited file kept beside it
+    (kept,) = record.parent.glob("record.*.json")
+    assert json.loads(kept.read_text())["config"]["budget"]["lr"] == 0.5
 
 
 def test_a_checkpoint_tensor_of_the_wrong_shape_is_one_clear_error(run_cli, tmp_path, monkeypatch):
-    from methods.base import METHODS
-
-    cls = METHODS.get("spos")
-    original = cls.train_epoch
-
-    def dies(self, epoch):
-        if epoch > 0:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(cls, "train_epoch", dies)
-    assert run_cli(*SPOS)[0] == 130
-    monkeypatch.setattr(cls, "train_epoch", original)
+    interrupted_run(run_cli, monkeypatch, *SPOS)
     path = only("runs/*/checkpoint.pt", tmp_path / "results")
     state = torch.load(path, weights_only=True)
     weights = next(v for v in state["method"].values() if isinstance(v, dict) and any(

@@ -29,6 +29,10 @@ CASES = [  # (the probe's case, expected class, test)
      "test_runs_started_together_keep_their_own_hydra_snapshot"),
     ("#60 an identical run waits on a stopped lock holder without saying who holds it", "handled",
      "test_a_waiting_run_names_the_process_that_holds_the_lock"),
+    ("#14 two report builds to the same --out: one's rename of a shared temporary name fails (FileNotFoundError)",
+     "handled", "test_two_report_builds_to_one_folder_both_finish"),
+    ("(review) Ctrl-C in python -m reports.before_after / evaluators.sweep / reports.reproduce printed a traceback",
+     "handled", "test_every_entry_point_turns_ctrl_c_into_one_line_and_exit_130"),
     ("#51 scoring the whole space rewrites the progress file after every arch (I/O grows with the square)",
      "handled", "test_progress_writes_are_spaced_by_their_own_cost"),
 ]
@@ -126,3 +130,53 @@ def test_progress_writes_are_spaced_by_their_own_cost(monkeypatch):
     assert scoring(0.00001, 50) == 50
     slow = scoring(0.05, 50)
     assert 1 <= slow <= 3  # 50 ms writes at most every 0.5 s: about 10% of the time in writes, not 98%
+
+
+def test_two_report_builds_to_one_folder_both_finish(confined, tmp_path, monkeypatch):
+    """The probe delayed one build's final rename while a second build ran; with one fixed temporary name the
+    second took the first's file away. Here the second build runs entirely inside the first's rename."""
+    import os
+
+    from conftest import copy_record
+
+    from reports.build import build_report
+
+    results, out = tmp_path / "results", tmp_path / "results" / "report"
+    copy_record(results, "record_v1_nb201-spos.json")
+    real_replace, started, nested = os.replace, [], []
+
+    def replace(src, dst):
+        if str(dst).endswith("report.html") and not started:
+            started.append(src)
+            nested.append(build_report(results, out))  # the other build, start to finish, mid-rename
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    first = build_report(results, out)
+    assert nested == [first] and "1 finished run record(s)" in first.read_text()
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_every_entry_point_turns_ctrl_c_into_one_line_and_exit_130(capsys):
+    """Every `python -m` command of the project goes through run_command (or, run.py and reports/__main__.py, its
+    own handler after install_interrupt_once); run_command makes a KeyboardInterrupt one line and exit 130."""
+    from oneshot_bench.interrupts import INTERRUPTED_CODE, run_command
+
+    mains = [p for folder in ("reports", "evaluators", "oneshot_bench") for p in (REPO / folder).rglob("*.py")
+             if 'if __name__ == "__main__":' in p.read_text() and p.name != "interrupts.py"] + [REPO / "run.py"]
+    assert len(mains) >= 7
+    for path in mains:
+        block = path.read_text().split('if __name__ == "__main__":', 1)[1]
+        assert "run_command(" in block or "install_interrupt_once()" in block, path
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        assert run_command(interrupted) == INTERRUPTED_CODE
+        assert run_command(lambda: 3) == 3 and run_command(lambda: None) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)  # (run_command installs the once-only handler)
+    err = capsys.readouterr().err
+    assert err.count("interrupted") == 1 and "Traceback" not in err

@@ -146,9 +146,9 @@ def test_records_of_the_previous_layout_load_and_migrate(fixture):
 
 
 def test_old_records_still_render(tmp_path):
-    from reports.build import build_report
-
     import json
+
+    from reports.build import build_report
 
     for fixture in DATA.glob("record_v1_*.json"):  # each in the folder of its run id, as a store holds it
         run_dir = tmp_path / "results" / "runs" / json.loads(fixture.read_text())["run_id"]
