@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
 from oneshot_bench.atomic import read_json, write_json
 from oneshot_bench.budgets import plumbing_sizes
@@ -263,6 +263,9 @@ class RunRecord:
     # beside git_commit: the fingerprint of the code that made it; None for a record written before fingerprints
     # ("legacy"). Not part of the identity: a changed fingerprint keeps the run id (execution.reuse decides)
     code: Optional[Code] = None
+    # the layout it was read from (not a field, never written): a migrated record_version 1 record's config was
+    # rewritten by the migration, so it no longer hashes to its run id (evaluators/store.py foreign_record)
+    read_from_version: ClassVar[int] = RECORD_VERSION
 
     # ---- JSON -------------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -278,6 +281,7 @@ class RunRecord:
         elif version != RECORD_VERSION:
             raise RecordError(f"unknown record_version {version!r} (this version reads 1 and {RECORD_VERSION})")
         record = _build(cls, data, "record")
+        record.read_from_version = version
         record.check_consistency()
         record.check_ranges()
         return record

@@ -44,7 +44,7 @@ from oneshot_bench.file_kinds import MISSING, kind_of, require_regular
 from oneshot_bench.names import path_inside
 
 from .fingerprint import changed_files, describe_changes, short
-from .record import Code, RecordError, RunRecord
+from .record import RECORD_VERSION, Code, RecordError, RunRecord
 
 log = logging.getLogger("oneshot_bench")
 T = TypeVar("T")  # what a state parser makes of a loaded file
@@ -86,6 +86,8 @@ def foreign_record(record: RunRecord, run_id: str) -> Optional[str]:
     its configuration edited so that it no longer hashes to its id), in words; None when it is."""
     if record.run_id != run_id:
         return f"holds run {record.run_id}, not {run_id}"
+    if record.read_from_version != RECORD_VERSION:  # migrated: its rewritten config cannot hash to the old id
+        return None
     try:
         own = run_id_for(record.config)
     except (KeyError, TypeError):

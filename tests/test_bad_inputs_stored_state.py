@@ -136,3 +136,19 @@ def test_a_fifo_in_place_of_a_record_is_skipped_without_blocking(confined, tmp_p
         signal.signal(signal.SIGALRM, previous)
     assert "1 finished run record(s)" in html and good.parent.name in html
     assert str(fifo) in caplog.text and "not a regular file" in caplog.text
+
+
+def test_a_record_of_the_older_layout_is_not_called_foreign():
+    """A record_version 1 record's config is rewritten by the migration, so it cannot hash to its id: only its run
+    id is compared; a current-layout record must hash to its id."""
+    from conftest import REPO
+
+    from evaluators.record import RunRecord
+    from evaluators.store import foreign_record, run_id_for
+
+    old = RunRecord.load(REPO / "tests" / "data" / "record_v1_nb201-spos.json")
+    assert foreign_record(old, old.run_id) is None
+    assert "holds run" in foreign_record(old, "another-run")
+    current = RunRecord.from_dict(old.to_dict())  # the same contents, read as the current layout
+    assert "configuration whose run id is" in foreign_record(current, old.run_id)
+    assert foreign_record(current, run_id_for(current.config)) is not None  # (its run_id field still differs)

@@ -293,9 +293,11 @@ def test_a_recompute_keeps_the_old_records_artifacts_beside_it(tmp_path):
     """The kept record's artifacts (e.g. GHN's derive_candidates.json) are kept under the same tag, so the old record
     still has the files it names; a recompute by the same code (force=true) replaces them as before."""
     from evaluators.record import Code
+    from evaluators.store import run_id_for
 
     store = ResultsStore(tmp_path)
     old = RunRecord.load(REPO / "tests" / "data" / "record_v1_nb201-spos.json")
+    old.run_id = run_id_for(old.config)  # (the migrated config's own id, as a record written now has)
     old.artifacts, old.code = ["derive_candidates.json"], Code(fingerprint="a" * 64, files={"methods/x.py": "1" * 64})
     store.save_record(old.run_id, old, {"derive_candidates": [{"arch": "old"}]})
     new = RunRecord.from_dict(old.to_dict())
