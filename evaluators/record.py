@@ -510,10 +510,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             return math.nan
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecordError(f"{where} must be a number, got {value!r}")
-        try:
-            return float(value)
-        except OverflowError:  # an integer of hundreds of digits: valid JSON, no float
-            raise RecordError(f"{where} is an integer of {len(str(abs(value)))} digits, past any float") from None
+        return _as_float(where, value)
     if tp is int:
         if isinstance(value, float) and value.is_integer():
             return int(value)

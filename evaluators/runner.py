@@ -306,7 +306,7 @@ def prepare(plan: RunPlan) -> PreparedRun:
     plan.method.on_progress = run.save_progress
     if not cfg.execution.resume or cfg.execution.force:
         return run
-    checkpoint = store.load_checkpoint(plan.run_id, plan.config_hash,
+    checkpoint = store.load_checkpoint(plan.run_id, plan.config_hash, code=plan.code,
                                        parse=lambda state: parse_checkpoint(state, cfg.budget.search_epochs))
     if checkpoint is not None:
         try:
@@ -322,7 +322,7 @@ def prepare(plan: RunPlan) -> PreparedRun:
         run.start_epoch = checkpoint.epoch + 1
         torch.set_rng_state(checkpoint.torch_rng)
         log.info("resuming run %s after epoch %d", plan.run_id, checkpoint.epoch)
-    progress = store.load_progress(plan.run_id, plan.config_hash,
+    progress = store.load_progress(plan.run_id, plan.config_hash, code=plan.code,
                                    parse=lambda data: parse_progress(data, plan.space.decode))
     training_done = run.start_epoch >= cfg.budget.search_epochs or not plan.method.trains
     if progress is not None and training_done:  # scores and per-arch caches of the evaluation so far
@@ -598,8 +598,6 @@ def run_benchmark(cfg: RunConfig, *, progress: Optional[bool] = None) -> RunReco
             record = store.finished_record(run_id)
             if record is not None and reuse_finished(plan, record):
                 return record
-        if cfg.execution.resume and not cfg.execution.force:
-            store.check_state_code(run_id, plan.config_hash, plan.code)  # other code's checkpoint: refused
         run = prepare(plan)
         train(run, progress)
         evaluation = evaluate(run, progress)

@@ -104,27 +104,25 @@ def move_aside(path: Path) -> Path:
     return target
 
 
-def _checkpoint_tags(path: Path) -> Any:
-    """A checkpoint's contents for its tags, memory-mapped (its tensors are not read), with the restricted loader;
-    None when it cannot be read (load_checkpoint then says why)."""
-    import torch
-
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu", mmap=True)
-    except Exception:  # any unreadable file: load_checkpoint refuses it with the one message for that
-        return None
-
-
-def _state_code(state: Any, run_id: str, cfg_hash: str) -> Optional[Code]:
-    """The code fingerprint a checkpoint or progress file of this run carries (`code`); None when it has none, or
-    belongs to another run (refused as such by its loader)."""
-    if not (isinstance(state, dict) and state.get("run_id") == run_id and state.get("config_hash") == cfg_hash):
-        return None
+def _state_code(state: dict[str, Any]) -> Optional[Code]:
+    """The code fingerprint a checkpoint or progress file carries (`code`); None when it has none (written before
+    fingerprints) or one of another shape (its parser names that)."""
     code = state.get("code")
     if not (isinstance(code, dict) and isinstance(code.get("fingerprint"), str)
             and isinstance(code.get("files"), dict)):
         return None
     return Code(fingerprint=code["fingerprint"], files={str(k): str(v) for k, v in code["files"].items()})
+
+
+def other_code(state: dict[str, Any], code: Optional[Code]) -> Optional[str]:
+    """Why a checkpoint or progress file of this run cannot be resumed by `code`: it was written by other code, so
+    its state would mix two code versions in one result; None when it was written by `code`, carries no
+    fingerprint (written before fingerprints: resumed as before), or `code` is None."""
+    made_by = _state_code(state)
+    if code is None or made_by is None or made_by.fingerprint == code.fingerprint:
+        return None
+    return (f"was written by other code (fingerprint {short(made_by.fingerprint)}, now {short(code.fingerprint)}; "
+            f"changed since: {describe_changes(changed_files(made_by.files, code.files))})")
 
 
 # the files a run's folder holds whose reader or writer would fail or block on anything but a regular file
@@ -312,33 +310,6 @@ class ResultsStore:
         write_bytes(target, self.record_path(run_id).read_bytes())
         return target
 
-    def check_state_code(self, run_id: str, cfg_hash: str, code: Code) -> None:
-        """A checkpoint or progress file of this run written by other code (its fingerprint differs from `code`) is
-        not resumed: its state would mix two code versions in one result. The checkpoint is refused like a foreign
-        one (a ConfigError naming it and execution.resume=false); the progress file is moved aside and its work
-        redone, like a foreign one. A file without a fingerprint (written before fingerprints) is resumed as before;
-        an unreadable one, or one of another run, is left to load_checkpoint/load_progress, which name it."""
-        path = self.checkpoint_path(run_id)
-        if path.is_file():
-            made_by = _state_code(_checkpoint_tags(path), run_id, cfg_hash)
-            if made_by is not None and made_by.fingerprint != code.fingerprint:
-                raise ConfigError(
-                    f"checkpoint {path} was written by other code (fingerprint {short(made_by.fingerprint)}, now "
-                    f"{short(code.fingerprint)}; changed since: "
-                    f"{describe_changes(changed_files(made_by.files, code.files))}), and resuming it would mix two "
-                    f"code versions in one result. Rerun with execution.resume=false to start this run over (the "
-                    f"file is then replaced).")
-        path = self.progress_path(run_id)
-        if path.is_file():
-            try:
-                made_by = _state_code(read_json(path), run_id, cfg_hash)
-            except (OSError, ValueError, RecursionError):
-                return
-            if made_by is not None and made_by.fingerprint != code.fingerprint:
-                log.warning("progress file %s was written by other code (fingerprint %s, now %s); kept as %s, its "
-                            "work is redone", path, short(made_by.fingerprint), short(code.fingerprint),
-                            move_aside(path).name)
-
     def write_artifact(self, run_id: str, name: str, content: Any) -> Path:
         """A method's JSON artifact (e.g. a latency table), beside the record as <name>.json."""
         path = self.run_dir(run_id) / f"{name}.json"
@@ -354,12 +325,12 @@ class ResultsStore:
     def save_checkpoint(self, run_id: str, cfg_hash: str, state: dict[str, Any]) -> None:
         torch_save(self.checkpoint_path(run_id), {"run_id": run_id, "config_hash": cfg_hash, **state})
 
-    def load_checkpoint(self, run_id: str, cfg_hash: str, parse: Optional[Callable[[dict[str, Any]], T]] = None
-                        ) -> Optional[T | dict[str, Any]]:
+    def load_checkpoint(self, run_id: str, cfg_hash: str, parse: Optional[Callable[[dict[str, Any]], T]] = None,
+                        code: Optional[Code] = None) -> Optional[T | dict[str, Any]]:
         """The run's checkpoint, or None. Loaded with weights_only=True (tensors and plain values; a file that holds
         anything else is refused, never executed); one written by another run or configuration is refused too, and
-        so is one that `parse` (e.g. evaluators.state.parse_checkpoint) rejects with a ValueError; `parse`'s result
-        is returned."""
+        so is one written by other code than `code` (`other_code`) and one that `parse` (e.g.
+        evaluators.state.parse_checkpoint) rejects with a ValueError; `parse`'s result is returned."""
         import pickle
 
         import torch
@@ -376,6 +347,10 @@ class ResultsStore:
             owner = state.get("run_id") if isinstance(state, dict) else None
             raise self.refused_checkpoint(run_id, f"was written by {f'run {owner}' if owner else 'another program'}, "
                                                   f"not by this run ({run_id}) with this configuration")
+        made_by_other_code = other_code(state, code)
+        if made_by_other_code is not None:
+            raise self.refused_checkpoint(run_id, f"{made_by_other_code}, and resuming it would mix two code versions "
+                                                  f"in one result")
         if parse is None:
             return state
         try:
@@ -392,11 +367,11 @@ class ResultsStore:
     def save_progress(self, run_id: str, progress: dict[str, Any]) -> None:
         write_json(self.progress_path(run_id), progress)
 
-    def load_progress(self, run_id: str, cfg_hash: str, parse: Optional[Callable[[dict[str, Any]], T]] = None
-                      ) -> Optional[T | dict[str, Any]]:
+    def load_progress(self, run_id: str, cfg_hash: str, parse: Optional[Callable[[dict[str, Any]], T]] = None,
+                      code: Optional[Code] = None) -> Optional[T | dict[str, Any]]:
         """Per-arch progress after training (`parse`'s result when given, e.g. evaluators.state.parse_progress),
-        or None; an unreadable or foreign file, or one that `parse` rejects with a ValueError, is moved aside (it
-        only saves time: losing it redoes work, never changes a result)."""
+        or None; an unreadable or foreign file, one written by other code than `code`, or one that `parse` rejects
+        with a ValueError, is moved aside (it only saves time: losing it redoes work, never changes a result)."""
         path = self.progress_path(run_id)
         if not path.is_file():
             return None
@@ -406,6 +381,9 @@ class ResultsStore:
                 raise ValueError(f"a JSON {type(progress).__name__}, not an object")
             if progress.get("run_id") != run_id or progress.get("config_hash") != cfg_hash:
                 raise ValueError("it belongs to another run")
+            made_by_other_code = other_code(progress, code)
+            if made_by_other_code is not None:
+                raise ValueError(f"it {made_by_other_code}")
             return parse(progress) if parse is not None else progress
         except (OSError, ValueError) as e:
             problem = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

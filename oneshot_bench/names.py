@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, cut_middle
 
 MAX_LENGTH = 48
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -27,10 +27,7 @@ NAME_MAX = 255  # bytes in one path component on Linux and macOS file systems
 
 def shown(value: object, limit: int = 60) -> str:
     """A value as a message quotes it: repr'd, cut in the middle when huge (a 5,000-character name is noise)."""
-    text = repr(value)
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit // 2]}...{text[-limit // 2:]} ({len(str(value)):,} characters)"
+    return cut_middle(repr(value), limit, len(str(value)))
 
 
 def is_name(value: object, max_length: int = MAX_LENGTH) -> bool:

@@ -12,7 +12,7 @@ import errno
 from pathlib import Path
 from typing import Optional
 
-from .errors import UserError
+from .errors import UserError, cut_middle
 
 WRITE_FIX = ("free space there and rerun the same command (a run resumes from its last checkpoint), or choose "
              "another folder with execution.results_dir=<dir>")
@@ -40,8 +40,7 @@ class ResourceError(UserError):
 
 def shown(path: object, limit: int = 300) -> str:
     """A path as a message shows it: shortened in the middle when very long (a 5,000-character path is noise)."""
-    text = str(path)
-    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]} ({len(text):,} characters)"
+    return cut_middle(str(path), limit)
 
 
 def user_error(error: BaseException, path: Optional[object] = None, key: Optional[str] = None

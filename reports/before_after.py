@@ -31,7 +31,6 @@ import logging
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Optional
 
 from evaluators.paired import PairedDifference, mcnemar, tau_difference
 from evaluators.record import RankingMetrics, RunRecord
@@ -214,10 +213,9 @@ def _signed(x: float) -> str:
 
 def _commits(records: list[RunRecord]) -> str:
     """Short commits, keeping `+dirty` (the run had uncommitted changes)."""
-    def short(commit: Optional[str]) -> str:
-        sha, _, dirty = (commit or "unknown").partition("+")
-        return sha[:7] + (f"+{dirty}" if dirty else "")
-    return ", ".join(sorted({short(r.git_commit) for r in records})) or "none"
+    from evaluators.fingerprint import short_commit
+
+    return ", ".join(sorted({short_commit(r.git_commit) for r in records})) or "none"
 
 
 def _acc(r: RunRecord) -> str:
